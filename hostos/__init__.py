@@ -1,0 +1,3 @@
+"""hostos: stateless cluster nodes running container units on Docker or Podman."""
+
+__version__ = "0.1.0"

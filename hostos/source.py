@@ -1,0 +1,143 @@
+"""Read YAML documents with the position of every key, refusing what is not text.
+
+The loader works on plain values (dicts, lists, scalars) and keeps, beside
+them, a map from key path to source location, so that every later check can
+name the file, line and column of what it rejects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from hostos.errors import Location, Path_, Problem, SiteError, key_path
+
+MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass
+class Document:
+    """One YAML file: its data and where each key path stands in it."""
+
+    file: str
+    data: Any
+    positions: dict[Path_, Location] = field(default_factory=dict)
+
+    def where(self, path: Path_) -> Location:
+        """The location of path, or of its nearest ancestor that has one."""
+        return locate(self.positions, path, Location(self.file, 1, 1))
+
+
+def locate(positions: dict[Path_, Location], path: Path_, default: Location) -> Location:
+    for end in range(len(path), -1, -1):
+        found = positions.get(tuple(path[:end]))
+        if found is not None:
+            return found
+    return default
+
+
+def read_text(file: str, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """The file's text, or SiteError if it is too big, binary, not UTF-8 or empty."""
+    where = Location(file)
+    try:
+        size = os.stat(file).st_size
+        if size > max_bytes:
+            raise SiteError([Problem(where, "", f"file is {size} bytes, larger than the "
+                                     f"{max_bytes} bytes hostos reads",
+                                     "a unit, role or inventory file is a few kilobytes")])
+        with open(file, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise SiteError([Problem(where, "", f"cannot read: {exc.strerror}")]) from None
+    if b"\0" in raw:
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise SiteError([Problem(Location(file, line, 1), "", "binary file (NUL byte)",
+                                 "site files are UTF-8 YAML")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SiteError([Problem(Location(file, line, col), "",
+                                 f"not UTF-8 (byte 0x{raw[exc.start]:02x})",
+                                 "save the file as UTF-8")]) from None
+    return text.removeprefix("\ufeff")
+
+
+def load_document(file: str) -> Document:
+    """Parse one YAML file into a Document; SiteError on any problem."""
+    text = read_text(file)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        raise SiteError([_yaml_problem(file, exc)]) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise SiteError([Problem(Location(file, 1, 1), "", "empty file",
+                                 "write the definition or delete the file")])
+    builder = _Builder(file, loader)
+    data = builder.value(node, ())
+    if builder.problems:
+        raise SiteError(builder.problems)
+    return Document(file, data, builder.positions)
+
+
+def _yaml_problem(file: str, exc: yaml.MarkedYAMLError) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+    message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+    if "expected a single document" in message:
+        return Problem(where, "", "more than one YAML document", "one definition per file")
+    return Problem(where, "", f"YAML syntax: {message}")
+
+
+class _Builder:
+    """Turns composed YAML nodes into plain values, recording positions."""
+
+    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+        self.file = file
+        self.loader = loader
+        self.positions: dict[Path_, Location] = {}
+        self.problems: list[Problem] = []
+
+    def mark(self, node: yaml.Node) -> Location:
+        return Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def value(self, node: yaml.Node, path: Path_) -> Any:
+        self.positions.setdefault(path, self.mark(node))
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            self.problems.append(Problem(self.mark(node), key_path(path), f"bad value: {exc.problem}"))
+            return None
+
+    def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+        try:
+            self.loader.flatten_mapping(node)
+        except yaml.constructor.ConstructorError as exc:
+            self.problems.append(Problem(self.mark(node), key_path(path), f"bad merge: {exc.problem}"))
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(Problem(self.mark(key_node), key_path(path),
+                                             "keys must be plain strings"))
+                continue
+            key = str(key_node.value)
+            if key in result:
+                first = self.positions[(*path, key)]
+                self.problems.append(Problem(self.mark(key_node), key_path((*path, key)),
+                                             "duplicate key",
+                                             f"first set at line {first.line}"))
+                continue
+            self.positions[(*path, key)] = self.mark(key_node)
+            result[key] = self.value(value_node, (*path, key))
+        return result
