@@ -7,6 +7,7 @@ name the file, line and column of what it rejects.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from hostos.errors import Location, Path_, Problem, SiteError, key_path
+from hostos.merge import Located, locate
 
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -27,16 +29,11 @@ class Document:
     positions: dict[Path_, Location] = field(default_factory=dict)
 
     def where(self, path: Path_) -> Location:
-        """The location of path, or of its nearest ancestor that has one."""
         return locate(self.positions, path, Location(self.file, 1, 1))
 
-
-def locate(positions: dict[Path_, Location], path: Path_, default: Location) -> Location:
-    for end in range(len(path), -1, -1):
-        found = positions.get(tuple(path[:end]))
-        if found is not None:
-            return found
-    return default
+    def located(self) -> Located:
+        """A copy of the data with its positions, ready to merge and validate."""
+        return Located(copy.deepcopy(self.data), dict(self.positions), Location(self.file, 1, 1))
 
 
 def read_text(file: str, max_bytes: int = MAX_FILE_BYTES) -> str:
