@@ -11,21 +11,27 @@ from hostos.roles import RoleDef
 from hostos.source import Document
 
 
-def check_role_graph(roledef: RoleDef, units: Mapping[str, Unit],
-                     problems: list[Problem]) -> None:
+def check_role_graph(roledef: RoleDef, units: Mapping[str, Unit], problems: list[Problem]) -> None:
     """Dependency cycles and host port clashes among the units of one role."""
     cycle = find_cycle(dependency_graph(units))
     if cycle:
-        problems.append(Problem(roledef.raw.where(("units",)), "units",
-                                f"dependency cycle: {' → '.join(cycle)}",
-                                "remove one of these requires/after entries"))
+        problems.append(
+            Problem(
+                roledef.raw.where(("units",)),
+                "units",
+                f"dependency cycle: {' → '.join(cycle)}",
+                "remove one of these requires/after entries",
+            )
+        )
     _check_ports(roledef, units, problems)
 
 
 def dependency_graph(units: Mapping[str, Unit]) -> dict[str, list[str]]:
     """unit → the units it starts after (requires and after), within these units only."""
-    return {name: [d for d in (*u.requires, *u.after) if d in units and d != name]
-            for name, u in units.items()}
+    return {
+        name: [d for d in (*u.requires, *u.after) if d in units and d != name]
+        for name, u in units.items()
+    }
 
 
 def find_cycle(graph: Mapping[str, list[str]]) -> list[str]:
@@ -38,7 +44,7 @@ def find_cycle(graph: Mapping[str, list[str]]) -> list[str]:
         stack.append(node)
         for dep in graph.get(node, []):
             if state.get(dep) == 1:
-                return [*stack[stack.index(dep):], dep]
+                return [*stack[stack.index(dep) :], dep]
             if dep not in state and (found := visit(dep)):
                 return found
         stack.pop()
@@ -62,19 +68,34 @@ def _check_ports(roledef: RoleDef, units: Mapping[str, Unit], problems: list[Pro
                 continue
             key = (port.host_ip or "0.0.0.0", port.host, port.protocol)
             wild = ("0.0.0.0", port.host, port.protocol)
-            other = taken.get(key) or taken.get(wild) or next(
-                (u for (ip, p, pr), u in taken.items()
-                 if key[0] == "0.0.0.0" and (p, pr) == key[1:]), None)
+            other = (
+                taken.get(key)
+                or taken.get(wild)
+                or next(
+                    (
+                        u
+                        for (ip, p, pr), u in taken.items()
+                        if key[0] == "0.0.0.0" and (p, pr) == key[1:]
+                    ),
+                    None,
+                )
+            )
             if other is not None and other != name:
-                problems.append(Problem(roledef.raw.where(("units",)), "units",
-                                        f"units '{other}' and '{name}' both publish host port "
-                                        f"{port.host}/{port.protocol}",
-                                        "change one of the host ports"))
+                problems.append(
+                    Problem(
+                        roledef.raw.where(("units",)),
+                        "units",
+                        f"units '{other}' and '{name}' both publish host port "
+                        f"{port.host}/{port.protocol}",
+                        "change one of the host ports",
+                    )
+                )
             taken.setdefault(key, name)
 
 
-def check_inventory(inventory: Inventory, doc: Document, roles: Mapping[str, object],
-                    problems: list[Problem]) -> tuple[Node, ...]:
+def check_inventory(
+    inventory: Inventory, doc: Document, roles: Mapping[str, object], problems: list[Problem]
+) -> tuple[Node, ...]:
     """Expand hostlists; refuse unknown roles, overlapping names and shared MACs."""
     nodes: list[Node] = []
     owner: dict[str, int] = {}
@@ -83,23 +104,30 @@ def check_inventory(inventory: Inventory, doc: Document, roles: Mapping[str, obj
         try:
             names = expand(entry.name)
         except ValueError as exc:
-            problems.append(Problem(doc.where(("nodes", i, "name")), f"nodes[{i}].name",
-                                    str(exc)))
+            problems.append(Problem(doc.where(("nodes", i, "name")), f"nodes[{i}].name", str(exc)))
             continue
         if entry.role not in roles:
-            problems.append(Problem(doc.where(("nodes", i, "role")), f"nodes[{i}].role",
-                                    f"unknown role '{entry.role}'",
-                                    did_you_mean(entry.role, roles)
-                                    or "roles live in roles/<name>.yaml"))
+            problems.append(
+                Problem(
+                    doc.where(("nodes", i, "role")),
+                    f"nodes[{i}].role",
+                    f"unknown role '{entry.role}'",
+                    did_you_mean(entry.role, roles) or "roles live in roles/<name>.yaml",
+                )
+            )
         clash = [n for n in names if n in owner]
         if clash:
             first = owner[clash[0]]
             line = doc.where(("nodes", first, "name")).line
-            problems.append(Problem(doc.where(("nodes", i, "name")), f"nodes[{i}].name",
-                                    f"'{clash[0]}' is already defined at line {line}"
-                                    + (f", and {len(clash) - 1} more names" if len(clash) > 1
-                                       else ""),
-                                    "each node belongs to one entry"))
+            problems.append(
+                Problem(
+                    doc.where(("nodes", i, "name")),
+                    f"nodes[{i}].name",
+                    f"'{clash[0]}' is already defined at line {line}"
+                    + (f", and {len(clash) - 1} more names" if len(clash) > 1 else ""),
+                    "each node belongs to one entry",
+                )
+            )
         if entry.mac is not None:
             _check_mac(i, entry.mac, len(names), macs, doc, problems)
         for name in names:
@@ -108,15 +136,22 @@ def check_inventory(inventory: Inventory, doc: Document, roles: Mapping[str, obj
     return tuple(nodes)
 
 
-def _check_mac(i: int, mac: str, count: int, macs: dict[str, int], doc: Document,
-               problems: list[Problem]) -> None:
+def _check_mac(
+    i: int, mac: str, count: int, macs: dict[str, int], doc: Document, problems: list[Problem]
+) -> None:
     where = doc.where(("nodes", i, "mac"))
     if count > 1:
-        problems.append(Problem(where, f"nodes[{i}].mac",
-                                f"one MAC for {count} nodes",
-                                "give a MAC only to an entry that names a single node"))
+        problems.append(
+            Problem(
+                where,
+                f"nodes[{i}].mac",
+                f"one MAC for {count} nodes",
+                "give a MAC only to an entry that names a single node",
+            )
+        )
     if mac in macs:
         line = doc.where(("nodes", macs[mac], "mac")).line
-        problems.append(Problem(where, f"nodes[{i}].mac",
-                                f"MAC {mac} is already used at line {line}"))
+        problems.append(
+            Problem(where, f"nodes[{i}].mac", f"MAC {mac} is already used at line {line}")
+        )
     macs.setdefault(mac, i)

@@ -21,16 +21,21 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 class Invalid(ValueError):
     """A validation failure that can name a key below the validated value and give a hint."""
 
-    def __init__(self, message: str, *, key: str | int | tuple[str | int, ...] = (),
-                 hint: str = "") -> None:
+    def __init__(
+        self, message: str, *, key: str | int | tuple[str | int, ...] = (), hint: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.key: tuple[str | int, ...] = key if isinstance(key, tuple) else (key,)
         self.hint = hint
 
 
-def check_choice(value: str, choices: list[str] | tuple[str, ...], what: str,
-                 key: str | tuple[str | int, ...] = ()) -> str:
+def check_choice(
+    value: str,
+    choices: list[str] | tuple[str, ...],
+    what: str,
+    key: str | int | tuple[str | int, ...] = (),
+) -> str:
     if value not in choices:
         from hostos.errors import did_you_mean
 
@@ -40,16 +45,19 @@ def check_choice(value: str, choices: list[str] | tuple[str, ...], what: str,
 
 def check_name(value: str) -> str:
     if not re.match(NAME_PATTERN, value):
-        raise Invalid(f"'{value}' is not a valid name",
-                      hint="lowercase letters, digits, '.', '_', '-'; starting with a letter or "
-                      "digit; at most 63 characters")
+        raise Invalid(
+            f"'{value}' is not a valid name",
+            hint="lowercase letters, digits, '.', '_', '-'; starting with a letter or "
+            "digit; at most 63 characters",
+        )
     return value
 
 
 def check_abs_path(value: str) -> str:
     if not value.startswith("/"):
-        raise Invalid(f"'{value}' is a relative path", hint="write an absolute path starting "
-                      "with '/'")
+        raise Invalid(
+            f"'{value}' is a relative path", hint="write an absolute path starting with '/'"
+        )
     if ".." in value.split("/"):
         raise Invalid(f"'{value}' contains '..'", hint="write the path without '..'")
     return value
@@ -77,24 +85,41 @@ def string_map(value: Any) -> Any:
     out: dict[str, Any] = {}
     for key, item in value.items():
         if isinstance(item, bool):
-            raise Invalid("value is a YAML boolean", key=key,
-                          hint=f"quote it: '{str(item).lower()}'")
+            raise Invalid(
+                "value is a YAML boolean", key=key, hint=f"quote it: '{str(item).lower()}'"
+            )
         if item is None:
             raise Invalid("value is empty", key=key, hint='write "" for an empty string')
         out[key] = str(item) if isinstance(item, int | float) else item
     return out
 
 
-Name = Annotated[str, AfterValidator(check_name), WithJsonSchema(
-    {"type": "string", "pattern": NAME_PATTERN})]
-AbsPath = Annotated[str, AfterValidator(check_abs_path), WithJsonSchema(
-    {"type": "string", "pattern": "^/"})]
+Name = Annotated[
+    str, AfterValidator(check_name), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN})
+]
+AbsPath = Annotated[
+    str, AfterValidator(check_abs_path), WithJsonSchema({"type": "string", "pattern": "^/"})
+]
 ImageRef = Annotated[str, AfterValidator(check_reference), WithJsonSchema({"type": "string"})]
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(
-    {"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}]})]
-Size = Annotated[int, BeforeValidator(parse_size), WithJsonSchema(
-    {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": SIZE_PATTERN}]})]
-Command = Annotated[list[str], BeforeValidator(split_command), WithJsonSchema(
-    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
-StringMap = Annotated[dict[str, str], BeforeValidator(string_map), WithJsonSchema(
-    {"type": "object", "additionalProperties": {"type": ["string", "number"]}})]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}]}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": SIZE_PATTERN}]}
+    ),
+]
+Command = Annotated[
+    list[str],
+    BeforeValidator(split_command),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+]
+StringMap = Annotated[
+    dict[str, str],
+    BeforeValidator(string_map),
+    WithJsonSchema({"type": "object", "additionalProperties": {"type": ["string", "number"]}}),
+]

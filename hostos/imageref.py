@@ -31,7 +31,9 @@ def check_reference(value: str) -> str:
     if REFERENCE.match(value):
         return value
     if any(c.isupper() for c in value.split("/")[-1].split(":")[0]):
-        raise ValueError(f"'{value}' is not a valid image reference (repository names are "
-                         "lowercase)")
-    raise ValueError(f"'{value}' is not a valid image reference "
-                     "(expected [registry/]name[:tag][@sha256:…])")
+        raise ValueError(
+            f"'{value}' is not a valid image reference (repository names are lowercase)"
+        )
+    raise ValueError(
+        f"'{value}' is not a valid image reference (expected [registry/]name[:tag][@sha256:…])"
+    )

@@ -41,15 +41,24 @@ class Site:
 def load_site(root: str) -> Site:
     """The validated site at root; SiteError listing every problem otherwise."""
     if not os.path.isdir(root):
-        raise SiteError([Problem(Location(root), "", "site directory not found",
-                                 "give the directory that holds the unit files and roles/")])
+        raise SiteError(
+            [
+                Problem(
+                    Location(root),
+                    "",
+                    "site directory not found",
+                    "give the directory that holds the unit files and roles/",
+                )
+            ]
+        )
     problems: list[Problem] = []
     unit_docs = _read_all(_yaml_files(root), problems)
     role_docs = _read_all(_yaml_files(os.path.join(root, ROLES_DIR)), problems)
     units = _units(root, unit_docs, problems)
     roledefs = effective_roles(role_docs, problems)
-    per_role = {name: role_units(root, rd, units, unit_docs, problems)
-                for name, rd in roledefs.items()}
+    per_role = {
+        name: role_units(root, rd, units, unit_docs, problems) for name, rd in roledefs.items()
+    }
     for name, rd in roledefs.items():
         check_role_graph(rd, per_role[name], problems)
     roles = {name: rd.role for name, rd in roledefs.items()}
@@ -58,18 +67,28 @@ def load_site(root: str) -> Site:
         raise SiteError(problems)
     files = {f"unit:{n}": d.file for n, d in unit_docs.items()}
     files.update({f"role:{n}": d.file for n, d in role_docs.items()})
-    return Site(root, MappingProxyType(units), MappingProxyType(roles),
-                MappingProxyType({k: MappingProxyType(v) for k, v in per_role.items()}),
-                nodes, MappingProxyType(files))
+    return Site(
+        root,
+        MappingProxyType(units),
+        MappingProxyType(roles),
+        MappingProxyType({k: MappingProxyType(v) for k, v in per_role.items()}),
+        nodes,
+        MappingProxyType(files),
+    )
 
 
 def _yaml_files(directory: str) -> list[str]:
     if not os.path.isdir(directory):
         return []
     names = sorted(os.listdir(directory))
-    return [os.path.join(directory, n) for n in names
-            if n.endswith(YAML_SUFFIXES) and not n.startswith(".") and n != INVENTORY
-            and os.path.isfile(os.path.join(directory, n))]
+    return [
+        os.path.join(directory, n)
+        for n in names
+        if n.endswith(YAML_SUFFIXES)
+        and not n.startswith(".")
+        and n != INVENTORY
+        and os.path.isfile(os.path.join(directory, n))
+    ]
 
 
 def _read_all(files: list[str], problems: list[Problem]) -> dict[str, Document]:
@@ -83,9 +102,14 @@ def _read_all(files: list[str], problems: list[Problem]) -> dict[str, Document]:
             continue
         stem = Path(file).stem
         if stem in docs:
-            problems.append(Problem(Location(file, 1, 1), "",
-                                    f"{os.path.basename(docs[stem].file)} defines '{stem}' too",
-                                    "keep one of the .yaml and .yml files"))
+            problems.append(
+                Problem(
+                    Location(file, 1, 1),
+                    "",
+                    f"{os.path.basename(docs[stem].file)} defines '{stem}' too",
+                    "keep one of the .yaml and .yml files",
+                )
+            )
             continue
         docs[stem] = doc
     return docs
@@ -98,10 +122,14 @@ def _units(root: str, docs: dict[str, Document], problems: list[Problem]) -> dic
         if isinstance(raw.data, dict):
             name = raw.data.setdefault("name", stem)
             if name != stem:
-                problems.append(Problem(raw.where(("name",)), "name",
-                                        f"unit '{name}' is in a file named {stem}",
-                                        f"rename the file to {name}.yaml or the unit to "
-                                        f"'{stem}'"))
+                problems.append(
+                    Problem(
+                        raw.where(("name",)),
+                        "name",
+                        f"unit '{name}' is in a file named {stem}",
+                        f"rename the file to {name}.yaml or the unit to '{stem}'",
+                    )
+                )
         unit = validate_unit(root, raw, problems)
         if unit is not None:
             units[stem] = unit

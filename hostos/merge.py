@@ -33,7 +33,7 @@ class Located:
 
     data: Any
     positions: dict[Path_, Location] = field(default_factory=dict)
-    default: Location = Location("")
+    default: Location = field(default_factory=lambda: Location(""))
 
     def where(self, path: Path_) -> Location:
         return locate(self.positions, path, self.default)

@@ -16,25 +16,89 @@ from hostos.fields import (
     Command,
     Duration,
     ImageRef,
+    Invalid,
     Name,
     Size,
-    Invalid,
     StringMap,
     check_abs_path,
     check_choice,
 )
 
-SIGNALS = ("SIGHUP SIGINT SIGQUIT SIGKILL SIGUSR1 SIGUSR2 SIGTERM SIGCONT SIGSTOP SIGWINCH "
-           "SIGPWR SIGABRT").split()
-CAPABILITIES = (
-    "ALL AUDIT_CONTROL AUDIT_READ AUDIT_WRITE BLOCK_SUSPEND BPF CHECKPOINT_RESTORE CHOWN "
-    "DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID IPC_LOCK IPC_OWNER KILL LEASE LINUX_IMMUTABLE "
-    "MAC_ADMIN MAC_OVERRIDE MKNOD NET_ADMIN NET_BIND_SERVICE NET_BROADCAST NET_RAW PERFMON "
-    "SETFCAP SETGID SETPCAP SETUID SYSLOG SYS_ADMIN SYS_BOOT SYS_CHROOT SYS_MODULE SYS_NICE "
-    "SYS_PACCT SYS_PTRACE SYS_RAWIO SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG WAKE_ALARM"
-).split()
-ULIMITS = ("core cpu data fsize locks memlock msgqueue nice nofile nproc rss rtprio rttime "
-           "sigpending stack").split()
+SIGNALS = [
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGTERM",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGWINCH",
+    "SIGPWR",
+    "SIGABRT",
+]
+CAPABILITIES = [
+    "ALL",
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+]
+ULIMITS = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+]
 RESERVED_LABEL_PREFIX = "io.hostos."
 VOLUME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -76,8 +140,9 @@ class Mount(Model):
         if info.data.get("type") == "bind":
             return check_abs_path(value)
         if info.data.get("type") == "volume" and not re.match(VOLUME_PATTERN, value):
-            raise Invalid(f"volume name '{value}' is not valid",
-                          hint="letters, digits, '_', '.', '-'")
+            raise Invalid(
+                f"volume name '{value}' is not valid", hint="letters, digits, '_', '.', '-'"
+            )
         return value
 
     @model_validator(mode="after")
@@ -87,8 +152,9 @@ class Mount(Model):
                 raise ValueError("a role mount reference takes only mount, target, readonly")
             return self
         if self.type is None:
-            raise ValueError("a mount needs 'type' (bind, volume, tmpfs) or 'mount' (a role "
-                             "mount's name)")
+            raise ValueError(
+                "a mount needs 'type' (bind, volume, tmpfs) or 'mount' (a role mount's name)"
+            )
         if self.target is None:
             raise ValueError(f"a {self.type} mount needs 'target'")
         if self.type == "tmpfs":
@@ -97,8 +163,10 @@ class Mount(Model):
         elif self.source is None:
             raise ValueError(f"a {self.type} mount needs 'source'")
         if self.type != "tmpfs" and (self.size is not None or self.mode is not None):
-            raise Invalid("size and mode apply to tmpfs mounts only",
-                          key="size" if self.size is not None else "mode")
+            raise Invalid(
+                "size and mode apply to tmpfs mounts only",
+                key="size" if self.size is not None else "mode",
+            )
         return self
 
 
@@ -119,11 +187,13 @@ class Port(Model):
 
 
 def _parse_port(text: str) -> dict[str, Any]:
-    match = re.fullmatch(r"(?:(?:(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:]+\]):)?(\d+):)?(\d+)"
-                         r"(?:/(tcp|udp))?", text.strip())
+    match = re.fullmatch(
+        r"(?:(?:(\d+\.\d+\.\d+\.\d+|\[[0-9a-fA-F:]+\]):)?(\d+):)?(\d+)"
+        r"(?:/(tcp|udp))?",
+        text.strip(),
+    )
     if not match:
-        raise ValueError(f"'{text}' is not a port (write 80, '8080:80', "
-                         "'127.0.0.1:8080:80/udp')")
+        raise ValueError(f"'{text}' is not a port (write 80, '8080:80', '127.0.0.1:8080:80/udp')")
     host_ip, host, container, proto = match.groups()
     out: dict[str, Any] = {"container": int(container), "protocol": proto or "tcp"}
     if host:
@@ -260,8 +330,10 @@ class Health(Model):
     def _one_probe(self) -> Health:
         probes = [k for k in ("command", "http", "tcp") if getattr(self, k) is not None]
         if len(probes) != 1:
-            raise ValueError("a health check has exactly one of command, http, tcp"
-                             + (f" (found {', '.join(probes)})" if probes else ""))
+            raise ValueError(
+                "a health check has exactly one of command, http, tcp"
+                + (f" (found {', '.join(probes)})" if probes else "")
+            )
         if self.timeout > self.interval:
             raise Invalid("health timeout is longer than its interval", key="timeout")
         return self
@@ -334,8 +406,11 @@ class Unit(Model):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if key.startswith(RESERVED_LABEL_PREFIX):
-                raise Invalid(f"the prefix {RESERVED_LABEL_PREFIX} is reserved for hostos",
-                              key=key, hint="choose another label name")
+                raise Invalid(
+                    f"the prefix {RESERVED_LABEL_PREFIX} is reserved for hostos",
+                    key=key,
+                    hint="choose another label name",
+                )
         return value
 
     @model_validator(mode="after")
@@ -343,8 +418,11 @@ class Unit(Model):
         if self.image is None and self.build is None:
             raise ValueError("a unit needs 'image' or 'build'")
         if self.network in ("host", "none") and self.ports:
-            raise Invalid(f"ports cannot be published with network: {self.network}",
-                          key="ports", hint="drop the ports or use a bridge network")
+            raise Invalid(
+                f"ports cannot be published with network: {self.network}",
+                key="ports",
+                hint="drop the ports or use a bridge network",
+            )
         targets = [m.target for m in self.mounts if m.target]
         for i, target in enumerate(targets):
             if target in targets[:i]:
@@ -384,13 +462,17 @@ class RoleMount(Model):
         if self.source is None:
             raise ValueError(f"a {self.type} mount needs 'source'")
         if self.type in ("nfs", "nfs4") and not re.match(r"^[^\s:/]+:/\S*$", self.source):
-            raise Invalid(f"'{self.source}' is not an NFS source", key="source",
-                          hint="write server:/export")
+            raise Invalid(
+                f"'{self.source}' is not an NFS source", key="source", hint="write server:/export"
+            )
         if self.type == "bind":
             check_abs_path(self.source)
         if self.type == "lustre" and ":/" not in self.source:
-            raise Invalid(f"'{self.source}' is not a Lustre source", key="source",
-                          hint="write mgs@tcp:/fsname")
+            raise Invalid(
+                f"'{self.source}' is not a Lustre source",
+                key="source",
+                hint="write mgs@tcp:/fsname",
+            )
         return self
 
 
@@ -399,13 +481,15 @@ class Role(Model):
 
     role: Name
     description: str = ""
-    image: str | None = Field(None, description="host image generation; changing it is a "
-                              "rolling reboot")
+    image: str | None = Field(
+        None, description="host image generation; changing it is a rolling reboot"
+    )
     extends: Name | None = None
     mounts: list[RoleMount] = []
     units: list[Name] = []
     overrides: dict[Name, dict[str, Any]] = Field(
-        {}, description="per unit, fields merged over the unit (maps merge, lists replace)")
+        {}, description="per unit, fields merged over the unit (maps merge, lists replace)"
+    )
 
     @field_validator("image")
     @classmethod
@@ -416,9 +500,11 @@ class Role(Model):
 
     @model_validator(mode="after")
     def _unique(self) -> Role:
-        for key, label, values in (("mounts", "mount", [m.name for m in self.mounts]),
-                                   ("mounts", "mount target", [m.target for m in self.mounts]),
-                                   ("units", "unit", list(self.units))):
+        for key, label, values in (
+            ("mounts", "mount", [m.name for m in self.mounts]),
+            ("mounts", "mount target", [m.target for m in self.mounts]),
+            ("units", "unit", list(self.units)),
+        ):
             for i, value in enumerate(values):
                 if value in values[:i]:
                     raise Invalid(f"{label} '{value}' is listed twice", key=(key, i))

@@ -10,8 +10,18 @@ DURATION_PATTERN = r"^((\d+(\.\d+)?)(ms|s|m|h|d))+$|^0$"
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGTP]i?|k)?[bB]?$")
 _SIZE_UNITS = {
-    None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+    None: 1,
+    "k": 10**3,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
 }
 SIZE_PATTERN = r"^\d+(\.\d+)?\s*([KMGTP]i?|k)?[bB]?$"
 
@@ -55,9 +65,11 @@ def parse_size(value: object) -> int:
     match = _SIZE.match(value.strip())
     if not match:
         if re.match(r"^\d+(\.\d+)?\s*[mg]$", value.strip()):
-            raise ValueError(f"'{value}' is ambiguous: write {value.strip()[:-1]}"
-                             f"{value.strip()[-1].upper()}i (binary) or "
-                             f"{value.strip()[:-1]}{value.strip()[-1].upper()} (decimal)")
+            raise ValueError(
+                f"'{value}' is ambiguous: write {value.strip()[:-1]}"
+                f"{value.strip()[-1].upper()}i (binary) or "
+                f"{value.strip()[:-1]}{value.strip()[-1].upper()} (decimal)"
+            )
         raise ValueError(f"'{value}' is not a size (write e.g. 512Mi, 2Gi, 1G, 4096)")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 

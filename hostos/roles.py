@@ -29,10 +29,14 @@ def effective_roles(docs: dict[str, Document], problems: list[Problem]) -> dict[
         if isinstance(raw.data, dict):
             name = raw.data.setdefault("role", stem)
             if name != stem:
-                problems.append(Problem(raw.where(("role",)), "role",
-                                        f"role '{name}' is in a file named {stem}",
-                                        f"rename the file to {name}.yaml or the role to "
-                                        f"'{stem}'"))
+                problems.append(
+                    Problem(
+                        raw.where(("role",)),
+                        "role",
+                        f"role '{name}' is in a file named {stem}",
+                        f"rename the file to {name}.yaml or the role to '{stem}'",
+                    )
+                )
         raws[stem] = raw
     merged: dict[str, Located] = {}
     for name in raws:
@@ -46,8 +50,13 @@ def effective_roles(docs: dict[str, Document], problems: list[Problem]) -> dict[
     return roles
 
 
-def _merge_chain(name: str, raws: dict[str, Located], merged: dict[str, Located],
-                 seen: tuple[str, ...], problems: list[Problem]) -> Located | None:
+def _merge_chain(
+    name: str,
+    raws: dict[str, Located],
+    merged: dict[str, Located],
+    seen: tuple[str, ...],
+    problems: list[Problem],
+) -> Located | None:
     if name in merged:
         return merged[name]
     raw = raws[name]
@@ -56,13 +65,19 @@ def _merge_chain(name: str, raws: dict[str, Located], merged: dict[str, Located]
         merged[name] = raw
         return raw
     if parent in (*seen, name):
-        chain = seen[seen.index(parent):] if parent in seen else ()
+        chain = seen[seen.index(parent) :] if parent in seen else ()
         cycle = " → ".join((*chain, name, parent))
         problems.append(Problem(raw.where(("extends",)), "extends", f"extends cycle: {cycle}"))
         return None
     if parent not in raws:
-        problems.append(Problem(raw.where(("extends",)), "extends", f"unknown role '{parent}'",
-                                did_you_mean(parent, raws)))
+        problems.append(
+            Problem(
+                raw.where(("extends",)),
+                "extends",
+                f"unknown role '{parent}'",
+                did_you_mean(parent, raws),
+            )
+        )
         return None
     base = _merge_chain(parent, raws, merged, (*seen, name), problems)
     if base is None:
@@ -72,22 +87,36 @@ def _merge_chain(name: str, raws: dict[str, Located], merged: dict[str, Located]
     return result
 
 
-def role_units(root: str, roledef: RoleDef, units: dict[str, Unit],
-               unit_docs: dict[str, Document], problems: list[Problem]) -> dict[str, Unit]:
+def role_units(
+    root: str,
+    roledef: RoleDef,
+    units: dict[str, Unit],
+    unit_docs: dict[str, Document],
+    problems: list[Problem],
+) -> dict[str, Unit]:
     """The role's units with its overrides applied, references checked."""
     role, raw = roledef.role, roledef.raw
     for name in role.overrides:
         if name not in role.units:
-            problems.append(Problem(raw.where(("overrides", name)), f"overrides.{name}",
-                                    f"the role does not run unit '{name}'",
-                                    did_you_mean(name, role.units) or "add it to units"))
+            problems.append(
+                Problem(
+                    raw.where(("overrides", name)),
+                    f"overrides.{name}",
+                    f"the role does not run unit '{name}'",
+                    did_you_mean(name, role.units) or "add it to units",
+                )
+            )
     out: dict[str, Unit] = {}
     for i, name in enumerate(role.units):
         if name not in unit_docs:
-            problems.append(Problem(raw.where(("units", i)), f"units[{i}]",
-                                    f"unknown unit '{name}'",
-                                    did_you_mean(name, unit_docs)
-                                    or f"create {name}.yaml in the site"))
+            problems.append(
+                Problem(
+                    raw.where(("units", i)),
+                    f"units[{i}]",
+                    f"unknown unit '{name}'",
+                    did_you_mean(name, unit_docs) or f"create {name}.yaml in the site",
+                )
+            )
             continue
         unit_raw = unit_docs[name].located()
         if isinstance(unit_raw.data, dict):
@@ -107,16 +136,25 @@ def _check_refs(role: Role, unit: Unit, raw: Located, problems: list[Problem]) -
     mounts = [m.name for m in role.mounts]
     for i, req in enumerate(unit.requires):
         if req not in role.units and req not in mounts:
-            problems.append(Problem(raw.where(("requires", i)), f"requires[{i}]",
-                                    f"'{req}' is neither a unit nor a mount of role "
-                                    f"'{role.role}'",
-                                    did_you_mean(req, [*role.units, *mounts])))
+            problems.append(
+                Problem(
+                    raw.where(("requires", i)),
+                    f"requires[{i}]",
+                    f"'{req}' is neither a unit nor a mount of role '{role.role}'",
+                    did_you_mean(req, [*role.units, *mounts]),
+                )
+            )
     for i, mount in enumerate(unit.mounts):
         if mount.mount is not None and mount.mount not in mounts:
-            problems.append(Problem(raw.where(("mounts", i, "mount")), f"mounts[{i}].mount",
-                                    f"role '{role.role}' has no mount '{mount.mount}'",
-                                    did_you_mean(mount.mount, mounts)
-                                    or f"add it to the mounts of role '{role.role}'"))
+            problems.append(
+                Problem(
+                    raw.where(("mounts", i, "mount")),
+                    f"mounts[{i}].mount",
+                    f"role '{role.role}' has no mount '{mount.mount}'",
+                    did_you_mean(mount.mount, mounts)
+                    or f"add it to the mounts of role '{role.role}'",
+                )
+            )
 
 
 def validate_unit(root: str, raw: Located, problems: list[Problem]) -> Unit | None:
@@ -135,12 +173,19 @@ def validate_unit(root: str, raw: Located, problems: list[Problem]) -> Unit | No
     return unit
 
 
-def _env_file(root: str, rel: str, where: Location, i: int,
-              problems: list[Problem]) -> dict[str, str]:
+def _env_file(
+    root: str, rel: str, where: Location, i: int, problems: list[Problem]
+) -> dict[str, str]:
     key = f"env_files[{i}]"
     if rel.startswith("/") or ".." in rel.split("/"):
-        problems.append(Problem(where, key, f"'{rel}' must be a path inside the site",
-                                "write it relative to the site directory, without '..'"))
+        problems.append(
+            Problem(
+                where,
+                key,
+                f"'{rel}' must be a path inside the site",
+                "write it relative to the site directory, without '..'",
+            )
+        )
         return {}
     file = os.path.join(root, rel)
     if not os.path.isfile(file):
@@ -164,8 +209,14 @@ def parse_env(text: str, file: str, problems: list[Problem]) -> dict[str, str]:
         key, sep, value = line.removeprefix("export ").partition("=")
         key = key.strip()
         if not sep or not ENV_KEY.match(key):
-            problems.append(Problem(Location(file, number, 1), "", "not a KEY=VALUE line",
-                                    "keys are letters, digits and _"))
+            problems.append(
+                Problem(
+                    Location(file, number, 1),
+                    "",
+                    "not a KEY=VALUE line",
+                    "keys are letters, digits and _",
+                )
+            )
             continue
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":

@@ -42,25 +42,47 @@ def read_text(file: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     try:
         size = os.stat(file).st_size
         if size > max_bytes:
-            raise SiteError([Problem(where, "", f"file is {size} bytes, larger than the "
-                                     f"{max_bytes} bytes hostos reads",
-                                     "a unit, role or inventory file is a few kilobytes")])
+            raise SiteError(
+                [
+                    Problem(
+                        where,
+                        "",
+                        f"file is {size} bytes, larger than the {max_bytes} bytes hostos reads",
+                        "a unit, role or inventory file is a few kilobytes",
+                    )
+                ]
+            )
         with open(file, "rb") as handle:
             raw = handle.read(max_bytes + 1)
     except OSError as exc:
         raise SiteError([Problem(where, "", f"cannot read: {exc.strerror}")]) from None
     if b"\0" in raw:
         line = raw[: raw.index(b"\0")].count(b"\n") + 1
-        raise SiteError([Problem(Location(file, line, 1), "", "binary file (NUL byte)",
-                                 "site files are UTF-8 YAML")])
+        raise SiteError(
+            [
+                Problem(
+                    Location(file, line, 1),
+                    "",
+                    "binary file (NUL byte)",
+                    "site files are UTF-8 YAML",
+                )
+            ]
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise SiteError([Problem(Location(file, line, col), "",
-                                 f"not UTF-8 (byte 0x{raw[exc.start]:02x})",
-                                 "save the file as UTF-8")]) from None
+        raise SiteError(
+            [
+                Problem(
+                    Location(file, line, col),
+                    "",
+                    f"not UTF-8 (byte 0x{raw[exc.start]:02x})",
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
     return text.removeprefix("\ufeff")
 
 
@@ -75,8 +97,16 @@ def load_document(file: str) -> Document:
     finally:
         loader.dispose()
     if node is None:
-        raise SiteError([Problem(Location(file, 1, 1), "", "empty file",
-                                 "write the definition or delete the file")])
+        raise SiteError(
+            [
+                Problem(
+                    Location(file, 1, 1),
+                    "",
+                    "empty file",
+                    "write the definition or delete the file",
+                )
+            ]
+        )
     builder = _Builder(file, loader)
     data = builder.value(node, ())
     if builder.problems:
@@ -114,26 +144,36 @@ class _Builder:
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
-            self.problems.append(Problem(self.mark(node), key_path(path), f"bad value: {exc.problem}"))
+            self.problems.append(
+                Problem(self.mark(node), key_path(path), f"bad value: {exc.problem}")
+            )
             return None
 
     def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         try:
             self.loader.flatten_mapping(node)
         except yaml.constructor.ConstructorError as exc:
-            self.problems.append(Problem(self.mark(node), key_path(path), f"bad merge: {exc.problem}"))
+            self.problems.append(
+                Problem(self.mark(node), key_path(path), f"bad merge: {exc.problem}")
+            )
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                self.problems.append(Problem(self.mark(key_node), key_path(path),
-                                             "keys must be plain strings"))
+                self.problems.append(
+                    Problem(self.mark(key_node), key_path(path), "keys must be plain strings")
+                )
                 continue
             key = str(key_node.value)
             if key in result:
                 first = self.positions[(*path, key)]
-                self.problems.append(Problem(self.mark(key_node), key_path((*path, key)),
-                                             "duplicate key",
-                                             f"first set at line {first.line}"))
+                self.problems.append(
+                    Problem(
+                        self.mark(key_node),
+                        key_path((*path, key)),
+                        "duplicate key",
+                        f"first set at line {first.line}",
+                    )
+                )
                 continue
             self.positions[(*path, key)] = self.mark(key_node)
             result[key] = self.value(value_node, (*path, key))

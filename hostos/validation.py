@@ -22,8 +22,11 @@ def build(model: type[M], raw: Located, prefix: Path_ = ()) -> tuple[M | None, l
     """model(**raw.data), or None and one problem per validation error."""
     if not isinstance(raw.data, dict):
         kind = type(raw.data).__name__
-        return None, [Problem(raw.where(()), key_path(prefix),
-                              f"expected a mapping of keys, found {_kind(kind)}")]
+        return None, [
+            Problem(
+                raw.where(()), key_path(prefix), f"expected a mapping of keys, found {_kind(kind)}"
+            )
+        ]
     try:
         return model.model_validate(raw.data), []
     except ValidationError as exc:
@@ -31,8 +34,14 @@ def build(model: type[M], raw: Located, prefix: Path_ = ()) -> tuple[M | None, l
 
 
 def _kind(name: str) -> str:
-    return {"list": "a list", "str": "a string", "int": "a number", "float": "a number",
-            "bool": "a boolean", "NoneType": "nothing"}.get(name, name)
+    return {
+        "list": "a list",
+        "str": "a string",
+        "int": "a number",
+        "float": "a number",
+        "bool": "a boolean",
+        "NoneType": "nothing",
+    }.get(name, name)
 
 
 def _problem(model: type[BaseModel], raw: Located, err: ErrorDetails, prefix: Path_) -> Problem:
@@ -64,10 +73,7 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
     node = data
     for part in loc:
         part = ALIASES.get(part, part) if isinstance(node, dict) and part not in node else part
-        if isinstance(node, dict) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if _indexes(node, part):
             path.append(part)
             node = node[part]
         elif isinstance(part, str) and not re.search(r"[\[\]()-]", part):
@@ -113,3 +119,9 @@ def _unwrap(annotation: Any) -> Any:
 def _element(annotation: Any) -> Any:
     args = typing.get_args(annotation)
     return args[-1] if args else None
+
+
+def _indexes(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)

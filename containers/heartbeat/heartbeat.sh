@@ -6,6 +6,8 @@ set -eu
 
 interval=${HEARTBEAT_INTERVAL:-5}
 file=${HEARTBEAT_FILE:-/data/heartbeat.log}
+# Engines set HOSTNAME in the environment; busybox sh does not set it itself.
+# shellcheck disable=SC3028
 host=${HOSTNAME:-$(hostname)}
 sleeper=
 
@@ -13,7 +15,7 @@ sleeper=
 # foreground `sleep` would run the trap only after the sleep ended, while
 # `wait` returns as soon as a trapped signal arrives, so stop is prompt.
 stop() {
-    [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null || true
+    if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null || true; fi
     echo "heartbeat: stopping on signal"
     exit 0
 }

@@ -1,0 +1,189 @@
+"""The `hostos` command: a thin Typer shell over the package.
+
+Imports of the heavy parts happen inside the commands, so `hostos --help`
+stays fast.  Exit codes: 0 ok, 1 runtime failure, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from hostos import __version__
+
+app = typer.Typer(
+    help="Stateless cluster nodes: run each role's container units on Docker or Podman.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_RUNTIME = 1
+EXIT_INPUT = 2
+T = TypeVar("T")
+
+SiteArg = Annotated[str, typer.Argument(help="site directory (unit files, roles/, nodes.yaml)")]
+NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="a node of the inventory")]
+RoleOpt = Annotated[str | None, typer.Option("--role", "-r", help="a role")]
+
+
+class Format(StrEnum):
+    yaml = "yaml"
+    json = "json"
+
+
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hostos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """hostos: stateless nodes, container units, rolling reboots."""
+
+
+def fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
+    typer.echo(f"hostos: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run action; bad input → one line per problem and exit 2; runtime failure → exit 1."""
+    from hostos.errors import RuntimeFailure, SiteError
+
+    try:
+        return action()
+    except SiteError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        count = len(exc.problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''}", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    except RuntimeFailure as exc:
+        fail(str(exc))
+
+
+def emit_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+@app.command()
+def validate(site: SiteArg = "units") -> None:
+    """Check a site definition; every problem as file:line:col: key: message (hint)."""
+    from hostos.load import load_site
+
+    loaded = guarded(lambda: load_site(site))
+    typer.echo(
+        f"{site}: {len(loaded.units)} units, {len(loaded.roles)} roles, "
+        f"{len(loaded.nodes)} nodes: valid"
+    )
+
+
+def load_spec(site: str, node: str | None, role: str | None) -> Any:
+    """The resolved spec of --node or --role (exactly one)."""
+    from hostos.load import load_site
+    from hostos.resolve import resolve_node, resolve_role
+
+    if (node is None) == (role is None):
+        fail("give exactly one of --node or --role", EXIT_INPUT)
+
+    def resolve() -> Any:
+        loaded = load_site(site)
+        return resolve_node(loaded, node) if node else resolve_role(loaded, str(role))
+
+    return guarded(resolve)
+
+
+@app.command()
+def render(
+    site: SiteArg = "units",
+    node: NodeOpt = None,
+    role: RoleOpt = None,
+    output: Annotated[Format, typer.Option("--output", "-o")] = Format.yaml,
+) -> None:
+    """Print the resolved spec of a node or role, with a content hash per unit."""
+    from hostos.resolve import spec_document
+
+    document = spec_document(load_spec(site, node, role))
+    if output is Format.json:
+        emit_json(document)
+    else:
+        import yaml
+
+        typer.echo(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), nl=False)
+
+
+@app.command()
+def nodes(
+    site: SiteArg = "units",
+    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+) -> None:
+    """List the inventory with hostlists expanded."""
+    from hostos.load import load_site
+
+    loaded = guarded(lambda: load_site(site))
+    rows = [n.model_dump() for n in loaded.nodes]
+    if output is ListFormat.json:
+        emit_json(rows)
+        return
+    print_table(
+        ["NODE", "ROLE", "MAC", "LABELS"],
+        [
+            [
+                r["name"],
+                r["role"],
+                r["mac"] or "-",
+                ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+@app.command()
+def schema(
+    kind: Annotated[
+        str | None, typer.Argument(help="unit, role or nodes; all three when left out")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of unit, role and inventory files, for editors."""
+    from hostos.schema import KINDS, all_schemas
+    from hostos.schema import schema as one
+
+    if kind is None:
+        emit_json(all_schemas())
+    elif kind in KINDS:
+        emit_json(one(kind))
+    else:
+        fail(f"unknown kind '{kind}' (unit, role or nodes)", EXIT_INPUT)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,118 @@
+"""The resolved spec of a role or node: units in start order, each with its content hash.
+
+The hash covers every field that shapes the container, and the role mounts
+the unit binds.  Fields that only steer the supervisor (start order, restart
+backoff, description) are left out, so changing them never recreates a
+container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hostos.checks import dependency_graph
+from hostos.errors import Location, Problem, SiteError, did_you_mean
+from hostos.hashing import content_hash
+from hostos.load import Site
+from hostos.model import Role, RoleMount, Unit
+
+NOT_HASHED = frozenset({"description", "requires", "after"})
+MOUNT_FIELDS = frozenset({"name", "type", "source", "target", "options"})
+
+
+@dataclass(frozen=True)
+class ResolvedUnit:
+    role: str
+    unit: Unit
+    mounts: tuple[RoleMount, ...]  # the role mounts this unit uses
+    hash: str
+
+    @property
+    def name(self) -> str:
+        return self.unit.name
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    role: Role
+    units: tuple[ResolvedUnit, ...]  # in start order
+    node: str | None = None
+
+    def unit(self, name: str) -> ResolvedUnit:
+        return next(u for u in self.units if u.name == name)
+
+
+def unit_hash(unit: Unit, mounts: tuple[RoleMount, ...]) -> str:
+    """sha256 of the canonical JSON of what shapes the container."""
+    body = unit.model_dump(mode="json", exclude=set(NOT_HASHED))
+    body["restart"] = unit.restart.policy  # the backoff is the supervisor's, not the engine's
+    body["role_mounts"] = [m.model_dump(mode="json", include=set(MOUNT_FIELDS)) for m in mounts]
+    return content_hash(body)
+
+
+def start_order(units: dict[str, Unit], listed: list[str]) -> list[str]:
+    """Units sorted so that each comes after what it requires or follows; ties keep the
+    role's listed order. The loader has already refused cycles."""
+    graph = dependency_graph(units)
+    done: list[str] = []
+    pending = [n for n in listed if n in units]
+    while pending:
+        ready = [n for n in pending if all(d in done for d in graph[n])]
+        if not ready:  # a cycle: cannot happen after load_site
+            raise ValueError(f"dependency cycle among {pending}")
+        done.extend(ready)
+        pending = [n for n in pending if n not in ready]
+    return done
+
+
+def resolve_role(site: Site, role_name: str, node: str | None = None) -> RoleSpec:
+    if role_name not in site.roles:
+        raise SiteError(
+            [
+                Problem(
+                    Location(site.root),
+                    "--role",
+                    f"unknown role '{role_name}'",
+                    did_you_mean(role_name, site.roles)
+                    or f"roles: {', '.join(sorted(site.roles))}",
+                )
+            ]
+        )
+    role = site.roles[role_name]
+    units = dict(site.role_units[role_name])
+    by_name = {m.name: m for m in role.mounts}
+    resolved = []
+    for name in start_order(units, list(role.units)):
+        unit = units[name]
+        used = tuple(by_name[m.mount] for m in unit.mounts if m.mount in by_name)
+        used += tuple(by_name[r] for r in unit.requires if r in by_name and by_name[r] not in used)
+        resolved.append(ResolvedUnit(role_name, unit, used, unit_hash(unit, used)))
+    return RoleSpec(role, tuple(resolved), node)
+
+
+def resolve_node(site: Site, node_name: str) -> RoleSpec:
+    for node in site.nodes:
+        if node.name == node_name:
+            return resolve_role(site, node.role, node_name)
+    raise SiteError(
+        [
+            Problem(
+                Location(site.root),
+                "--node",
+                f"unknown node '{node_name}'",
+                did_you_mean(node_name, [n.name for n in site.nodes]) or "see hostos nodes",
+            )
+        ]
+    )
+
+
+def spec_document(spec: RoleSpec) -> dict[str, Any]:
+    """The resolved spec as plain data, for render and for the API."""
+    return {
+        "node": spec.node,
+        "role": spec.role.role,
+        "image": spec.role.image,
+        "mounts": [m.model_dump(mode="json") for m in spec.role.mounts],
+        "units": [{**u.unit.model_dump(mode="json"), "hash": u.hash} for u in spec.units],
+    }
