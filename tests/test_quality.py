@@ -1,0 +1,24 @@
+"""mypy --strict and ruff over the package and the tests, from the suite."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+
+
+def test_mypy_strict() -> None:
+    result = _run(sys.executable, "-m", "mypy", "--strict", "hostos")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff() -> None:
+    ruff = shutil.which("ruff") or "ruff"
+    result = _run(ruff, "check", "hostos", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
