@@ -1,0 +1,1 @@
+"""Container engines: one small protocol, adapters over docker-py and podman-py."""
