@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from hostos.engine.base import HASH_LABEL, ROLE_LABEL, ContainerSpec, Observed, container_name
+from hostos.engine.base import HASH_LABEL, ROLE_LABEL, ContainerSpec, Observed
 from hostos.engine.render import image_ref, spec_body, spec_of
 from hostos.resolve import ResolvedUnit
 
@@ -32,6 +32,7 @@ class Desired:
     unit: ResolvedUnit
     spec: ContainerSpec
     image_present: bool = True
+    image_error: str | None = None  # why the image could not be had, when it could not
 
     @property
     def name(self) -> str:
@@ -73,15 +74,15 @@ def plan(desired: Sequence[Desired], observed: Sequence[Observed]) -> list[Actio
                          for c in containers]
     for want in desired:
         containers = owned.get(want.name, [])
-        primary = _primary(want.name, containers)
+        primary = _primary(want.spec.name, containers)
         removals += [Action(Kind.REMOVE, want.name, f"leftover container {c.name}", current=c)
                      for c in containers if c is not primary]
-        actions.append(_unit_action(want, primary, foreign.get(container_name(want.name))))
+        actions.append(_unit_action(want, primary, foreign.get(want.spec.name)))
     return removals + actions
 
 
-def _primary(unit: str, containers: list[Observed]) -> Observed | None:
-    named = [c for c in containers if c.name == container_name(unit)]
+def _primary(name: str, containers: list[Observed]) -> Observed | None:
+    named = [c for c in containers if c.name == name]
     candidates = named or containers
     return candidates[0] if candidates else None
 

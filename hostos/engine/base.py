@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+HOSTOS_PREFIX = "io.hostos."
 OWNER_LABEL = "io.hostos.owner"
 OWNER = "hostos"
 ROLE_LABEL = "io.hostos.role"
@@ -18,11 +19,13 @@ UNIT_LABEL = "io.hostos.unit"
 HASH_LABEL = "io.hostos.hash"  # the container spec's hash, image ID included
 UNIT_HASH_LABEL = "io.hostos.unit-hash"  # the resolved unit's hash (hostos render)
 SPEC_LABEL = "io.hostos.spec"  # the hashed spec as canonical JSON, for precise reasons
+DEPS_LABEL = "io.hostos.deps"  # units this one starts after, for `hostos down` order
+NAMESPACE_LABEL = "io.hostos.namespace"  # set when several hostos instances share an engine
 NAME_PREFIX = "hostos-"
 
 
-def container_name(unit: str) -> str:
-    return NAME_PREFIX + unit
+def container_name(unit: str, namespace: str = "") -> str:
+    return NAME_PREFIX + (f"{namespace}-" if namespace else "") + unit
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,10 @@ class Observed:
     @property
     def unit(self) -> str | None:
         return self.labels.get(UNIT_LABEL)
+
+    @property
+    def namespace(self) -> str:
+        return self.labels.get(NAMESPACE_LABEL, "")
 
     @property
     def running(self) -> bool:

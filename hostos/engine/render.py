@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from hostos.engine.base import (
+    DEPS_LABEL,
     HASH_LABEL,
+    HOSTOS_PREFIX,
+    NAMESPACE_LABEL,
     OWNER,
     OWNER_LABEL,
     ROLE_LABEL,
@@ -39,16 +42,17 @@ def image_ref(unit: Unit) -> str:
 
 
 def render(unit: ResolvedUnit, image_id: str | None,
-           mount_sources: Mapping[str, str] | None = None) -> ContainerSpec:
+           mount_sources: Mapping[str, str] | None = None, namespace: str = "") -> ContainerSpec:
     """The container for a unit. mount_sources maps a role mount's name to the host path
-    to bind (its target when mounted, its fallback while it is down)."""
+    to bind (its target when mounted, its fallback while it is down); a namespace keeps
+    several hostos instances on one engine apart (tests, a demo beside a real role)."""
     u = unit.unit
     sources = {m.name: m.target for m in unit.mounts}
     sources.update(mount_sources or {})
     spec = ContainerSpec(
-        name=container_name(u.name),
+        name=container_name(u.name, namespace),
         image=image_id or image_ref(u),
-        labels={},
+        labels=dict(sorted(u.labels.items())),
         entrypoint=tuple(u.entrypoint) if u.entrypoint is not None else None,
         command=tuple(u.command) if u.command is not None else None,
         env=dict(sorted(u.env.items())),
@@ -73,22 +77,25 @@ def render(unit: ResolvedUnit, image_id: str | None,
     )
     body = spec_body(spec, image_ref(u), unit.role)
     labels = {
-        **u.labels,
+        **spec.labels,
         OWNER_LABEL: OWNER,
         ROLE_LABEL: unit.role,
         UNIT_LABEL: u.name,
         UNIT_HASH_LABEL: unit.hash,
+        DEPS_LABEL: ",".join(dict.fromkeys([*u.requires, *u.after])),
         HASH_LABEL: content_hash(body),
         SPEC_LABEL: canonical_json(body),
     }
+    if namespace:
+        labels[NAMESPACE_LABEL] = namespace
     return dataclasses.replace(spec, labels=labels)
 
 
 def spec_body(spec: ContainerSpec, ref: str, role: str) -> dict[str, Any]:
-    """What the hash covers: the whole spec (labels aside), the image reference and the role
-    (a node that changes role recreates its containers, so their labels stay true)."""
+    """What the hash covers: the whole spec with the unit's own labels, the image reference
+    and the role (a node that changes role recreates its containers, so labels stay true)."""
     body = dataclasses.asdict(spec)
-    body.pop("labels")
+    body["labels"] = {k: v for k, v in spec.labels.items() if not k.startswith(HOSTOS_PREFIX)}
     body["image_ref"] = ref
     body["role"] = role
     plain: dict[str, Any] = json.loads(canonical_json(body))  # tuples → lists, as on a label

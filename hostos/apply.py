@@ -1,0 +1,115 @@
+"""Converge a node: observe the engine, plan against the resolved spec, execute.
+
+This is the shell around the pure parts (`render`, `plan`); `hostos apply`,
+`hostos plan` and later the supervisor all go through `prepare` and `converge`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from hostos.engine.base import DEPS_LABEL, Engine, Observed
+from hostos.engine.render import render
+from hostos.execute import DEFAULT_OPTIONS, Options, Outcome, Report, execute
+from hostos.images import ImageResult, ensure, lookup
+from hostos.plan import Action, Desired, Kind, plan
+from hostos.resolve import RoleSpec
+
+
+@dataclass(frozen=True)
+class Prepared:
+    actions: list[Action]
+    images: Mapping[str, ImageResult]
+
+
+@dataclass(frozen=True)
+class Converged:
+    actions: list[Action]
+    outcomes: list[Outcome]
+    seconds: float
+
+    @property
+    def changes(self) -> int:
+        return sum(1 for o in self.outcomes if o.kind is not Kind.NOOP and o.ok)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if not o.ok)
+
+
+def prepare(engine: Engine, spec: RoleSpec, site_root: str, fetch: bool,
+            progress: Callable[[str], None] = lambda line: None,
+            mount_sources: Mapping[str, str] | None = None, namespace: str = "") -> Prepared:
+    """The plan for spec; with fetch, missing images are built, loaded or pulled first."""
+    units = [u.unit for u in spec.units]
+    images = ensure(engine, units, site_root, progress) if fetch else lookup(engine, units)
+    desired = [Desired(u, render(u, images[u.name].id, mount_sources, namespace),
+                       images[u.name].id is not None, images[u.name].error)
+               for u in spec.units]
+    return Prepared(plan(desired, observe(engine, desired, namespace)), images)
+
+
+def owned(engine: Engine, namespace: str = "") -> list[Observed]:
+    """The containers of this hostos instance (its namespace) on the engine."""
+    return [c for c in engine.owned() if c.namespace == namespace]
+
+
+def observe(engine: Engine, desired: Sequence[Desired], namespace: str = "") -> list[Observed]:
+    """Owned containers, plus any foreign one holding the name of a unit hostos lacks."""
+    mine = owned(engine, namespace)
+    names = {c.name for c in mine}
+    foreign = []
+    for want in desired:
+        name = want.spec.name
+        if name not in names:
+            found = engine.find(name)
+            if found is not None and not found.owned:
+                foreign.append(found)
+    return [*mine, *foreign]
+
+
+def converge(engine: Engine, spec: RoleSpec, site_root: str, options: Options = DEFAULT_OPTIONS,
+             progress: Callable[[str], None] = lambda line: None,
+             report: Report = lambda outcome: None, namespace: str = "") -> Converged:
+    started = time.monotonic()
+    prepared = prepare(engine, spec, site_root, fetch=True, progress=progress,
+                       namespace=namespace)
+    outcomes = execute(engine, prepared.actions, options, report)
+    return Converged(prepared.actions, outcomes, round(time.monotonic() - started, 3))
+
+
+def down(engine: Engine, report: Report = lambda outcome: None,
+         options: Options = DEFAULT_OPTIONS, namespace: str = "") -> list[Outcome]:
+    """Stop and remove every owned container, dependents before their dependencies."""
+    outcomes = []
+    for batch in stop_batches(owned(engine, namespace)):
+        actions = [Action(Kind.REMOVE, c.unit or c.name, "down", current=c) for c in batch]
+        outcomes += execute(engine, actions, options, report)
+    return outcomes
+
+
+def stop_batches(containers: Sequence[Observed]) -> list[list[Observed]]:
+    """Containers in batches: first those nothing depends on, then what they depended on."""
+    units: dict[str, list[Observed]] = {}
+    for container in containers:
+        units.setdefault(container.unit or container.name, []).append(container)
+    dependents = {name: [other for other, cs in units.items()
+                         if any(name in _deps(c) for c in cs)] for name in units}
+    rank: dict[str, int] = {}
+
+    def depth(name: str, seen: frozenset[str]) -> int:
+        if name not in rank:
+            later = [d for d in dependents[name] if d not in seen]
+            rank[name] = 1 + max((depth(d, seen | {name}) for d in later), default=-1)
+        return rank[name]
+
+    batches: dict[int, list[Observed]] = {}
+    for name, group in units.items():
+        batches.setdefault(depth(name, frozenset()), []).extend(group)
+    return [batches[k] for k in sorted(batches)]
+
+
+def _deps(container: Observed) -> list[str]:
+    return [d for d in container.labels.get(DEPS_LABEL, "").split(",") if d]
