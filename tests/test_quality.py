@@ -20,5 +20,6 @@ def test_mypy_strict() -> None:
 
 def test_ruff() -> None:
     ruff = shutil.which("ruff") or "ruff"
-    result = _run(ruff, "check", "hostos", "tests", "bench")
+    paths = [p for p in ("hostos", "tests", "bench") if (ROOT / p).is_dir()]
+    result = _run(ruff, "check", *paths)
     assert result.returncode == 0, result.stdout + result.stderr
