@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import EXAMPLE_SITE, write
 from typer.testing import CliRunner
 
 from hostos import __version__
 from hostos.cli import app
+
+from conftest import EXAMPLE_SITE, write
 
 runner = CliRunner()
 SITE = str(EXAMPLE_SITE)

@@ -8,9 +8,10 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import EXAMPLE_SITE
 
 from hostos.schema import schema
+
+from conftest import EXAMPLE_SITE
 
 UNIT_FILES = sorted(p for p in EXAMPLE_SITE.glob("*.yaml") if p.name != "nodes.yaml")
 ROLE_FILES = sorted((EXAMPLE_SITE / "roles").glob("*.yaml"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE_SITE, write
 
 from hostos.errors import SiteError
 from hostos.load import load_site
 from hostos.merge import merge
 from hostos.resolve import resolve_node, resolve_role, start_order
+
+from conftest import EXAMPLE_SITE, write
 
 
 def test_example_site_loads() -> None:
