@@ -86,7 +86,9 @@ def string_map(value: Any) -> Any:
     for key, item in value.items():
         if isinstance(item, bool):
             raise Invalid(
-                "value is a YAML boolean", key=key, hint=f"quote it: '{str(item).lower()}'"
+                "value is a boolean, not text",
+                key=key,
+                hint="quote it: YAML reads unquoted yes/no, true/false, on/off as booleans",
             )
         if item is None:
             raise Invalid("value is empty", key=key, hint='write "" for an empty string')
@@ -112,6 +114,18 @@ Size = Annotated[
     WithJsonSchema(
         {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": SIZE_PATTERN}]}
     ),
+]
+def number_to_text(value: Any) -> Any:
+    """A user given as a number (1000, or 1000:1000 read as text) stays text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+UserSpec = Annotated[
+    str,
+    BeforeValidator(number_to_text),
+    WithJsonSchema({"type": ["string", "integer"], "description": "name, uid or uid:gid"}),
 ]
 Command = Annotated[
     list[str],

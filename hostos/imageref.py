@@ -30,6 +30,10 @@ def check_reference(value: str) -> str:
         raise ValueError(f"'{value}' contains spaces")
     if REFERENCE.match(value):
         return value
+    if value.endswith(":"):
+        raise ValueError(
+            f"'{value}' is not a valid image reference (empty tag: write one after ':' or drop ':')"
+        )
     if any(c.isupper() for c in value.split("/")[-1].split(":")[0]):
         raise ValueError(
             f"'{value}' is not a valid image reference (repository names are lowercase)"

@@ -20,9 +20,11 @@ from hostos.fields import (
     Name,
     Size,
     StringMap,
+    UserSpec,
     check_abs_path,
     check_choice,
 )
+from hostos.quantity import format_duration
 
 SIGNALS = [
     "SIGHUP",
@@ -259,12 +261,19 @@ class Ulimit(Model):
     @model_validator(mode="after")
     def _order(self) -> Ulimit:
         if self.hard != -1 and (self.soft == -1 or self.soft > self.hard):
-            raise ValueError("soft limit is above the hard limit")
+            raise ValueError(
+                f"soft limit {_show_limit(self.soft)} is above the hard limit "
+                f"{_show_limit(self.hard)}"
+            )
         return self
 
 
 def _limit(value: Any) -> Any:
     return -1 if value in ("unlimited", "infinity") else value
+
+
+def _show_limit(value: int) -> str:
+    return "unlimited" if value == -1 else str(value)
 
 
 class Resources(Model):
@@ -276,7 +285,11 @@ class Resources(Model):
     @classmethod
     def _min_memory(cls, value: int | None) -> int | None:
         if value is not None and value < 6 * 2**20:
-            raise ValueError(f"memory limit {value} bytes is below the engines' 6Mi minimum")
+            raise Invalid(
+                f"memory limit {value} bytes ({value / 2**20:.3g}Mi) is below the engines' "
+                "6Mi minimum",
+                hint="give at least 6Mi",
+            )
         return value
 
 
@@ -335,7 +348,12 @@ class Health(Model):
                 + (f" (found {', '.join(probes)})" if probes else "")
             )
         if self.timeout > self.interval:
-            raise Invalid("health timeout is longer than its interval", key="timeout")
+            raise Invalid(
+                f"timeout {format_duration(self.timeout)} is longer than the interval "
+                f"{format_duration(self.interval)}",
+                key="timeout",
+                hint="a check must end before the next one starts",
+            )
         return self
 
 
@@ -354,7 +372,7 @@ class Unit(Model):
     env: StringMap = {}
     env_files: list[str] = Field([], description="KEY=VALUE files, relative to the site")
     working_dir: AbsPath | None = None
-    user: str | None = None
+    user: UserSpec | None = None
     mounts: list[Mount] = []
     ports: list[Port] = []
     network: str = "bridge"

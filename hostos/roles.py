@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hostos.errors import Location, Problem, SiteError, did_you_mean
 from hostos.merge import Located
 from hostos.model import Role, Unit
 from hostos.source import Document, read_text
-from hostos.validation import build
+from hostos.validation import build, named_by_file
 
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -24,11 +24,14 @@ class RoleDef:
 def effective_roles(docs: dict[str, Document], problems: list[Problem]) -> dict[str, RoleDef]:
     """Every role with its `extends` chain merged (maps merge, lists replace)."""
     raws: dict[str, Located] = {}
+    named = {
+        stem for stem, doc in docs.items() if isinstance(doc.data, dict) and "role" in doc.data
+    }
     for stem, doc in docs.items():
         raw = doc.located()
         if isinstance(raw.data, dict):
             name = raw.data.setdefault("role", stem)
-            if name != stem:
+            if isinstance(name, str) and name != stem:
                 problems.append(
                     Problem(
                         raw.where(("role",)),
@@ -38,36 +41,59 @@ def effective_roles(docs: dict[str, Document], problems: list[Problem]) -> dict[
                     )
                 )
         raws[stem] = raw
-    merged: dict[str, Located] = {}
+    merged: dict[str, Located | None] = {}
     for name in raws:
         _merge_chain(name, raws, merged, (), problems)
     roles: dict[str, RoleDef] = {}
-    for name, raw in merged.items():
-        role, found = build(Role, raw)
-        problems.extend(found)
+    for name, done in merged.items():
+        if done is None:
+            continue
+        role, found = build(Role, done)
+        problems.extend(found if name in named else named_by_file(found, "role", name, "role"))
         if role is not None:
-            roles[name] = RoleDef(role, raw)
+            roles[name] = RoleDef(role, done)
     return roles
 
 
 def _merge_chain(
     name: str,
     raws: dict[str, Located],
-    merged: dict[str, Located],
+    merged: dict[str, Located | None],
     seen: tuple[str, ...],
     problems: list[Problem],
 ) -> Located | None:
+    """The role merged over its parents; None (reported once) if the chain is broken."""
     if name in merged:
         return merged[name]
     raw = raws[name]
     parent = raw.data.get("extends") if isinstance(raw.data, dict) else None
-    if not isinstance(parent, str):
-        merged[name] = raw
-        return raw
+    result: Located | None = raw
+    if isinstance(parent, str):
+        result = _extend(name, parent, raws, merged, seen, problems)
+    merged[name] = result
+    return result
+
+
+def _extend(
+    name: str,
+    parent: str,
+    raws: dict[str, Located],
+    merged: dict[str, Located | None],
+    seen: tuple[str, ...],
+    problems: list[Problem],
+) -> Located | None:
+    raw = raws[name]
     if parent in (*seen, name):
         chain = seen[seen.index(parent) :] if parent in seen else ()
-        cycle = " → ".join((*chain, name, parent))
-        problems.append(Problem(raw.where(("extends",)), "extends", f"extends cycle: {cycle}"))
+        cycle = " → ".join((name, *chain, name))
+        problems.append(
+            Problem(
+                raw.where(("extends",)),
+                "extends",
+                f"extends cycle: {cycle}",
+                "a role cannot extend itself, directly or through others",
+            )
+        )
         return None
     if parent not in raws:
         problems.append(
@@ -75,16 +101,12 @@ def _merge_chain(
                 raw.where(("extends",)),
                 "extends",
                 f"unknown role '{parent}'",
-                did_you_mean(parent, raws),
+                did_you_mean(parent, raws) or "roles live in roles/<name>.yaml",
             )
         )
         return None
     base = _merge_chain(parent, raws, merged, (*seen, name), problems)
-    if base is None:
-        return None
-    result = base.overlay(raw)
-    merged[name] = result
-    return result
+    return None if base is None else base.overlay(raw)
 
 
 def role_units(
@@ -121,15 +143,27 @@ def role_units(
         unit_raw = unit_docs[name].located()
         if isinstance(unit_raw.data, dict):
             unit_raw.data.setdefault("name", name)
+        found: list[Problem] = []
         if name in role.overrides:
             unit_raw = unit_raw.overlay(raw, ("overrides", name))
-            unit = validate_unit(root, unit_raw, problems)
+            unit = validate_unit(root, unit_raw, found)
         else:
             unit = units.get(name)
         if unit is not None:
-            _check_refs(role, unit, unit_raw, problems)
+            _check_refs(role, unit, unit_raw, found)
             out[name] = unit
+        problems.extend(_in_overrides(found, name, raw))
     return out
+
+
+def _in_overrides(found: list[Problem], name: str, raw: Located) -> list[Problem]:
+    """Problems placed in a role file, with the key path they have there."""
+    files = {where.file for path, where in raw.positions.items() if path[:2] == ("overrides", name)}
+    prefix = f"overrides.{name}"
+    return [
+        replace(p, key=f"{prefix}.{p.key}" if p.key else prefix) if p.where.file in files else p
+        for p in found
+    ]
 
 
 def _check_refs(role: Role, unit: Unit, raw: Located, problems: list[Problem]) -> None:

@@ -16,6 +16,19 @@ from hostos.merge import Located
 
 M = TypeVar("M", bound=BaseModel)
 ALIASES = {"args": "command"}
+EXPECTED = {  # pydantic error type → what the key takes
+    "list_type": "a list",
+    "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys",
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
 
 
 def build(model: type[M], raw: Located, prefix: Path_ = ()) -> tuple[M | None, list[Problem]]:
@@ -33,6 +46,21 @@ def build(model: type[M], raw: Located, prefix: Path_ = ()) -> tuple[M | None, l
         return None, [_problem(model, raw, err, prefix) for err in exc.errors()]
 
 
+def named_by_file(problems: list[Problem], key: str, stem: str, what: str) -> list[Problem]:
+    """Problems with a name that the file name gave, reworded to say so."""
+    return [
+        Problem(
+            p.where,
+            "",
+            f"file name '{stem}' is not a valid {what} name",
+            f"rename the file: {p.hint}",
+        )
+        if p.key == key
+        else p
+        for p in problems
+    ]
+
+
 def _kind(name: str) -> str:
     return {
         "list": "a list",
@@ -40,13 +68,32 @@ def _kind(name: str) -> str:
         "int": "a number",
         "float": "a number",
         "bool": "a boolean",
-        "NoneType": "nothing",
+        "dict": "a mapping",
+        "NoneType": "an empty value",
     }.get(name, name)
+
+
+def _wrong_type(kind: str, value: Any) -> tuple[str, str]:
+    """Message and hint for a value of the wrong type."""
+    if isinstance(value, bool):
+        found = f"the boolean {str(value).lower()}"
+    elif isinstance(value, int | float):
+        found = f"the number {value}"
+    elif isinstance(value, str) and len(value) <= 40:
+        found = f"'{value}'"
+    else:
+        found = _kind(type(value).__name__)
+    hint = ""
+    if kind == "list_type" and isinstance(value, str):
+        hint = f"write [{value}]"
+    elif kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
+        hint = f"quote it: '{value}'"
+    return f"expected {EXPECTED[kind]}, found {found}", hint
 
 
 def _problem(model: type[BaseModel], raw: Located, err: ErrorDetails, prefix: Path_) -> Problem:
     path = _data_path(raw.data, tuple(err["loc"]))
-    message = err["msg"].removeprefix("Value error, ")
+    message = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
     hint = ""
     cause = (err.get("ctx") or {}).get("error")
     kind = err["type"]
@@ -57,6 +104,8 @@ def _problem(model: type[BaseModel], raw: Located, err: ErrorDetails, prefix: Pa
         hint = did_you_mean(str(path[-1]), _fields_at(model, path[:-1]))
     elif kind == "missing":
         message = "required key is missing"
+    elif kind in EXPECTED:
+        message, hint = _wrong_type(kind, err["input"])
     elif kind == "literal_error":
         choices = re.findall(r"'([^']*)'", (err.get("ctx") or {}).get("expected", ""))
         message = f"'{err['input']}' is not one of {', '.join(choices)}"
@@ -76,8 +125,8 @@ def _data_path(data: Any, loc: tuple[Any, ...]) -> Path_:
         if _indexes(node, part):
             path.append(part)
             node = node[part]
-        elif isinstance(part, str) and not re.search(r"[\[\]()-]", part):
-            path.append(part)  # a key the data lacks: missing, or beyond a scalar
+        elif isinstance(node, dict) and isinstance(part, str) and not re.search(r"[\[\]()-]", part):
+            path.append(part)  # a key the data lacks (missing); not one beyond a short form
             node = None
     return tuple(path)
 

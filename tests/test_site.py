@@ -151,7 +151,7 @@ def test_override_error_points_into_the_role_file(site: Path) -> None:
     role.write_text(role.read_text().replace("    env: {SLURMD", "    envv: {SLURMD"))
     with pytest.raises(SiteError) as info:
         load_site(str(site))
-    [problem] = [p for p in info.value.problems if p.key == "envv"]
+    [problem] = [p for p in info.value.problems if p.key == "overrides.slurmd.envv"]
     assert problem.where.file.endswith("roles/compute.yaml")
     assert problem.where.line == 15
     assert problem.hint == "did you mean 'env'?"
