@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -30,6 +32,22 @@ T = TypeVar("T")
 SiteArg = Annotated[str, typer.Argument(help="site directory (unit files, roles/, nodes.yaml)")]
 NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="a node of the inventory")]
 RoleOpt = Annotated[str | None, typer.Option("--role", "-r", help="a role")]
+
+
+class EngineKind(StrEnum):
+    auto = "auto"
+    docker = "docker"
+    podman = "podman"
+
+
+EngineOpt = Annotated[EngineKind, typer.Option(
+    "--engine", "-e", envvar="HOSTOS_ENGINE",
+    help="auto: a reachable docker socket, else podman (started privately if need be)")]
+
+
+NamespaceOpt = Annotated[str, typer.Option(
+    "--namespace", envvar="HOSTOS_NAMESPACE",
+    help="keep apart several hostos instances on one engine (tests, a demo)")]
 
 
 class Format(StrEnum):
@@ -180,6 +198,135 @@ def schema(
         emit_json(one(kind))
     else:
         fail(f"unknown kind '{kind}' (unit, role or nodes)", EXIT_INPUT)
+
+
+@contextmanager
+def engine_session(kind: EngineKind) -> Iterator[Any]:
+    """A connected engine, closed (and a private podman service stopped) at the end."""
+    from hostos.engine.base import EngineError
+    from hostos.engine.connect import connect
+
+    try:
+        engine = connect(kind.value)
+    except EngineError as exc:
+        fail(str(exc))
+    try:
+        yield engine
+    except EngineError as exc:
+        fail(str(exc))
+    finally:
+        engine.close()
+
+
+def _progress(line: str) -> None:
+    typer.echo(f"  {line}", err=True)
+
+
+@app.command("plan")
+def plan_command(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = None,
+                 engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "",
+                 output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+                 ) -> None:
+    """Show what apply would change on this machine, and why. Changes nothing."""
+    from hostos.apply import prepare
+    from hostos.report import plan_json, plan_lines
+
+    spec = load_spec(site, node, role)
+    with engine_session(engine) as conn:
+        prepared = prepare(conn, spec, site, fetch=False, namespace=namespace)
+    if output is ListFormat.json:
+        emit_json(plan_json(prepared.actions))
+    else:
+        typer.echo("\n".join(plan_lines(prepared.actions)))
+
+
+@app.command()
+def apply(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = None,
+          engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "",
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
+          output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+          concurrency: Annotated[int, typer.Option(help="units started at once")] = 8,
+          ) -> None:
+    """Converge this machine's containers on the units of a node or role."""
+    from hostos.apply import prepare
+    from hostos.execute import Options, execute
+    from hostos.report import outcome_line, outcomes_json, plan_json, plan_lines
+
+    spec = load_spec(site, node, role)
+    text = output is ListFormat.table
+    started = time.monotonic()
+    with engine_session(engine) as conn:
+        prepared = prepare(conn, spec, site, fetch=not dry_run,
+                           progress=_progress if text else lambda line: None,
+                           namespace=namespace)
+        if text:
+            typer.echo("\n".join(plan_lines(prepared.actions)))
+        if dry_run or not any(a.changes for a in prepared.actions):
+            outcomes = []
+        else:
+            report = (lambda o: typer.echo(outcome_line(o))) if text else (lambda o: None)
+            outcomes = execute(conn, prepared.actions, Options(concurrency=concurrency), report)
+    changes = sum(1 for o in outcomes if o.ok and o.kind.value != "noop")
+    failed = sum(1 for o in outcomes if not o.ok)
+    seconds = round(time.monotonic() - started, 3)
+    if output is ListFormat.json:
+        emit_json({"role": spec.role.role, "node": spec.node, "dry_run": dry_run,
+                   "actions": plan_json(prepared.actions), "results": outcomes_json(outcomes),
+                   "changes": changes, "failed": failed, "seconds": seconds})
+    elif outcomes:
+        typer.echo(f"{changes} changes, {failed} failed in {seconds:.2f}s")
+    if failed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command()
+def status(engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "",
+           output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+           ) -> None:
+    """The units hostos runs on this machine: state, health, restarts, since, image."""
+    from hostos.apply import owned
+    from hostos.report import status_rows, status_table
+
+    with engine_session(engine) as conn:
+        rows = status_rows(owned(conn, namespace))
+    if output is ListFormat.json:
+        emit_json(rows)
+        return
+    print_table(*status_table(rows))
+
+
+@app.command()
+def down(engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "") -> None:
+    """Stop and remove every container hostos owns here, dependents first."""
+    from hostos.apply import down as take_down
+    from hostos.report import outcome_line
+
+    with engine_session(engine) as conn:
+        outcomes = take_down(conn, lambda o: typer.echo(outcome_line(o)), namespace=namespace)
+    failed = sum(1 for o in outcomes if not o.ok)
+    typer.echo(f"{len(outcomes) - failed} removed, {failed} failed")
+    if failed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command()
+def logs(unit: Annotated[str, typer.Argument(help="a unit running here")],
+         follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+         tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
+         engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "") -> None:
+    """Print a unit's container output."""
+    from hostos.apply import owned as owned_here
+    from hostos.errors import did_you_mean
+
+    with engine_session(engine) as conn:
+        owned = {c.unit: c for c in owned_here(conn, namespace) if c.unit}
+        if unit not in owned:
+            here = ", ".join(sorted(owned)) or "none"
+            hint = did_you_mean(unit, owned) or f"running here: {here}"
+            fail(f"no unit '{unit}' here ({hint})", EXIT_INPUT)
+        for chunk in conn.logs(owned[unit].id, follow, tail):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
 
 
 def main() -> None:

@@ -1,0 +1,218 @@
+"""Pick and reach a container engine; start a private podman service when none runs.
+
+A hostos node needs no engine daemon: with podman installed and no API service
+answering, `connect` starts `podman system service` on a private socket and
+stops it again at `close()`.  Reachability is decided by `GET /_ping` over a raw
+socket with a short timeout, which costs no HTTP library import and tells Docker
+from Podman (podman adds a Libpod-Api-Version header), so a podman socket found
+where Docker's usually is still gets the podman adapter and its health checks.
+
+The adapters are imported only once chosen: docker-py and podman-py each take
+about 0.1 s to import, a large share of a no-op apply's budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hostos.engine.base import Engine, EngineError
+from hostos.run import CommandFailed, spawn
+
+log = logging.getLogger("hostos.engine")
+
+Kind = Literal["docker", "podman", "auto"]
+
+DOCKER_SOCKET = "unix:///var/run/docker.sock"
+PODMAN_SOCKET = "unix:///run/podman/podman.sock"
+EMBEDDED_SOCKET = "/run/hostos/podman.sock"  # root; others use $XDG_RUNTIME_DIR/hostos/
+PING_TIMEOUT = 1.0
+SERVICE_START_TIMEOUT = 5.0
+SERVICE_STOP_TIMEOUT = 5.0
+HINT = "install podman or start dockerd"
+
+
+@dataclass(frozen=True)
+class Pong:
+    """What an engine's /_ping said about it."""
+
+    api_version: str | None  # the Docker API version (podman's compat API too)
+    libpod_version: str | None  # set only by podman
+
+
+def connect(kind: Kind = "auto", podman_socket: str | None = None, *,
+            embedded_socket: str | None = None) -> Engine:
+    """A connected engine adapter.
+
+    kind "auto": Docker when its socket answers (DOCKER_HOST or /var/run/docker.sock),
+    else Podman.  podman_socket: where to look for a running podman service instead
+    of CONTAINER_HOST or /run/podman/podman.sock; embedded_socket: where to start
+    hostos's own service when that one does not answer.
+    """
+    if kind not in ("docker", "podman", "auto"):
+        raise EngineError(f"unknown engine '{kind}' (want docker, podman or auto)")
+    if kind in ("docker", "auto"):
+        url = os.environ.get("DOCKER_HOST") or DOCKER_SOCKET
+        pong = ping(url)
+        if pong is not None:
+            return _adapter(url, pong)
+        if kind == "docker":
+            raise EngineError(f"docker: dockerd does not answer on {url} (start dockerd)")
+    return _connect_podman(podman_socket, embedded_socket, auto=kind == "auto")
+
+
+def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
+                    auto: bool) -> Engine:
+    url = _url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET)
+    pong = ping(url)
+    if pong is not None:
+        return _adapter(url, pong)
+    if shutil.which("podman") is None:
+        where = "dockerd does not answer, " if auto else ""
+        raise EngineError(f"no container engine: {where}no podman service answers on {url}, "
+                          f"and podman is not installed ({HINT})")
+    path = embedded_socket or default_embedded_socket()
+    url = _url(path)
+    pong = ping(url)
+    if pong is not None:  # another hostos process's service: use it, leave it running
+        return _adapter(url, pong)
+    from hostos.engine.podman import PodmanEngine
+    service = EmbeddedService.start(path)
+    try:
+        return PodmanEngine(url, service.pong.libpod_version, on_close=service.stop)
+    except BaseException:
+        service.stop()
+        raise
+
+
+def _adapter(url: str, pong: Pong) -> Engine:
+    if pong.libpod_version is not None:
+        from hostos.engine.podman import PodmanEngine
+        return PodmanEngine(url, pong.libpod_version)
+    from hostos.engine.docker import DockerEngine
+    return DockerEngine(url, pong.api_version)
+
+
+def default_embedded_socket() -> str:
+    """/run/hostos/podman.sock for root, $XDG_RUNTIME_DIR/hostos/podman.sock otherwise."""
+    if os.geteuid() == 0:
+        return EMBEDDED_SOCKET
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/hostos-{os.geteuid()}"
+    return os.path.join(runtime, "hostos", "podman.sock")
+
+
+class EmbeddedService:
+    """A `podman system service` that hostos started and must stop."""
+
+    def __init__(self, path: str, process: subprocess.Popen[bytes], pong: Pong,
+                 log_path: Path) -> None:
+        self.path = path
+        self.process = process
+        self.pong = pong
+        self.log_path = log_path
+
+    @classmethod
+    def start(cls, path: str, timeout: float = SERVICE_START_TIMEOUT) -> EmbeddedService:
+        """Start the service and wait until it answers; its output goes to a log beside
+        the socket, whose tail is shown if it fails to come up."""
+        sock = Path(path)
+        sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sock.unlink(missing_ok=True)  # a dead service's socket would make the bind fail
+        log_path = sock.with_name(sock.stem + "-service.log")
+        cmd = ["podman", "system", "service", "--time=0", _url(path)]
+        with open(log_path, "ab") as log_file:
+            try:
+                process = spawn(cmd, log_file=log_file)
+            except CommandFailed as exc:
+                raise EngineError(f"podman: {exc} ({HINT})") from None
+        log.info("started podman service pid %d on %s", process.pid, path)
+        deadline = time.monotonic() + timeout
+        while (pong := ping(_url(path), timeout=0.5)) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                why = ("exited" if process.poll() is not None
+                       else f"did not answer within {timeout:g}s")
+                _terminate(process)
+                raise EngineError(f"podman: `{' '.join(cmd)}` {why}; "
+                                  f"last lines of {log_path}:\n{_tail(log_path)}")
+            time.sleep(0.05)
+        return cls(path, process, pong, log_path)
+
+    def stop(self) -> None:
+        """Stop the service (SIGTERM, then SIGKILL after a grace period)."""
+        _terminate(self.process)
+        Path(self.path).unlink(missing_ok=True)
+        log.info("stopped podman service pid %d", self.process.pid)
+
+
+def ping(url: str, timeout: float = PING_TIMEOUT) -> Pong | None:
+    """GET /_ping over the engine's socket; None when nothing answers with 200."""
+    try:
+        with _open(url, timeout) as sock:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: engine\r\n\r\n")
+            reply = _read_head(sock)
+    except (OSError, ValueError):
+        return None
+    lines = reply.decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    if len(parts) < 2 or parts[1] != "200":
+        return None
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return Pong(headers.get("api-version"), headers.get("libpod-api-version"))
+
+
+def _open(url: str, timeout: float) -> socket.socket:
+    if url.startswith("unix://"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(url.removeprefix("unix://"))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    if url.startswith(("tcp://", "http://")):
+        host, _, port = url.split("://", 1)[1].rstrip("/").rpartition(":")
+        return socket.create_connection((host, int(port)), timeout=timeout)
+    raise ValueError(f"cannot ping {url}")
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < 65536:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def _url(socket_or_url: str) -> str:
+    return socket_or_url if "://" in socket_or_url else "unix://" + socket_or_url
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(SERVICE_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

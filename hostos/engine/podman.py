@@ -1,0 +1,395 @@
+"""PodmanEngine: the Engine protocol over podman-py, talking libpod's own API.
+
+podman-py's models add an inspect after most calls and its `containers.list()`
+is sparse by default, so this adapter uses the client's low-level `api` (one
+method per libpod endpoint) and podman-py only for the transport and for tarring
+build contexts.  Differences from Docker it absorbs:
+
+- Without systemd podman never runs health checks by itself: `health()` runs the
+  check (`GET /libpod/containers/{id}/healthcheck`), so a caller polling health at
+  the check's interval gets Docker's behaviour.
+- Podman stores imported and built short names as `localhost/name`; libpod's
+  image lookup already resolves `name` to it.
+- Any explicit rlimit makes podman drop containers.conf's default ulimits and raise
+  nproc/nofile to 1048576, which fails where the host limit is lower; the engine's
+  defaults are therefore read once and sent along (see `_default_ulimits`).
+- Events: podman 4.3 returns nothing when `until` is given, so a bounded query reads
+  to the end of the log and filters by time here.
+- Builds use the Docker image format so HEALTHCHECK, STOPSIGNAL and SHELL survive
+  (podman's OCI default drops them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn
+
+import requests.exceptions
+from podman import PodmanClient
+from podman import api as podman_api
+from podman.errors import APIError
+
+from hostos.engine.base import (
+    OWNER,
+    OWNER_LABEL,
+    ContainerSpec,
+    EngineError,
+    ImageNotFound,
+    Observed,
+    Progress,
+    UlimitSpec,
+)
+from hostos.engine.observe import (
+    demux_frames,
+    docker_inspected,
+    libpod_listed,
+    normalize_event,
+)
+from hostos.engine.payload import libpod_create_body
+from hostos.engine.shared import PULL_BACKOFF, build_error, with_retries
+
+DEFAULT_TIMEOUT = 60.0
+DOCKER_FORMAT = "application/vnd.docker.distribution.manifest.v2+json"
+OK = (200, 201, 204, 304)
+_NOT_RETRYABLE = re.compile(r"not found|manifest unknown|unauthorized|denied|invalid reference"
+                            r"|image not known", re.IGNORECASE)
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+_STEP = re.compile(r"^STEP \d+(?:/\d+)?: ")
+_RLIMIT_NAMES = {"RLIMIT_NOFILE": "nofile", "RLIMIT_NPROC": "nproc"}
+
+
+class PodmanEngine:
+    """A container engine reached through a podman API service socket."""
+
+    name = "podman"
+
+    def __init__(self, base_url: str = "unix:///run/podman/podman.sock",
+                 api_version: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 on_close: Callable[[], None] | None = None) -> None:
+        """api_version: the libpod version the service's /_ping announced (path prefix);
+        on_close: stops an embedded service that connect() started for this engine."""
+        self.base_url = base_url
+        self.pull_backoff: tuple[float, ...] = PULL_BACKOFF
+        self._client: Any = PodmanClient(base_url=base_url, timeout=timeout,
+                                    **({"version": api_version} if api_version else {}))
+        self._api = self._client.api
+        self._on_close = on_close
+        self._ulimits: dict[str, UlimitSpec] | None = None
+
+    # -- queries ---------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._request("GET", "/_ping", "ping")
+
+    def owned(self) -> list[Observed]:
+        """Every hostos container from ONE libpod list call: it carries state, exit code,
+        start time and health, so nothing is inspected one by one."""
+        rows = self._request("GET", "/containers/json", "list containers", params={
+            "all": "true", "filters": json.dumps({"label": [f"{OWNER_LABEL}={OWNER}"]})}).json()
+        return [libpod_listed(row) for row in rows or []]
+
+    def find(self, name: str) -> Observed | None:
+        rows = self._request("GET", "/containers/json", f"find {name}", params={
+            "all": "true", "filters": json.dumps({"name": [f"^{re.escape(name)}$"]})}).json()
+        found = [libpod_listed(row) for row in rows or []]
+        return next((o for o in found if o.name == name), None)
+
+    def inspect(self, container: str) -> Observed:
+        return docker_inspected(self._inspect(container))
+
+    def image_id(self, ref: str) -> str | None:
+        response = self._request("GET", f"/images/{ref}/json", f"inspect image {ref}",
+                                 ok=(*OK, 404))
+        if response.status_code == 404:
+            return None
+        return str(response.json()["Id"])
+
+    # -- images ----------------------------------------------------------------
+
+    def pull(self, ref: str, progress: Progress) -> str:
+        """Pull with retries (see hostos.engine.shared.with_retries); podman itself also
+        retries a failing registry three times within each attempt.  A registry on a
+        loopback address is reached without TLS, as docker does."""
+        with_retries(ref, lambda: self._pull_once(ref, progress), progress, self.pull_backoff)
+        return self._must_have(ref, f"pull {ref}")
+
+    def _pull_once(self, ref: str, progress: Progress) -> None:
+        params = {"reference": ref, "tlsVerify": "false" if _loopback_registry(ref) else "true"}
+        response = self._request("POST", "/images/pull", f"pull {ref}", params=params,
+                                 stream=True, ok=(200,), fail=_pull_failed)
+        for line in self._lines(response, f"pull {ref}"):
+            if line.get("error"):
+                _pull_failed(f"pull {ref}", str(line["error"]))
+            if line.get("stream"):
+                progress(str(line["stream"]).rstrip())
+
+    def build(self, context: str, tag: str, dockerfile: str | None,
+              args: Mapping[str, str]) -> str:
+        """Build in Docker image format; a failure names the failing step."""
+        what = f"build {tag} from {context}"
+        if not os.path.isdir(context):
+            raise EngineError(f"podman: {what}: the build context is not a directory")
+        name = podman_api.prepare_containerfile(context, os.path.join(
+            context, dockerfile or _default_dockerfile(context)))
+        params = {"t": tag, "dockerfile": name, "rm": "true", "forcerm": "true",
+                  "layers": "true", "outputformat": DOCKER_FORMAT,
+                  "buildargs": json.dumps(dict(args))}
+        body = podman_api.create_tar(anchor=context,
+                                     exclude=podman_api.prepare_containerignore(context))
+        with body:
+            response = self._request("POST", "/build", what, params=params, data=body,
+                                     stream=True, headers={"Content-Type": "application/x-tar"},
+                                     timeout=(10.0, None))
+            image = self._build_stream(response, what)
+        return image or self._must_have(tag, what)
+
+    def _build_stream(self, response: Any, what: str) -> str | None:
+        last_step, image, tail = "", None, list[str]()
+        for line in self._lines(response, what):
+            for text in str(line.get("stream") or "").splitlines():
+                if _STEP.match(text):
+                    last_step = text
+                if _IMAGE_ID.match(text.strip()):
+                    image = text.strip()
+                elif text.strip():
+                    tail = [*tail[-9:], text]
+            if line.get("error"):
+                raise EngineError(build_error("podman", what, last_step, str(line["error"]), tail))
+        return image
+
+    def load(self, archive: str) -> str:
+        """Load `docker-archive:/path` or `oci-archive:/path`; podman reads both."""
+        path = archive.split(":", 1)[1] if archive.startswith(("docker-archive:",
+                                                                "oci-archive:")) else archive
+        what = f"load {archive}"
+        try:
+            with open(path, "rb") as data:
+                response = self._request("POST", "/images/load", what, data=data,
+                                         headers={"Content-Type": "application/x-tar"},
+                                         timeout=(10.0, None))
+        except OSError as exc:
+            raise EngineError(f"podman: {what}: {exc.strerror or exc}") from None
+        names = response.json().get("Names") or []
+        if not names:
+            raise EngineError(f"podman: {what}: the service named no loaded image")
+        return self._must_have(str(names[0]), what)
+
+    # -- containers --------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> str:
+        what = f"create {spec.name}"
+        defaults = self._default_ulimits(spec) if spec.ulimits else {}
+        body = libpod_create_body(spec, default_ulimits=defaults.values())
+        response = self._request("POST", "/containers/create", what, data=json.dumps(body),
+                                 headers={"Content-Type": "application/json"},
+                                 fail=lambda w, m: _create_failed(w, m, spec.image))
+        return str(response.json()["Id"])
+
+    def start(self, container: str) -> None:
+        self._request("POST", f"/containers/{container}/start", f"start {container}")
+
+    def stop(self, container: str, timeout: float) -> None:
+        seconds = math.ceil(timeout)
+        self._request("POST", f"/containers/{container}/stop", f"stop {container}",
+                      params={"timeout": str(seconds)}, timeout=DEFAULT_TIMEOUT + seconds)
+
+    def remove(self, container: str) -> None:
+        """Force-remove with anonymous volumes; a container already gone is not an error."""
+        self._request("DELETE", f"/containers/{container}", f"remove {container}",
+                      params={"force": "true", "v": "true"}, ok=(*OK, 404))
+
+    def rename(self, container: str, name: str) -> None:
+        self._request("POST", f"/containers/{container}/rename",
+                      f"rename {container} to {name}", params={"name": name})
+
+    def health(self, container: str) -> str | None:
+        """Run the container's health check now and return the resulting status.
+
+        Podman schedules checks with systemd timers, which a node without systemd
+        lacks, so the check runs here: call this at the check's interval.  A
+        container without a check, or not running, gives None.
+        """
+        response = self._request("GET", f"/containers/{container}/healthcheck",
+                                 f"health check {container}", ok=(200, 409))
+        if response.status_code == 409:  # no check defined, or the container is not running
+            return None
+        if response.json().get("Status") == "healthy":
+            return "healthy"
+        # The endpoint reports this one run; whether failures already make the container
+        # unhealthy (retries, start period) is in its state.
+        return self.inspect(container).health
+
+    def logs(self, container: str, follow: bool, tail: int | None) -> Iterator[bytes]:
+        params = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false",
+                  "tail": "all" if tail is None else str(tail)}
+        response = self._request("GET", f"/containers/{container}/logs", f"logs {container}",
+                                 params=params, stream=True, timeout=(10.0, None))
+        try:
+            yield from demux_frames(response.iter_content(chunk_size=None))
+        except requests.exceptions.RequestException as exc:
+            _raise(f"logs {container}", exc)
+        finally:
+            response.close()
+
+    def events(self, since: float, until: float | None) -> Iterator[dict[str, Any]]:
+        """Container events from `since`, in time order; without `until` it follows new ones.
+
+        Like docker, a query whose `until` is still ahead waits for it to pass.
+        """
+        if until is not None and until > time.time():
+            time.sleep(until - time.time())
+        params = {"since": f"{since:.9f}", "stream": "true" if until is None else "false",
+                  "filters": json.dumps({"type": ["container"]})}
+        response = self._request("GET", "/events", "events", params=params, stream=True,
+                                 timeout=(10.0, None))
+        events = (normalize_event(line) for line in self._lines(response, "events"))
+        if until is None:
+            yield from events
+            return
+        yield from sorted((e for e in events if e["time"] <= until), key=lambda e: e["time"])
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        finally:
+            if self._on_close is not None:
+                on_close, self._on_close = self._on_close, None
+                on_close()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _inspect(self, container: str) -> dict[str, Any]:
+        doc = self._request("GET", f"/containers/{container}/json",
+                            f"inspect container {container}").json()
+        return dict(doc)
+
+    def _default_ulimits(self, spec: ContainerSpec) -> dict[str, UlimitSpec]:
+        """The nofile/nproc limits this service gives a container that asks for none.
+
+        Learned once, from a container created (never started) without rlimits: that is
+        the only place podman shows what containers.conf's default_ulimits resolve to.
+        """
+        if self._ulimits is None:
+            probe = {"image": spec.image, "netns": {"nsmode": "none"},
+                     "command": ["true"], "labels": {"io.hostos.probe": "ulimits"}}
+            reply = self._request("POST", "/containers/create",
+                                  f"create {spec.name} (probing the default ulimits)",
+                                  data=json.dumps(probe),
+                                  headers={"Content-Type": "application/json"},
+                                  fail=lambda w, m: _create_failed(w, m, spec.image))
+            probe_id = str(reply.json()["Id"])
+            try:
+                host = self._inspect(probe_id).get("HostConfig") or {}
+            finally:
+                self.remove(probe_id)
+            self._ulimits = {}
+            for limit in host.get("Ulimits") or []:
+                name = _RLIMIT_NAMES.get(str(limit.get("Name")))
+                if name:
+                    self._ulimits[name] = UlimitSpec(name, int(limit["Soft"]), int(limit["Hard"]))
+        return self._ulimits
+
+    def _must_have(self, ref: str, what: str) -> str:
+        image = self.image_id(ref)
+        if image is None:
+            raise EngineError(f"podman: {what}: finished, but image {ref} is not there")
+        return image
+
+    def _lines(self, response: Any, what: str) -> Iterator[dict[str, Any]]:
+        """JSON objects of a streamed reply, one per line (podman may pack several)."""
+        decoder = json.JSONDecoder()
+        try:
+            for raw in response.iter_lines():
+                text = raw.decode(errors="replace").strip() if isinstance(raw, bytes) else raw
+                while text:
+                    obj, end = decoder.raw_decode(text)
+                    yield obj
+                    text = text[end:].lstrip()
+        except requests.exceptions.RequestException as exc:
+            _raise(what, exc)
+        except ValueError as exc:
+            raise EngineError(f"podman: {what}: unreadable reply ({exc})") from None
+        finally:
+            response.close()
+
+    def _request(self, method: str, path: str, what: str, *,
+                 params: Mapping[str, str] | None = None, data: Any = None,
+                 headers: Mapping[str, str] | None = None, stream: bool = False,
+                 timeout: float | tuple[float, float | None] | None = None,
+                 ok: tuple[int, ...] = OK,
+                 fail: Callable[[str, str], NoReturn] | None = None) -> Any:
+        """One libpod call; a status outside `ok` raises EngineError (via `fail` if given)."""
+        call = getattr(self._api, method.lower())
+        kwargs: dict[str, Any] = {"params": params, "headers": headers, "stream": stream}
+        if method in ("POST", "PUT"):
+            kwargs["data"] = data
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = call(path, **kwargs)
+        except (APIError, requests.exceptions.RequestException) as exc:
+            _raise(what, exc)
+        if response.status_code not in ok:
+            message = _error_message(response)
+            if fail is not None:
+                fail(what, message)
+            raise EngineError(f"podman: {what}: {message}")
+        return response
+
+
+def _default_dockerfile(context: str) -> str:
+    """podman-py needs the file named; podman itself would look for Containerfile first."""
+    for name in ("Containerfile", "Dockerfile"):
+        if os.path.exists(os.path.join(context, name)):
+            return name
+    return "Dockerfile"
+
+
+def _loopback_registry(ref: str) -> bool:
+    first = ref.split("/", 1)[0]
+    if "/" not in ref or not ("." in first or ":" in first or first == "localhost"):
+        return False
+    host = first.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_message(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("cause") or body)
+    return str(body)
+
+
+def _create_failed(what: str, message: str, image: str) -> NoReturn:
+    if "image not known" in message or "no such image" in message.lower():
+        raise ImageNotFound(f"podman: {what}: image {image} is not present "
+                            "(pull, load or build it first)")
+    raise EngineError(f"podman: {what}: {message}")
+
+
+def _pull_failed(what: str, message: str) -> NoReturn:
+    if _NOT_RETRYABLE.search(message):
+        raise ImageNotFound(f"podman: {what}: {message}")
+    raise EngineError(f"podman: {what}: {message}")
+
+
+def _raise(what: str, exc: BaseException) -> NoReturn:
+    if isinstance(exc, requests.exceptions.Timeout):
+        raise EngineError(f"podman: {what}: the podman service did not answer in time") from None
+    if isinstance(exc, requests.exceptions.ConnectionError | APIError):
+        raise EngineError(f"podman: {what}: cannot reach the podman service ({exc})") from None
+    raise EngineError(f"podman: {what}: {exc}") from None
