@@ -287,8 +287,8 @@ def status(engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "",
     from hostos.apply import owned
     from hostos.report import status_rows, status_table
 
-    with engine_session(engine) as conn:
-        rows = status_rows(owned(conn, namespace))
+    with engine_session(engine) as conn:  # inspect: the list lacks start times on docker
+        rows = status_rows([conn.inspect(c.id) for c in owned(conn, namespace)])
     if output is ListFormat.json:
         emit_json(rows)
         return

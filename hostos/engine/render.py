@@ -134,5 +134,8 @@ def probe(health: Health) -> tuple[str, ...]:
         url = health.http
         return ("CMD-SHELL", f"curl -fsS -o /dev/null '{url}' || wget -q -O /dev/null '{url}'")
     host, port = str(health.tcp).rsplit(":", 1)
-    return ("CMD-SHELL", f"nc -z -w {max(1, round(health.timeout))} {host} {port} || "
+    wait = max(1, round(health.timeout))
+    # busybox nc has no -z: connecting with an empty stdin tells the same
+    return ("CMD-SHELL", f"nc -z -w {wait} {host} {port} 2>/dev/null || "
+            f"nc -w {wait} {host} {port} </dev/null >/dev/null 2>&1 || "
             f"(exec 3<>/dev/tcp/{host}/{port}) 2>/dev/null")
