@@ -7,10 +7,10 @@ This is the shell around the pure parts (`render`, `plan`); `hostos apply`,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from hostos.engine.base import DEPS_LABEL, Engine, Observed
+from hostos.engine.base import DEPS_LABEL, Engine, EngineError, Observed
 from hostos.engine.render import render
 from hostos.execute import DEFAULT_OPTIONS, Options, Outcome, Report, execute
 from hostos.images import ImageResult, ensure, lookup
@@ -41,14 +41,17 @@ class Converged:
 
 def prepare(engine: Engine, spec: RoleSpec, site_root: str, fetch: bool,
             progress: Callable[[str], None] = lambda line: None,
-            mount_sources: Mapping[str, str] | None = None, namespace: str = "") -> Prepared:
-    """The plan for spec; with fetch, missing images are built, loaded or pulled first."""
+            mount_sources: Mapping[str, str] | None = None, namespace: str = "",
+            refresh: Collection[str] = ()) -> Prepared:
+    """The plan for spec; with fetch, missing images are built, loaded or pulled first.
+    refresh: containers to inspect rather than trust the engine's list for (docker lists
+    a container as running for a moment after its `die` event)."""
     units = [u.unit for u in spec.units]
     images = ensure(engine, units, site_root, progress) if fetch else lookup(engine, units)
     desired = [Desired(u, render(u, images[u.name].id, mount_sources, namespace),
                        images[u.name].id is not None, images[u.name].error)
                for u in spec.units]
-    return Prepared(plan(desired, observe(engine, desired, namespace)), images)
+    return Prepared(plan(desired, observe(engine, desired, namespace, refresh)), images)
 
 
 def owned(engine: Engine, namespace: str = "") -> list[Observed]:
@@ -56,9 +59,10 @@ def owned(engine: Engine, namespace: str = "") -> list[Observed]:
     return [c for c in engine.owned() if c.namespace == namespace]
 
 
-def observe(engine: Engine, desired: Sequence[Desired], namespace: str = "") -> list[Observed]:
+def observe(engine: Engine, desired: Sequence[Desired], namespace: str = "",
+            refresh: Collection[str] = ()) -> list[Observed]:
     """Owned containers, plus any foreign one holding the name of a unit hostos lacks."""
-    mine = owned(engine, namespace)
+    mine = [_fresh(engine, c) if c.id in refresh else c for c in owned(engine, namespace)]
     names = {c.name for c in mine}
     foreign = []
     for want in desired:
@@ -68,6 +72,13 @@ def observe(engine: Engine, desired: Sequence[Desired], namespace: str = "") -> 
             if found is not None and not found.owned:
                 foreign.append(found)
     return [*mine, *foreign]
+
+
+def _fresh(engine: Engine, container: Observed) -> Observed:
+    try:
+        return engine.inspect(container.id)
+    except EngineError:
+        return container  # removed meanwhile: the list's view will do
 
 
 def converge(engine: Engine, spec: RoleSpec, site_root: str, options: Options = DEFAULT_OPTIONS,

@@ -279,20 +279,70 @@ def apply(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = None,
         raise typer.Exit(EXIT_RUNTIME)
 
 
+SocketOpt = Annotated[str | None, typer.Option(
+    "--socket", help="the supervisor's status socket (default /run/hostos/supervisor.sock)")]
+
+
 @app.command()
 def status(engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "",
            output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
-           ) -> None:
-    """The units hostos runs on this machine: state, health, restarts, since, image."""
-    from hostos.apply import owned
-    from hostos.report import status_rows, status_table
+           socket: SocketOpt = None) -> None:
+    """The units hostos runs on this machine: state, health, restarts, since, image.
 
-    with engine_session(engine) as conn:  # inspect: the list lacks start times on docker
-        rows = status_rows([conn.inspect(c.id) for c in owned(conn, namespace)])
+    When a supervisor runs, its status API answers (with restarts, next retry, mounts);
+    otherwise the engine is asked directly."""
+    from hostos.report import status_table
+    from hostos.status_api import read_status, socket_path
+
+    live = read_status(socket or socket_path(namespace))
+    rows = live["units"] if live is not None else _engine_status(engine, namespace)
     if output is ListFormat.json:
         emit_json(rows)
         return
     print_table(*status_table(rows))
+    if live is not None:
+        _print_supervisor_extras(live)
+
+
+def _engine_status(engine: EngineKind, namespace: str) -> list[dict[str, Any]]:
+    from hostos.apply import owned
+    from hostos.report import status_rows
+
+    with engine_session(engine) as conn:  # inspect: the list lacks start times on docker
+        return status_rows([conn.inspect(c.id) for c in owned(conn, namespace)])
+
+
+def _print_supervisor_extras(live: dict[str, Any]) -> None:
+    for row in live["units"]:
+        if row.get("waiting") or row.get("last_error"):
+            typer.echo(f"{row['unit']}: {row.get('waiting') or row.get('last_error')}")
+    for mount in live.get("mounts", []):
+        typer.echo(f"mount {mount.get('name')}: {mount.get('state')}"
+                   + (f" ({mount['last_error']})" if mount.get("last_error") else ""))
+    for key in ("engine_error", "site_error"):
+        if live.get(key):
+            typer.echo(f"{key.replace('_', ' ')}: {live[key]}")
+
+
+@app.command()
+def supervise(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = None,
+              engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "",
+              socket: SocketOpt = None,
+              resync: Annotated[float, typer.Option(help="seconds between full resyncs")] = 60,
+              podman_socket: Annotated[str | None, typer.Option(
+                  help="where to start hostos's own podman service when none answers")] = None,
+              ) -> None:
+    """Keep this node converged: react to site edits, crashes, engine and mount events."""
+    from hostos.logfmt import setup
+    from hostos.supervisor import Settings, Supervisor
+
+    if (node is None) == (role is None):
+        fail("give exactly one of --node or --role", EXIT_INPUT)
+    load_spec(site, node, role)  # refuse a bad site up front, with file:line
+    setup()
+    settings = Settings(site, node, role, engine.value, namespace, socket, resync,
+                        podman_socket=podman_socket)
+    raise typer.Exit(Supervisor(settings).run())
 
 
 @app.command()

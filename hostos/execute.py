@@ -174,7 +174,7 @@ def _recreate(engine: Engine, action: Action, want: Desired) -> Outcome:
     spec = want.spec
     new = engine.create(dataclasses.replace(spec, name=spec.name + NEXT_SUFFIX))
     if old.running:
-        engine.stop(old.id, _stop_timeout(old))
+        engine.stop(old.id, stop_timeout(old))
     try:
         engine.start(new)
         started = _check_started(engine, action, new, "recreated")
@@ -192,7 +192,7 @@ def _recreate(engine: Engine, action: Action, want: Desired) -> Outcome:
     return started
 
 
-def _stop_timeout(container: Observed) -> float:
+def stop_timeout(container: Observed) -> float:
     spec = spec_of(container.labels) or {}
     return float(spec.get("stop_timeout", 10))
 
@@ -202,7 +202,7 @@ def _remove(run: _Run, action: Action) -> Outcome:
     started = time.monotonic()
     try:
         if action.current.running:
-            run.engine.stop(action.current.id, _stop_timeout(action.current))
+            run.engine.stop(action.current.id, stop_timeout(action.current))
         run.engine.remove(action.current.id)
     except EngineError as exc:
         return Outcome(action.unit, action.kind, False, f"failed: {exc}")

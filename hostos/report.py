@@ -53,14 +53,15 @@ def status_rows(containers: Sequence[Observed]) -> list[dict[str, Any]]:
 def status_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["UNIT", "ROLE", "STATE", "HEALTH", "RESTARTS", "SINCE", "IMAGE", "CONTAINER"]
     body = [[str(r["unit"]), str(r["role"] or "-"), _state(r), str(r["health"] or "-"),
-             str(r["restarts"]), str(r["since"] or "-")[:19], _short(str(r["image"])),
-             str(r["container_id"])[:12]] for r in rows]
+             str(r["restarts"]), str(r["since"] or "-")[:19], _short(str(r["image"] or "-")),
+             str(r["container_id"] or "-")[:12]] for r in rows]
     return header, body
 
 
 def _state(row: dict[str, Any]) -> str:
-    if row["state"] == "exited" and row["exit_code"] is not None:
-        return f"exited({row['exit_code']})"
+    code = row.get("exit_code", row.get("last_exit"))
+    if row["state"] == "exited" and code is not None:
+        return f"exited({code})"
     return str(row["state"])
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from hostos.errors import RuntimeFailure
-from hostos.run import CommandFailed, run, spawn
+from hostos.run import CommandFailed, CommandTimedOut, run, run_bounded, spawn, start
 
 
 def test_run_returns_the_output(caplog: pytest.LogCaptureFixture) -> None:
@@ -53,3 +55,38 @@ def test_spawn_runs_in_the_background_in_its_own_session(tmp_path: Path) -> None
     assert out.read_text() == "True\n"
     with pytest.raises(CommandFailed, match="is not installed"):
         spawn(["hostos-no-such-tool"])
+
+
+def test_run_bounded_returns_the_output_or_the_failure() -> None:
+    result = run_bounded(["sh", "-c", "echo out; echo err >&2"], timeout=5)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "out\n", "err\n")
+    with pytest.raises(CommandFailed, match="exit status 3") as caught:
+        run_bounded(["sh", "-c", "echo why >&2; exit 3"], timeout=5)
+    assert not isinstance(caught.value, CommandTimedOut) and "why" in str(caught.value)
+
+
+def test_run_bounded_kills_the_whole_process_group_at_the_timeout(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    began = time.monotonic()
+    with pytest.raises(CommandTimedOut, match=r"timed out after 0.3s"):
+        run_bounded(["sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait"], timeout=0.3)
+    assert time.monotonic() - began < 1.5
+    child = int(pid_file.read_text())
+    time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists() or \
+        Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
+
+
+def test_run_bounded_gives_up_when_cancelled() -> None:
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    began = time.monotonic()
+    with pytest.raises(CommandTimedOut, match="cancelled: sleep 30"):
+        run_bounded(["sleep", "30"], timeout=30, cancel=cancel)
+    assert time.monotonic() - began < 1.5
+
+
+def test_start_leaves_the_waiting_to_the_caller() -> None:
+    process = start(["sh", "-c", "echo said >&2; exit 2"])
+    assert process.wait(10) == 2
+    assert process.stderr is not None and process.stderr.read() == "said\n"

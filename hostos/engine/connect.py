@@ -100,6 +100,12 @@ def _adapter(url: str, pong: Pong) -> Engine:
     return DockerEngine(url, pong.api_version)
 
 
+def _local_podman_env() -> dict[str, str]:
+    """The environment without what would turn the podman command into a remote client."""
+    remote = ("CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY")
+    return {k: v for k, v in os.environ.items() if k not in remote}
+
+
 def default_embedded_socket() -> str:
     """/run/hostos/podman.sock for root, $XDG_RUNTIME_DIR/hostos/podman.sock otherwise."""
     if os.geteuid() == 0:
@@ -129,7 +135,7 @@ class EmbeddedService:
         cmd = ["podman", "system", "service", "--time=0", _url(path)]
         with open(log_path, "ab") as log_file:
             try:
-                process = spawn(cmd, log_file=log_file)
+                process = spawn(cmd, log_file=log_file, env=_local_podman_env())
             except CommandFailed as exc:
                 raise EngineError(f"podman: {exc} ({HINT})") from None
         log.info("started podman service pid %d on %s", process.pid, path)
