@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hostos.apply import down, owned
-from hostos.engine.base import Engine
+from hostos.engine.base import Engine, EngineError
 from hostos.status_api import read_status, socket_path
 
 from conftest import write
@@ -86,7 +86,10 @@ class Node:
         """unit → container ID of the running containers (inspected: fresh state)."""
         out = {}
         for container in self.containers():
-            seen = self.engine.inspect(container.id)
+            try:
+                seen = self.engine.inspect(container.id)
+            except EngineError:  # removed meanwhile (a recreate swapping containers)
+                continue
             if seen.running and seen.unit:
                 out[seen.unit] = seen.id
         return out
