@@ -282,3 +282,46 @@ def test_failed_mount_holds_only_its_dependants_with_fallback_and_back(node: Nod
             node.stop()
         for path in (target, target2):
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_as_pid_1_it_reaps_orphans(node: Node) -> None:
+    if node.engine.name != "docker":
+        pytest.skip("one engine is enough: reaping does not depend on it")
+    node.units({"a": SERVICE})
+    args = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable,
+            "-m", "hostos",
+            "supervise", str(node.root), "--role", "r", "--engine", "docker",
+            "--namespace", node.namespace]
+    with open(node.log, "ab") as log:
+        node.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: node.converged({"a"}), 30, "converged")
+    init = _pid_1_of(node.proc.pid)
+    # An orphan in its namespace: sh backgrounds a short sleep and exits at once.
+    subprocess.run(["nsenter", "-t", str(init), "-p", "-m", "sh", "-c", "sleep 0.3 & exit 0"],
+                   check=True)
+    time.sleep(1.5)
+    zombies = [p for p in _children(init) if _state(p) == "Z"]
+    assert zombies == []
+    os.kill(init, signal.SIGTERM)  # unshare does not pass signals on; PID 1 handles TERM
+    assert node.proc.wait(30) == 0
+    node.proc = None
+    assert "event=stopping signal=SIGTERM" in node.logs()
+
+
+def _pid_1_of(unshare_pid: int) -> int:
+    """The host pid of the namespace's PID 1 (unshare --fork's child)."""
+    children = wait_until(lambda: _children(unshare_pid), 10, "unshare's child")
+    return int(children[0])
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
