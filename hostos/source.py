@@ -98,15 +98,7 @@ def _byte_location(file: str, raw: bytes, offset: int) -> Location:
 def load_document(file: str) -> Document:
     """Parse one YAML file into a Document; SiteError on any problem."""
     text = read_text(file)
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        raise SiteError([_yaml_problem(file, exc)]) from None
-    except RecursionError:
-        raise SiteError([_too_deep(_deepest(file, text), "")]) from None
-    finally:
-        loader.dispose()
+    node, loader = _compose(file, text)
     if node is None:
         raise SiteError(
             [
@@ -123,6 +115,31 @@ def load_document(file: str) -> Document:
     if builder.problems:
         raise SiteError(builder.problems)
     return Document(file, data, builder.positions)
+
+
+# libyaml composes about ten times faster; the pure-Python parser words the errors, so a
+# file the fast one refuses is parsed again by the slow one for the message.
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose(file: str, text: str) -> tuple[yaml.Node | None, Any]:
+    if _FAST_LOADER is not None:
+        fast = _FAST_LOADER(text)
+        try:
+            return fast.get_single_node(), fast
+        except (yaml.YAMLError, RecursionError):
+            pass
+        finally:
+            fast.dispose()
+    loader = yaml.SafeLoader(text)
+    try:
+        return loader.get_single_node(), loader
+    except yaml.MarkedYAMLError as exc:
+        raise SiteError([_yaml_problem(file, exc)]) from None
+    except RecursionError:
+        raise SiteError([_too_deep(_deepest(file, text), "")]) from None
+    finally:
+        loader.dispose()
 
 
 def _yaml_problem(file: str, exc: yaml.MarkedYAMLError) -> Problem:
@@ -164,7 +181,7 @@ def _too_deep(where: Location, key: str) -> Problem:
 class _Builder:
     """Turns composed YAML nodes into plain values, recording positions."""
 
-    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+    def __init__(self, file: str, loader: Any) -> None:
         self.file = file
         self.loader = loader
         self.positions: dict[Path_, Location] = {}
