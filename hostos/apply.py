@@ -42,27 +42,38 @@ class Converged:
 def prepare(engine: Engine, spec: RoleSpec, site_root: str, fetch: bool,
             progress: Callable[[str], None] = lambda line: None,
             mount_sources: Mapping[str, str] | None = None, namespace: str = "",
-            refresh: Collection[str] = ()) -> Prepared:
+            refresh: Collection[str] = (), listed: Sequence[Observed] | None = None
+            ) -> Prepared:
     """The plan for spec; with fetch, missing images are built, loaded or pulled first.
     refresh: containers to inspect rather than trust the engine's list for (docker lists
-    a container as running for a moment after its `die` event)."""
+    a container as running for a moment after its `die` event).  listed: engine.owned()
+    taken moments before (hostos.engine.connect.EarlyEngine), used instead of listing
+    again unless an image had to be fetched meanwhile."""
     units = [u.unit for u in spec.units]
     images = ensure(engine, units, site_root, progress) if fetch else lookup(engine, units)
+    if fetch and any(result.how != "present" for result in images.values()):
+        listed = None  # a build, load or pull (even a failed one) takes a while: look again
     desired = [Desired(u, render(u, images[u.name].id, mount_sources, namespace),
                        images[u.name].id is not None, images[u.name].error)
                for u in spec.units]
-    return Prepared(plan(desired, observe(engine, desired, namespace, refresh)), images)
+    observed = observe(engine, desired, namespace, refresh, listed)
+    return Prepared(plan(desired, observed), images)
 
 
-def owned(engine: Engine, namespace: str = "") -> list[Observed]:
-    """The containers of this hostos instance (its namespace) on the engine."""
-    return [c for c in engine.owned() if c.namespace == namespace]
+def owned(engine: Engine, namespace: str = "",
+          listed: Sequence[Observed] | None = None) -> list[Observed]:
+    """The containers of this hostos instance (its namespace) on the engine (from
+    `listed`, what engine.owned() gave, when the caller has it)."""
+    return [c for c in (engine.owned() if listed is None else listed)
+            if c.namespace == namespace]
 
 
 def observe(engine: Engine, desired: Sequence[Desired], namespace: str = "",
-            refresh: Collection[str] = ()) -> list[Observed]:
+            refresh: Collection[str] = (), listed: Sequence[Observed] | None = None
+            ) -> list[Observed]:
     """Owned containers, plus any foreign one holding the name of a unit hostos lacks."""
-    mine = [_fresh(engine, c) if c.id in refresh else c for c in owned(engine, namespace)]
+    mine = [_fresh(engine, c) if c.id in refresh else c
+            for c in owned(engine, namespace, listed)]
     names = {c.name for c in mine}
     foreign = []
     for want in desired:

@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from hostos import __version__
+
+if TYPE_CHECKING:
+    from hostos.engine.connect import EarlyEngine
 
 app = typer.Typer(
     help="Stateless cluster nodes: run each role's container units on Docker or Podman.",
@@ -201,21 +204,42 @@ def schema(
 
 
 @contextmanager
-def engine_session(kind: EngineKind) -> Iterator[Any]:
-    """A connected engine, closed (and a private podman service stopped) at the end."""
+def engine_session(kind: EngineKind, early: EarlyEngine | None = None) -> Iterator[Any]:
+    """A connected engine, closed (and a private podman service stopped) at the end.
+    early: an EarlyEngine whose engine, if it got one, is used rather than a new one."""
     from hostos.engine.base import EngineError
     from hostos.engine.connect import connect
 
-    try:
-        engine = connect(kind.value)
-    except EngineError as exc:
-        fail(str(exc))
+    engine = early.engine if early is not None else None
+    if engine is None:
+        try:
+            engine = connect(kind.value)
+        except EngineError as exc:
+            fail(str(exc))
     try:
         yield engine
     except EngineError as exc:
         fail(str(exc))
     finally:
         engine.close()
+
+
+def early_engine(kind: EngineKind) -> EarlyEngine:
+    """Connect and list the owned containers in the background while the command imports
+    what it needs and reads the site (see hostos.engine.connect.EarlyEngine)."""
+    from hostos.engine.connect import EarlyEngine
+
+    return EarlyEngine(kind.value)
+
+
+@contextmanager
+def closed_on_error(early: EarlyEngine) -> Iterator[None]:
+    """Close the early engine when the block fails (bad input exits 2 here)."""
+    try:
+        yield
+    except BaseException:
+        early.close()
+        raise
 
 
 def _progress(line: str) -> None:
@@ -228,12 +252,15 @@ def plan_command(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = 
                  output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
                  ) -> None:
     """Show what apply would change on this machine, and why. Changes nothing."""
-    from hostos.apply import prepare
-    from hostos.report import plan_json, plan_lines
+    early = early_engine(engine)
+    with closed_on_error(early):
+        from hostos.apply import prepare
+        from hostos.report import plan_json, plan_lines
 
-    spec = load_spec(site, node, role)
-    with engine_session(engine) as conn:
-        prepared = prepare(conn, spec, site, fetch=False, namespace=namespace)
+        spec = load_spec(site, node, role)
+    with engine_session(engine, early) as conn:
+        prepared = prepare(conn, spec, site, fetch=False, namespace=namespace,
+                           listed=early.listed)
     if output is ListFormat.json:
         emit_json(plan_json(prepared.actions))
     else:
@@ -248,17 +275,19 @@ def apply(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = None,
           concurrency: Annotated[int, typer.Option(help="units started at once")] = 8,
           ) -> None:
     """Converge this machine's containers on the units of a node or role."""
-    from hostos.apply import prepare
-    from hostos.execute import Options, execute
-    from hostos.report import outcome_line, outcomes_json, plan_json, plan_lines
+    early = early_engine(engine)
+    with closed_on_error(early):
+        from hostos.apply import prepare
+        from hostos.execute import Options, execute
+        from hostos.report import outcome_line, outcomes_json, plan_json, plan_lines
 
-    spec = load_spec(site, node, role)
+        spec = load_spec(site, node, role)
     text = output is ListFormat.table
     started = time.monotonic()
-    with engine_session(engine) as conn:
+    with engine_session(engine, early) as conn:
         prepared = prepare(conn, spec, site, fetch=not dry_run,
                            progress=_progress if text else lambda line: None,
-                           namespace=namespace)
+                           namespace=namespace, listed=early.listed)
         if text:
             typer.echo("\n".join(plan_lines(prepared.actions)))
         if dry_run or not any(a.changes for a in prepared.actions):

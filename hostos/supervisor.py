@@ -17,7 +17,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,7 +268,7 @@ class Supervisor:
             prepared = prepare(self.engine, self.spec, self.settings.site, fetch=True,
                                mount_sources=sources, namespace=self.settings.namespace,
                                refresh=refresh)
-            actions = self._hold(prepared.actions)
+            actions = self._hold(prepared.actions, sources)
             outcomes = execute(self.engine, actions, Options(self.settings.concurrency))
             self.observed = owned(self.engine, self.settings.namespace)
         except EngineError as exc:
@@ -281,13 +281,15 @@ class Supervisor:
                 o.ok for o in changed), failed=sum(not o.ok for o in changed),
                 took=round(time.monotonic() - started, 3)))
 
-    def _hold(self, actions: Sequence[Action]) -> list[Action]:
-        """The actions to run now; the others wait (mount down, crash backoff, policy)."""
+    def _hold(self, actions: Sequence[Action],
+              sources: Mapping[str, str] | None = None) -> list[Action]:
+        """The actions to run now; the others wait (mount down, crash backoff, policy).
+        sources: the mount sources the actions were rendered with (the ready mounts)."""
         now = time.time()
         held: dict[str, str] = {}
         for action in actions:
             state = self.units.setdefault(action.unit, UnitState())
-            reason = self._hold_reason(action, state, now)
+            reason = self._hold_reason(action, state, now, sources)
             if reason:
                 held[action.unit] = reason
         _hold_dependents(actions, held)
@@ -297,13 +299,17 @@ class Supervisor:
             state.held = held.get(name, "")
         return [a for a in actions if a.unit not in held or a.kind is Kind.REMOVE]
 
-    def _hold_reason(self, action: Action, state: UnitState, now: float) -> str:
+    def _hold_reason(self, action: Action, state: UnitState, now: float,
+                     sources: Mapping[str, str] | None = None) -> str:
         if action.desired is None or action.kind is Kind.NOOP:
             return ""
         unit = action.desired.unit.unit
         if self.mounts is not None:  # a unit never starts on an empty mount point
             for mount in action.desired.unit.mounts:
-                if not self.mounts.ready(mount.name):
+                # Ready now AND in the sources the action was rendered with: a mount that
+                # became ready since would otherwise start the unit on its bare target.
+                rendered = sources is None or mount.name in sources
+                if not (rendered and self.mounts.ready(mount.name)):
                     return f"waiting for mount {mount.name}"
         current = action.current
         if action.kind is Kind.START and current is not None and not current.running:

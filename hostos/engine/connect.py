@@ -7,8 +7,11 @@ socket with a short timeout, which costs no HTTP library import and tells Docker
 from Podman (podman adds a Libpod-Api-Version header), so a podman socket found
 where Docker's usually is still gets the podman adapter and its health checks.
 
-The adapters are imported only once chosen: docker-py and podman-py each take
-about 0.1 s to import, a large share of a no-op apply's budget.
+The adapters are imported only once chosen, and they import docker-py or podman-py
+only for calls that change or stream something (each takes about 0.15 s to import,
+a large share of a no-op apply's budget); reads go over hostos.engine.http.
+`EarlyEngine` connects and lists the owned containers while `hostos apply` reads
+the site.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hostos.engine.base import Engine, EngineError
+from hostos.engine.base import Engine, EngineError, Observed
 from hostos.run import CommandFailed, spawn
 
 log = logging.getLogger("hostos.engine")
@@ -48,13 +52,14 @@ class Pong:
 
 
 def connect(kind: Kind = "auto", podman_socket: str | None = None, *,
-            embedded_socket: str | None = None) -> Engine:
+            embedded_socket: str | None = None, start_service: bool = True) -> Engine:
     """A connected engine adapter.
 
     kind "auto": Docker when its socket answers (DOCKER_HOST or /var/run/docker.sock),
     else Podman.  podman_socket: where to look for a running podman service instead
     of CONTAINER_HOST or /run/podman/podman.sock; embedded_socket: where to start
-    hostos's own service when that one does not answer.
+    hostos's own service when that one does not answer (start_service=False: raise
+    EngineError instead of starting one).
     """
     if kind not in ("docker", "podman", "auto"):
         raise EngineError(f"unknown engine '{kind}' (want docker, podman or auto)")
@@ -65,11 +70,12 @@ def connect(kind: Kind = "auto", podman_socket: str | None = None, *,
             return _adapter(url, pong)
         if kind == "docker":
             raise EngineError(f"docker: dockerd does not answer on {url} (start dockerd)")
-    return _connect_podman(podman_socket, embedded_socket, auto=kind == "auto")
+    return _connect_podman(podman_socket, embedded_socket, auto=kind == "auto",
+                           start_service=start_service)
 
 
 def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
-                    auto: bool) -> Engine:
+                    auto: bool, start_service: bool = True) -> Engine:
     url = _url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET)
     pong = ping(url)
     if pong is not None:
@@ -83,6 +89,8 @@ def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
     pong = ping(url)
     if pong is not None:  # another hostos process's service: use it, leave it running
         return _adapter(url, pong)
+    if not start_service:
+        raise EngineError(f"podman: no podman service answers on {url}")
     from hostos.engine.podman import PodmanEngine
     service = EmbeddedService.start(path)
     try:
@@ -90,6 +98,55 @@ def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
     except BaseException:
         service.stop()
         raise
+
+
+class EarlyEngine:
+    """An engine connected at once, and the containers hostos owns there listed in a
+    background thread while the caller does its own work (imports, reading the site).
+
+    A no-op `hostos apply` spends most of its time on the CPU in Python, and podman takes
+    about 60 ms to list a hundred containers; doing both at once hides the list.  Nothing
+    is started for it (no private podman service): when no engine answers at once,
+    `engine` and `listed` are None and the caller connects as it would have, with its
+    errors.  The list is a snapshot from before the caller's work: use it only when that
+    work did not change the engine (see hostos.apply.prepare).
+    """
+
+    def __init__(self, kind: Kind) -> None:
+        self._listed: list[Observed] | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            self._engine: Engine | None = connect(kind, start_service=False)
+        except EngineError:
+            self._engine = None
+            return
+        self._thread = threading.Thread(target=self._list, args=(self._engine,),
+                                        name="hostos-early-list", daemon=True)
+        self._thread.start()
+
+    def _list(self, engine: Engine) -> None:
+        try:
+            self._listed = engine.owned()
+        except EngineError as exc:  # the caller lists again and reports what goes wrong
+            log.debug("early list of owned containers: %s", exc)
+
+    @property
+    def engine(self) -> Engine | None:
+        """The connected engine, once its list is done (the engine is not shared)."""
+        if self._thread is not None:
+            self._thread.join()
+        return self._engine
+
+    @property
+    def listed(self) -> list[Observed] | None:
+        """What engine.owned() returned, or None."""
+        return self._listed if self.engine is not None else None
+
+    def close(self) -> None:
+        """Close the engine, for a caller that will not use it."""
+        engine, self._engine, self._listed = self.engine, None, None
+        if engine is not None:
+            engine.close()
 
 
 def _adapter(url: str, pong: Pong) -> Engine:

@@ -1,4 +1,10 @@
-"""DockerEngine: the Engine protocol over docker-py's low-level APIClient.
+"""DockerEngine: the Engine protocol over dockerd's API, docker-py for what changes things.
+
+Reads (ping, the container list, inspect, image lookup, health) are plain GETs sent
+with hostos.engine.http, so a no-op apply never imports docker-py and requests
+(about 0.15 s).  What creates, starts, stops, removes, renames, pulls, builds, loads
+or streams (logs, events) goes through docker-py's low-level APIClient, imported and
+built on the first such call.
 
 The low-level client maps one method to one HTTP call; the high-level models
 inspect after almost every call, which a no-op apply of a hundred units cannot
@@ -9,16 +15,14 @@ Status string instead of inspecting each container.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import tarfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeVar
-
-import docker
-import docker.errors
-import requests.exceptions
 
 from hostos.engine.base import (
     OWNER,
@@ -29,6 +33,7 @@ from hostos.engine.base import (
     Observed,
     Progress,
 )
+from hostos.engine.http import EngineHTTP, quote
 from hostos.engine.observe import docker_inspected, docker_listed, normalize_event
 from hostos.engine.payload import docker_create_body
 from hostos.engine.shared import PULL_BACKOFF, build_error, with_retries
@@ -36,6 +41,7 @@ from hostos.engine.shared import PULL_BACKOFF, build_error, with_retries
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 60.0
+SERVICE = "dockerd"
 _NOT_RETRYABLE = re.compile(r"not found|manifest unknown|unauthorized|denied|invalid reference",
                             re.IGNORECASE)
 _STEP = re.compile(r"^Step \d+/\d+ : ")
@@ -51,42 +57,65 @@ class DockerEngine:
         """api_version: what the daemon's /_ping announced; None asks the daemon (one call)."""
         self.base_url = base_url
         self.pull_backoff: tuple[float, ...] = PULL_BACKOFF
-        self._api = docker.APIClient(base_url=base_url, version=api_version or "auto",
-                                     timeout=timeout)
+        self.timeout = timeout
+        self.api_version = api_version or _server_api_version(base_url, timeout)
+        self._http = EngineHTTP(base_url, engine=self.name, service=SERVICE,
+                                prefix=f"/v{self.api_version}", timeout=timeout)
+        self._client: Any = None  # docker-py's APIClient, made on first use
+        self._client_lock = threading.Lock()
 
-    # -- queries ---------------------------------------------------------------
+    @property
+    def _api(self) -> Any:
+        """docker-py's low-level client, for the calls that change or stream things."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    import docker
+
+                    try:
+                        self._client = docker.APIClient(base_url=self.base_url,
+                                                        version=self.api_version,
+                                                        timeout=self.timeout)
+                    except docker.errors.DockerException as exc:
+                        raise EngineError(f"docker: {self.base_url}: {exc}") from None
+        return self._client
+
+    # -- queries (plain HTTP, no SDK) ---------------------------------------------
 
     def ping(self) -> None:
-        self._call(f"ping {self.base_url}", self._api.ping)
+        self._http.request("GET", "/_ping", f"ping {self.base_url}")
 
     def owned(self) -> list[Observed]:
         """Every hostos container, from a single list call (no per-container inspect)."""
-        rows = self._call("list containers", self._api.containers, all=True,
-                          filters={"label": f"{OWNER_LABEL}={OWNER}"})
+        rows = self._http.get_json("/containers/json", "list containers",
+                                   params=_list_params({"label": [f"{OWNER_LABEL}={OWNER}"]}))
         return [docker_listed(row) for row in rows]
 
     def find(self, name: str) -> Observed | None:
         """The container with exactly this name (never an ID prefix), from the list call."""
-        rows = self._call(f"find {name}", self._api.containers, all=True,
-                          filters={"name": f"^/{re.escape(name)}$"})
+        rows = self._http.get_json("/containers/json", f"find {name}",
+                                   params=_list_params({"name": [f"^/{re.escape(name)}$"]}))
         found = [docker_listed(row) for row in rows]
         return next((o for o in found if o.name == name), None)
 
     def inspect(self, container: str) -> Observed:
-        doc = self._call(f"inspect container {container}", self._api.inspect_container, container)
+        doc = self._http.get_json(f"/containers/{quote(container)}/json",
+                                  f"inspect container {container}")
         return docker_inspected(doc)
 
     def image_id(self, ref: str) -> str | None:
         """The local image's ID, or None.  A podman-style `localhost/` name also finds the
         same name without it, as an image imported or built as `name` is stored by docker."""
+        what = f"inspect image {ref}"
         for candidate in _ref_candidates(ref):
-            try:
-                doc = self._api.inspect_image(candidate)
-            except docker.errors.NotFound:
+            reply = self._http.request("GET", f"/images/{quote(candidate)}/json", what,
+                                       ok=(200, 404))
+            if reply.status == 404:
                 continue
-            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-                _raise(f"inspect image {ref}", exc)
-            return str(doc["Id"])
+            try:
+                return str(reply.json()["Id"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EngineError(f"docker: {what}: unreadable reply ({exc})") from None
         return None
 
     # -- images ----------------------------------------------------------------
@@ -97,6 +126,9 @@ class DockerEngine:
         return self._must_have(ref, f"pull {ref}")
 
     def _pull_once(self, ref: str, progress: Progress) -> None:
+        import docker.errors
+        import requests.exceptions
+
         what = f"pull {ref}"
         try:
             for line in self._api.pull(ref, stream=True, decode=True):
@@ -111,6 +143,9 @@ class DockerEngine:
     def build(self, context: str, tag: str, dockerfile: str | None,
               args: Mapping[str, str]) -> str:
         """Build with the daemon's (legacy) builder; a failure names the failing step."""
+        import docker.errors
+        import requests.exceptions
+
         what = f"build {tag} from {context}"
         if not os.path.isdir(context):
             raise EngineError(f"docker: {what}: the build context is not a directory")
@@ -140,6 +175,9 @@ class DockerEngine:
         newer daemons may read an OCI layout too, so an OCI archive is tried, and a
         failure says how to convert it rather than the daemon's "blobs/json" riddle.
         """
+        import docker.errors
+        import requests.exceptions
+
         _, path = split_archive(archive)
         what = f"load {archive}"
         loaded: list[str] = []
@@ -162,6 +200,9 @@ class DockerEngine:
     # -- containers --------------------------------------------------------------
 
     def create(self, spec: ContainerSpec) -> str:
+        import docker.errors
+        import requests.exceptions
+
         what = f"create {spec.name}"
         try:
             reply = self._api.create_container_from_config(docker_create_body(spec),
@@ -183,6 +224,9 @@ class DockerEngine:
 
     def remove(self, container: str) -> None:
         """Force-remove with anonymous volumes; a container already gone is not an error."""
+        import docker.errors
+        import requests.exceptions
+
         try:
             self._api.remove_container(container, v=True, force=True)
         except docker.errors.NotFound:
@@ -214,12 +258,17 @@ class DockerEngine:
             yield normalize_event(raw)
 
     def close(self) -> None:
-        self._api.close()
+        self._http.close()
+        if self._client is not None:
+            self._client.close()
 
     # -- helpers ---------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one API call, turning docker-py's and requests' errors into EngineError."""
+        """Run one docker-py call, turning docker-py's and requests' errors into EngineError."""
+        import docker.errors
+        import requests.exceptions
+
         try:
             return fn(*args, **kwargs)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -285,6 +334,9 @@ def _pull_failed(ref: str, message: str) -> NoReturn:
 def _guarded(what: str, stream: Iterator[T]) -> Iterator[T]:
     """Iterate a streaming reply, turning errors mid-stream into EngineError; closing the
     generator early (a caller that stops following) closes the HTTP response too."""
+    import docker.errors
+    import requests.exceptions
+
     try:
         yield from stream
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -303,8 +355,30 @@ def _explain(exc: BaseException) -> str:
 
 
 def _raise(what: str, exc: BaseException) -> NoReturn:
+    """An EngineError from a docker-py or requests exception (so both are imported)."""
+    import requests.exceptions
+
     if isinstance(exc, requests.exceptions.ConnectionError):
         raise EngineError(f"docker: {what}: cannot reach dockerd ({exc})") from None
     if isinstance(exc, requests.exceptions.Timeout):
         raise EngineError(f"docker: {what}: dockerd did not answer in time") from None
     raise EngineError(f"docker: {what}: {_explain(exc)}") from None
+
+
+def _list_params(filters: Mapping[str, list[str]]) -> dict[str, str]:
+    """The query of `GET /containers/json` as docker-py's `containers(all=True, filters=…)`
+    sends it."""
+    return {"limit": "-1", "all": "1", "size": "0", "trunc_cmd": "0",
+            "filters": json.dumps(dict(filters))}
+
+
+def _server_api_version(base_url: str, timeout: float) -> str:
+    """The daemon's API version from `GET /version`, as docker-py's version="auto" asks."""
+    client = EngineHTTP(base_url, engine="docker", service=SERVICE, timeout=timeout)
+    try:
+        version = client.get_json("/version", "ask the API version").get("ApiVersion")
+    finally:
+        client.close()
+    if not version:
+        raise EngineError(f"docker: {base_url}: the daemon named no API version")
+    return str(version)

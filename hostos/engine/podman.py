@@ -1,5 +1,11 @@
 """PodmanEngine: the Engine protocol over podman-py, talking libpod's own API.
 
+Reads (ping, the container list, inspect, image lookup) are plain GETs sent with
+hostos.engine.http, so a no-op apply never imports podman-py and requests (about
+0.15 s).  What creates, starts, stops, removes, renames, pulls, builds, loads, runs
+a health check or streams (logs, events) goes through podman-py, imported and
+built on the first such call.
+
 podman-py's models add an inspect after most calls and its `containers.list()`
 is sparse by default, so this adapter uses the client's low-level `api` (one
 method per libpod endpoint) and podman-py only for the transport and for tarring
@@ -26,14 +32,10 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NoReturn
-
-import requests.exceptions
-from podman import PodmanClient
-from podman import api as podman_api
-from podman.errors import APIError
 
 from hostos.engine.base import (
     OWNER,
@@ -45,6 +47,7 @@ from hostos.engine.base import (
     Progress,
     UlimitSpec,
 )
+from hostos.engine.http import REQUESTS_SAFE, EngineHTTP, quote
 from hostos.engine.observe import (
     demux_frames,
     docker_inspected,
@@ -55,6 +58,8 @@ from hostos.engine.payload import libpod_create_body
 from hostos.engine.shared import PULL_BACKOFF, build_error, with_retries
 
 DEFAULT_TIMEOUT = 60.0
+SERVICE = "the podman service"
+FALLBACK_API_VERSION = "4.0.0"  # the libpod path prefix when the service does not answer
 DOCKER_FORMAT = "application/vnd.docker.distribution.manifest.v2+json"
 OK = (200, 201, 204, 304)
 _NOT_RETRYABLE = re.compile(r"not found|manifest unknown|unauthorized|denied|invalid reference"
@@ -76,27 +81,47 @@ class PodmanEngine:
         on_close: stops an embedded service that connect() started for this engine."""
         self.base_url = base_url
         self.pull_backoff: tuple[float, ...] = PULL_BACKOFF
-        self._client: Any = PodmanClient(base_url=base_url, timeout=timeout,
-                                    **({"version": api_version} if api_version else {}))
-        self._api = self._client.api
+        self.timeout = timeout
+        self.api_version = api_version or _service_api_version(base_url)
+        self._http = EngineHTTP(base_url, engine=self.name, service=SERVICE,
+                                prefix=f"/v{self.api_version}/libpod", timeout=timeout)
+        self._client: Any = None  # podman-py's PodmanClient, made on first use
+        self._client_lock = threading.Lock()
         self._on_close = on_close
         self._ulimits: dict[str, UlimitSpec] | None = None
+
+    @property
+    def _api(self) -> Any:
+        """podman-py's low-level client, for the calls that change, run or stream things."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    from podman import PodmanClient
+                    from podman.errors import PodmanError
+
+                    try:
+                        self._client = PodmanClient(base_url=self.base_url,
+                                                    timeout=self.timeout,
+                                                    version=self.api_version)
+                    except (PodmanError, ValueError) as exc:
+                        raise EngineError(f"podman: {self.base_url}: {exc}") from None
+        return self._client.api
 
     # -- queries ---------------------------------------------------------------
 
     def ping(self) -> None:
-        self._request("GET", "/_ping", "ping")
+        self._http.request("GET", "/_ping", "ping", ok=OK)
 
     def owned(self) -> list[Observed]:
         """Every hostos container from ONE libpod list call: it carries state, exit code,
         start time and health, so nothing is inspected one by one."""
-        rows = self._request("GET", "/containers/json", "list containers", params={
-            "all": "true", "filters": json.dumps({"label": [f"{OWNER_LABEL}={OWNER}"]})}).json()
+        rows = self._get("/containers/json", "list containers", params={
+            "all": "true", "filters": json.dumps({"label": [f"{OWNER_LABEL}={OWNER}"]})})
         return [libpod_listed(row) for row in rows or []]
 
     def find(self, name: str) -> Observed | None:
-        rows = self._request("GET", "/containers/json", f"find {name}", params={
-            "all": "true", "filters": json.dumps({"name": [f"^{re.escape(name)}$"]})}).json()
+        rows = self._get("/containers/json", f"find {name}", params={
+            "all": "true", "filters": json.dumps({"name": [f"^{re.escape(name)}$"]})})
         found = [libpod_listed(row) for row in rows or []]
         return next((o for o in found if o.name == name), None)
 
@@ -104,11 +129,15 @@ class PodmanEngine:
         return docker_inspected(self._inspect(container))
 
     def image_id(self, ref: str) -> str | None:
-        response = self._request("GET", f"/images/{ref}/json", f"inspect image {ref}",
-                                 ok=(*OK, 404))
-        if response.status_code == 404:
+        what = f"inspect image {ref}"
+        reply = self._http.request("GET", f"/images/{quote(ref, REQUESTS_SAFE)}/json", what,
+                                   ok=(*OK, 404))
+        if reply.status == 404:
             return None
-        return str(response.json()["Id"])
+        try:
+            return str(reply.json()["Id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineError(f"podman: {what}: unreadable reply ({exc})") from None
 
     # -- images ----------------------------------------------------------------
 
@@ -132,6 +161,8 @@ class PodmanEngine:
     def build(self, context: str, tag: str, dockerfile: str | None,
               args: Mapping[str, str]) -> str:
         """Build in Docker image format; a failure names the failing step."""
+        from podman import api as podman_api
+
         what = f"build {tag} from {context}"
         if not os.path.isdir(context):
             raise EngineError(f"podman: {what}: the build context is not a directory")
@@ -226,6 +257,8 @@ class PodmanEngine:
         return self.inspect(container).health
 
     def logs(self, container: str, follow: bool, tail: int | None) -> Iterator[bytes]:
+        import requests.exceptions
+
         params = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false",
                   "tail": "all" if tail is None else str(tail)}
         response = self._request("GET", f"/containers/{container}/logs", f"logs {container}",
@@ -256,7 +289,9 @@ class PodmanEngine:
 
     def close(self) -> None:
         try:
-            self._client.close()
+            self._http.close()
+            if self._client is not None:
+                self._client.close()
         finally:
             if self._on_close is not None:
                 on_close, self._on_close = self._on_close, None
@@ -265,9 +300,17 @@ class PodmanEngine:
     # -- helpers ---------------------------------------------------------------
 
     def _inspect(self, container: str) -> dict[str, Any]:
-        doc = self._request("GET", f"/containers/{container}/json",
-                            f"inspect container {container}").json()
+        doc = self._get(f"/containers/{quote(container, REQUESTS_SAFE)}/json",
+                        f"inspect container {container}")
         return dict(doc)
+
+    def _get(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
+        """One libpod read over plain HTTP, its JSON body decoded."""
+        reply = self._http.request("GET", path, what, params=params, ok=OK)
+        try:
+            return reply.json()
+        except ValueError as exc:
+            raise EngineError(f"podman: {what}: unreadable reply ({exc})") from None
 
     def _default_ulimits(self, spec: ContainerSpec) -> dict[str, UlimitSpec]:
         """The nofile/nproc limits this service gives a container that asks for none.
@@ -303,6 +346,8 @@ class PodmanEngine:
 
     def _lines(self, response: Any, what: str) -> Iterator[dict[str, Any]]:
         """JSON objects of a streamed reply, one per line (podman may pack several)."""
+        import requests.exceptions
+
         decoder = json.JSONDecoder()
         try:
             for raw in response.iter_lines():
@@ -324,7 +369,11 @@ class PodmanEngine:
                  timeout: float | tuple[float, float | None] | None = None,
                  ok: tuple[int, ...] = OK,
                  fail: Callable[[str, str], NoReturn] | None = None) -> Any:
-        """One libpod call; a status outside `ok` raises EngineError (via `fail` if given)."""
+        """One libpod call through podman-py; a status outside `ok` raises EngineError
+        (via `fail` if given)."""
+        import requests.exceptions
+        from podman.errors import APIError
+
         call = getattr(self._api, method.lower())
         kwargs: dict[str, Any] = {"params": params, "headers": headers, "stream": stream}
         if method in ("POST", "PUT"):
@@ -388,8 +437,20 @@ def _pull_failed(what: str, message: str) -> NoReturn:
 
 
 def _raise(what: str, exc: BaseException) -> NoReturn:
+    """An EngineError from a podman-py or requests exception (so both are imported)."""
+    import requests.exceptions
+    from podman.errors import APIError
+
     if isinstance(exc, requests.exceptions.Timeout):
         raise EngineError(f"podman: {what}: the podman service did not answer in time") from None
     if isinstance(exc, requests.exceptions.ConnectionError | APIError):
         raise EngineError(f"podman: {what}: cannot reach the podman service ({exc})") from None
     raise EngineError(f"podman: {what}: {exc}") from None
+
+
+def _service_api_version(base_url: str) -> str:
+    """The libpod version the service's /_ping announces (the path prefix of its API)."""
+    from hostos.engine.connect import ping
+
+    pong = ping(base_url)
+    return (pong.libpod_version if pong is not None else None) or FALLBACK_API_VERSION

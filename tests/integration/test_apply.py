@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from hostos.apply import converge, down, owned
+from hostos.apply import Prepared, converge, down, owned, prepare
 from hostos.cli import app
 from hostos.engine.base import ContainerSpec, Engine, container_name
 from hostos.load import load_site
@@ -230,3 +232,82 @@ def test_role_mount_reference_binds_the_host_path(node: Node, tmp_path: Path) ->
         output = b"".join(node.engine.logs(node.containers()["a"], False, None))
         time.sleep(0.1)
     assert b"hello from the role mount" in output
+
+
+def test_prepare_trusts_an_early_list_only_when_nothing_was_fetched(node: Node) -> None:
+    """`hostos apply` lists the engine while it reads the site (EarlyEngine); that list
+    stands for the engine unless a build, load or pull took time in between."""
+    node.units({"a": SLEEPER})
+    node.apply()
+    spec = resolve_role(load_site(str(node.root)), "r")
+    site = str(node.root)
+
+    def kinds(prepared: Prepared) -> dict[str, Kind]:
+        return {a.unit: a.kind for a in prepared.actions}
+
+    listed = node.engine.owned()
+    assert kinds(prepare(node.engine, spec, site, fetch=True, namespace=node.namespace,
+                         listed=listed)) == {"a": Kind.NOOP}
+    # The list given is what counts (an empty one: a would be created again) ...
+    assert kinds(prepare(node.engine, spec, site, fetch=False, namespace=node.namespace,
+                         listed=[])) == {"a": Kind.CREATE}
+    # ... unless an image had to be fetched: then the engine is listed afresh.
+    node.units({"a": SLEEPER, "b": "image: 127.0.0.1:9/hostos-test/nothing:1\n"})
+    spec = resolve_role(load_site(site), "r")
+    node.engine.pull_backoff = (0.0, 0.0)  # type: ignore[attr-defined]
+    prepared = prepare(node.engine, spec, site, fetch=True, namespace=node.namespace,
+                       listed=[])
+    assert prepared.images["b"].how == "missing"
+    assert kinds(prepared)["a"] is Kind.NOOP
+
+
+def test_cli_apply_lists_the_engine_once(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The early list serves the no-op plan: the engine is not listed a second time."""
+    node.units({"a": SLEEPER})
+    node.apply()
+    calls: list[str] = []
+    connect_module = importlib.import_module("hostos.engine.connect")
+    real_connect = connect_module.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Engine:
+        engine = real_connect(*args, **kwargs)
+        real_owned = engine.owned
+
+        def owned() -> list[Any]:
+            calls.append("owned")
+            return real_owned()
+
+        engine.owned = owned  # type: ignore[method-assign]
+        return engine
+
+    monkeypatch.setattr(connect_module, "connect", counting_connect)
+    result = CliRunner().invoke(app, ["apply", str(node.root), "--role", "r", "--engine",
+                                      node.engine.name, "--namespace", node.namespace])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "0 changes"
+    assert calls == ["owned"]
+
+
+def test_bad_input_closes_the_early_engine(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[str] = []
+    connect_module = importlib.import_module("hostos.engine.connect")
+    real_connect = connect_module.connect
+
+    def tracking_connect(*args: Any, **kwargs: Any) -> Engine:
+        engine = real_connect(*args, **kwargs)
+        real_close = engine.close
+
+        def close() -> None:
+            closed.append(engine.name)
+            real_close()
+
+        engine.close = close  # type: ignore[method-assign]
+        return engine
+
+    monkeypatch.setattr(connect_module, "connect", tracking_connect)
+    node.units({"a": SLEEPER + "bogus: 1\n"})
+    result = CliRunner().invoke(app, ["apply", str(node.root), "--role", "r", "--engine",
+                                      node.engine.name, "--namespace", node.namespace])
+    assert result.exit_code == 2, result.output
+    assert "bogus" in result.output
+    assert closed == [node.engine.name]

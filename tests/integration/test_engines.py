@@ -22,7 +22,7 @@ from hostos.engine.base import (
     PortSpec,
     UlimitSpec,
 )
-from hostos.engine.connect import connect, ping
+from hostos.engine.connect import EarlyEngine, connect, ping
 from hostos.run import run
 
 from conftest import ROOT, Lab, remove_labelled, wait_for
@@ -314,6 +314,37 @@ def test_connect_reuses_a_running_private_service(tmp_path: Path) -> None:
         assert ping(f"unix://{private}") is not None
     finally:
         owner.close()
+
+
+def test_connect_can_be_told_not_to_start_a_service(tmp_path: Path) -> None:
+    private = tmp_path / "hostos" / "podman.sock"
+    with pytest.raises(EngineError, match="no podman service answers"):
+        connect("podman", podman_socket=str(tmp_path / "absent.sock"),
+                embedded_socket=str(private), start_service=False)
+    assert not private.exists()
+    assert _service_pid(str(private)) is None
+
+
+def test_early_engine_lists_what_hostos_owns(engine: Engine, lab: Lab,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = engine.create(lab.spec("early"))
+    early = EarlyEngine(engine.name)  # type: ignore[arg-type]
+    try:
+        assert early.engine is not None and early.engine.name == engine.name
+        assert early.listed is not None
+        assert cid in {o.id for o in early.listed}
+    finally:
+        early.close()
+    assert early.engine is None and early.listed is None
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    nothing = EarlyEngine("docker")
+    assert nothing.engine is None and nothing.listed is None
+    nothing.close()
+
+
+def _service_pid(sock: str) -> str | None:
+    found = run(["pgrep", "-f", f"system service --time=0 unix://{sock}"], check=False)
+    return found.stdout.strip() or None
 
 
 def test_connect_errors_give_a_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

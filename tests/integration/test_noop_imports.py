@@ -1,0 +1,89 @@
+"""A no-op `hostos apply` reads the engine over plain HTTP: no docker-py, podman-py, requests.
+
+Importing an SDK costs about 0.15 s, a large share of the no-op budget; the adapters
+import it only for calls that change or stream something.  The subprocess runs with
+`-X importtime`, which names every module the process imported, whenever it did.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hostos.apply import converge, down
+from hostos.engine.base import Engine
+from hostos.load import load_site
+from hostos.resolve import resolve_role
+
+from conftest import ROOT, write
+
+SDK_MODULES = ("docker", "podman", "requests", "urllib3")
+SLEEPER = "image: hostos/busybox:latest\ncommand: [sleep, '3600']\nstop_timeout: 1s\n"
+
+
+def imported(stderr: str) -> set[str]:
+    """Top-level names of the modules that `-X importtime` reported."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name and name != "imported package":
+                names.add(name.split(".")[0])
+    return names
+
+
+def run_hostos(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "hostos", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_adapters_import_no_sdk() -> None:
+    code = ("import sys, hostos.engine.docker, hostos.engine.podman, hostos.engine.connect;"
+            f"print(sorted(m for m in {SDK_MODULES!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def site(engine: Engine, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A converged two-unit site in a namespace of its own."""
+    root, namespace = tmp_path / "site", "i" + uuid.uuid4().hex[:8]
+    for unit in ("a", "b"):
+        write(root / f"{unit}.yaml", SLEEPER)
+    write(root / "roles" / "r.yaml", "role: r\nunits: [a, b]\n")
+    try:
+        result = converge(engine, resolve_role(load_site(str(root)), "r"), str(root),
+                          namespace=namespace)
+        assert result.failed == 0 and result.changes == 2
+        yield root, namespace
+    finally:
+        down(engine, namespace=namespace)
+
+
+@pytest.mark.integration
+def test_noop_apply_imports_no_sdk(engine: Engine, site: tuple[Path, str]) -> None:
+    root, namespace = site
+    result = run_hostos("apply", str(root), "--role", "r", "--namespace", namespace,
+                        "--engine", engine.name)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "0 changes"
+    modules = imported(result.stderr)
+    assert "hostos" in modules and "json" in modules  # the parse works
+    assert not modules & set(SDK_MODULES), sorted(modules & set(SDK_MODULES))
+
+
+@pytest.mark.integration
+def test_a_change_still_goes_through_the_sdk(engine: Engine, site: tuple[Path, str]) -> None:
+    root, namespace = site
+    write(root / "a.yaml", SLEEPER + "env: {MODE: two}\n")
+    result = run_hostos("apply", str(root), "--role", "r", "--namespace", namespace,
+                        "--engine", engine.name)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 changes, 0 failed" in result.stdout
+    assert {engine.name, "requests"} <= imported(result.stderr)
