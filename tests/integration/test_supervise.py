@@ -115,9 +115,13 @@ class Node:
 def node(engine: Engine, tmp_path: Path) -> Iterator[Node]:
     made = Node(engine, tmp_path / "site")
     yield made
-    if made.proc is not None:
-        made.proc.kill()
-        made.proc.wait()
+    if made.proc is not None:  # SIGTERM first: a private podman service goes with it
+        made.proc.terminate()
+        try:
+            made.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            made.proc.kill()
+            made.proc.wait()
     down(engine, namespace=made.namespace)
 
 
