@@ -64,7 +64,7 @@ def owned(engine: Engine, namespace: str = "",
           listed: Sequence[Observed] | None = None) -> list[Observed]:
     """The containers of this hostos instance (its namespace) on the engine (from
     `listed`, what engine.owned() gave, when the caller has it)."""
-    return [c for c in (engine.owned() if listed is None else listed)
+    return [c for c in (engine.owned(namespace) if listed is None else listed)
             if c.namespace == namespace]
 
 
@@ -75,13 +75,8 @@ def observe(engine: Engine, desired: Sequence[Desired], namespace: str = "",
     mine = [_fresh(engine, c) if c.id in refresh else c
             for c in owned(engine, namespace, listed)]
     names = {c.name for c in mine}
-    foreign = []
-    for want in desired:
-        name = want.spec.name
-        if name not in names:
-            found = engine.find(name)
-            if found is not None and not found.owned:
-                foreign.append(found)
+    missing = [w.spec.name for w in desired if w.spec.name not in names]
+    foreign = [c for c in engine.named(missing) if not c.owned]  # one call, not one per unit
     return [*mine, *foreign]
 
 

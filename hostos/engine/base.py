@@ -7,7 +7,7 @@ payload.  `Observed` is what an adapter reports back about a container.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -22,6 +22,12 @@ SPEC_LABEL = "io.hostos.spec"  # the hashed spec as canonical JSON, for precise 
 DEPS_LABEL = "io.hostos.deps"  # units this one starts after, for `hostos down` order
 NAMESPACE_LABEL = "io.hostos.namespace"  # set when several hostos instances share an engine
 NAME_PREFIX = "hostos-"
+
+
+def owner_labels(namespace: str = "") -> list[str]:
+    """Label filters (all must match) for the containers of a hostos instance."""
+    labels = [f"{OWNER_LABEL}={OWNER}"]
+    return [*labels, f"{NAMESPACE_LABEL}={namespace}"] if namespace else labels
 
 
 def container_name(unit: str, namespace: str = "") -> str:
@@ -150,8 +156,9 @@ class Engine(Protocol):
     name: str  # "docker" or "podman"
 
     def ping(self) -> None: ...
-    def owned(self) -> list[Observed]: ...  # every container hostos owns, in any state
+    def owned(self, namespace: str = "") -> list[Observed]: ...  # all hostos owns (there)
     def find(self, name: str) -> Observed | None: ...  # any container by exact name
+    def named(self, names: Sequence[str]) -> list[Observed]: ...  # by exact names, one call
     def inspect(self, container: str) -> Observed: ...
     def image_id(self, ref: str) -> str | None: ...  # None when not present locally
     def pull(self, ref: str, progress: Progress) -> str: ...  # returns the image ID

@@ -21,17 +21,16 @@ import os
 import re
 import tarfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from hostos.engine.base import (
-    OWNER,
-    OWNER_LABEL,
     ContainerSpec,
     EngineError,
     ImageNotFound,
     Observed,
     Progress,
+    owner_labels,
 )
 from hostos.engine.http import EngineHTTP, quote
 from hostos.engine.observe import docker_inspected, docker_listed, normalize_event
@@ -85,11 +84,21 @@ class DockerEngine:
     def ping(self) -> None:
         self._http.request("GET", "/_ping", f"ping {self.base_url}")
 
-    def owned(self) -> list[Observed]:
-        """Every hostos container, from a single list call (no per-container inspect)."""
+    def owned(self, namespace: str = "") -> list[Observed]:
+        """Every hostos container (of the namespace, if one is given), from a single list
+        call (no per-container inspect)."""
         rows = self._http.get_json("/containers/json", "list containers",
-                                   params=_list_params({"label": [f"{OWNER_LABEL}={OWNER}"]}))
+                                   params=_list_params({"label": owner_labels(namespace)}))
         return [docker_listed(row) for row in rows]
+
+    def named(self, names: Sequence[str]) -> list[Observed]:
+        """The containers with exactly these names, from one list call."""
+        if not names:
+            return []
+        pattern = "^/(" + "|".join(re.escape(n) for n in names) + ")$"
+        rows = self._http.get_json("/containers/json", "find containers by name",
+                                   params=_list_params({"name": [pattern]}))
+        return [o for o in map(docker_listed, rows) if o.name in names]
 
     def find(self, name: str) -> Observed | None:
         """The container with exactly this name (never an ID prefix), from the list call."""

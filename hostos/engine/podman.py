@@ -34,18 +34,17 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from hostos.engine.base import (
-    OWNER,
-    OWNER_LABEL,
     ContainerSpec,
     EngineError,
     ImageNotFound,
     Observed,
     Progress,
     UlimitSpec,
+    owner_labels,
 )
 from hostos.engine.http import REQUESTS_SAFE, EngineHTTP, quote
 from hostos.engine.observe import (
@@ -112,12 +111,22 @@ class PodmanEngine:
     def ping(self) -> None:
         self._http.request("GET", "/_ping", "ping", ok=OK)
 
-    def owned(self) -> list[Observed]:
-        """Every hostos container from ONE libpod list call: it carries state, exit code,
-        start time and health, so nothing is inspected one by one."""
+    def owned(self, namespace: str = "") -> list[Observed]:
+        """Every hostos container (of the namespace, if one is given) from ONE libpod list
+        call: it carries state, exit code, start time and health, so nothing is inspected
+        one by one."""
         rows = self._get("/containers/json", "list containers", params={
-            "all": "true", "filters": json.dumps({"label": [f"{OWNER_LABEL}={OWNER}"]})})
+            "all": "true", "filters": json.dumps({"label": owner_labels(namespace)})})
         return [libpod_listed(row) for row in rows or []]
+
+    def named(self, names: Sequence[str]) -> list[Observed]:
+        """The containers with exactly these names, from one list call."""
+        if not names:
+            return []
+        pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
+        rows = self._get("/containers/json", "find containers by name", params={
+            "all": "true", "filters": json.dumps({"name": [pattern]})})
+        return [o for o in map(libpod_listed, rows or []) if o.name in names]
 
     def find(self, name: str) -> Observed | None:
         rows = self._get("/containers/json", f"find {name}", params={
