@@ -408,6 +408,16 @@ def logs(unit: Annotated[str, typer.Argument(help="a unit running here")],
             sys.stdout.flush()
 
 
+def _image_commands() -> None:
+    """`hostos image …` (its module imports only typer; the work is imported lazily)."""
+    from hostos.image.cli import image_app
+
+    app.add_typer(image_app, name="image")
+
+
+_image_commands()
+
+
 def main() -> None:
     try:
         app()
