@@ -19,7 +19,7 @@ from hostos.errors import Location, Problem, SiteError
 from hostos.model import Inventory, Node, Role, Unit
 from hostos.roles import effective_roles, role_units, validate_unit
 from hostos.source import Document, load_document
-from hostos.validation import build, named_by_file
+from hostos.validation import build, name_from_file, named_by_file
 
 INVENTORY = "nodes.yaml"
 ROLES_DIR = "roles"
@@ -120,17 +120,7 @@ def _units(root: str, docs: dict[str, Document], problems: list[Problem]) -> dic
     for stem, doc in docs.items():
         raw = doc.located()
         named = isinstance(raw.data, dict) and "name" in raw.data
-        if isinstance(raw.data, dict):
-            name = raw.data.setdefault("name", stem)
-            if isinstance(name, str) and name != stem:
-                problems.append(
-                    Problem(
-                        raw.where(("name",)),
-                        "name",
-                        f"unit '{name}' is in a file named {stem}",
-                        f"rename the file to {name}.yaml or the unit to '{stem}'",
-                    )
-                )
+        name_from_file(raw, "name", stem, "unit", problems)
         found: list[Problem] = []
         unit = validate_unit(root, raw, found)
         problems.extend(found if named else named_by_file(found, "name", stem, "unit"))

@@ -10,7 +10,7 @@ from hostos.errors import Location, Problem, SiteError, did_you_mean
 from hostos.merge import Located
 from hostos.model import Role, Unit
 from hostos.source import Document, read_text
-from hostos.validation import build, named_by_file
+from hostos.validation import build, name_from_file, named_by_file
 
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -29,17 +29,7 @@ def effective_roles(docs: dict[str, Document], problems: list[Problem]) -> dict[
     }
     for stem, doc in docs.items():
         raw = doc.located()
-        if isinstance(raw.data, dict):
-            name = raw.data.setdefault("role", stem)
-            if isinstance(name, str) and name != stem:
-                problems.append(
-                    Problem(
-                        raw.where(("role",)),
-                        "role",
-                        f"role '{name}' is in a file named {stem}",
-                        f"rename the file to {name}.yaml or the role to '{stem}'",
-                    )
-                )
+        name_from_file(raw, "role", stem, "role", problems)
         raws[stem] = raw
     merged: dict[str, Located | None] = {}
     for name in raws:

@@ -46,6 +46,18 @@ def build(model: type[M], raw: Located, prefix: Path_ = ()) -> tuple[M | None, l
         return None, [_problem(model, raw, err, prefix) for err in exc.errors()]
 
 
+def name_from_file(raw: Located, key: str, stem: str, what: str,
+                   problems: list[Problem]) -> None:
+    """A document's name (key) defaults to its file name, and must match it when given."""
+    if not isinstance(raw.data, dict):
+        return
+    name = raw.data.setdefault(key, stem)
+    if isinstance(name, str) and name != stem:
+        problems.append(Problem(raw.where((key,)), key,
+                                f"{what} '{name}' is in a file named {stem}",
+                                f"rename the file to {name}.yaml or the {what} to '{stem}'"))
+
+
 def named_by_file(problems: list[Problem], key: str, stem: str, what: str) -> list[Problem]:
     """Problems with a name that the file name gave, reworded to say so."""
     return [
