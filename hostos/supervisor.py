@@ -130,7 +130,8 @@ class Supervisor:
         if kind == "site":
             self.site_dirty_at = now + self.settings.debounce
         elif kind == "engine":
-            self.refresh.add(str(payload.get("id", "")))
+            if payload.get("id"):
+                self.refresh.add(str(payload["id"]))
             self.dirty = True
         elif kind == "mounts":
             self.dirty = True

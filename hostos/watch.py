@@ -45,17 +45,16 @@ def watch_site(root: str, events: queue.Queue[tuple[str, Any]]) -> Any:
 def watch_engine(engine: Engine, events: queue.Queue[tuple[str, Any]], namespace: str,
                  stop: threading.Event) -> threading.Thread:
     """A thread posting ("engine", event) for owned containers, ("engine-lost", why) when
-    the stream breaks (the engine died): the supervisor then reconnects."""
+    the engine stops answering: the supervisor then reconnects.  A stream that merely ends
+    (podman ends it when it rotates its events log) is followed again at once."""
 
     def follow() -> None:
+        since = time.time()
         try:
-            for event in engine.events(time.time(), None):
-                if stop.is_set():
-                    return
-                if _ours(event, namespace) and _relevant(event):
-                    events.put(("engine", event))
-            if not stop.is_set():
-                events.put(("engine-lost", "event stream ended"))
+            while not stop.is_set():
+                since = _follow_once(engine, events, namespace, stop, since)
+                engine.ping()  # the stream ended: podman ends it when it rotates its log
+                events.put(("engine", {}))  # events may have been missed: reconcile
         except EngineError as exc:
             if not stop.is_set():
                 events.put(("engine-lost", str(exc)))
@@ -67,6 +66,20 @@ def watch_engine(engine: Engine, events: queue.Queue[tuple[str, Any]], namespace
     thread = threading.Thread(target=follow, name="engine-events", daemon=True)
     thread.start()
     return thread
+
+
+def _follow_once(engine: Engine, events: queue.Queue[tuple[str, Any]], namespace: str,
+                 stop: threading.Event, since: float) -> float:
+    """Post relevant events until the stream ends; where to follow on from (a second back,
+    so nothing at the seam is lost: a repeated event only marks the supervisor dirty)."""
+    last = since
+    for event in engine.events(since, None):
+        if stop.is_set():
+            break
+        last = max(last, float(event.get("time") or last))
+        if _ours(event, namespace) and _relevant(event):
+            events.put(("engine", event))
+    return max(since, last - 1.0)
 
 
 def _ours(event: dict[str, Any], namespace: str) -> bool:
