@@ -1,0 +1,1 @@
+"""The cluster side: `hostos serve`, its store, the rollout planner and the node agent."""

@@ -1,0 +1,215 @@
+"""The replicated store: the KV interface over etcd's grpc-gateway JSON API (etcd3gw).
+
+Keys live under a prefix (`/hostos/` by default) that the interface never shows: `get("a")`
+reads `/hostos/a`.  Writes are etcd transactions comparing `mod_revision` (`create_revision
+== 0` for "must not exist"), so a txn here is exactly one etcd txn and revisions are etcd's.
+
+Leader claims live beside the data, under `<prefix without its slash>.election/<name>` (for
+`/hostos/`: `/hostos.election/`), outside every range of the data prefix.  A claim is a key
+put only when absent (`create_revision == 0`) with a lease of ttl seconds; the holder keeps
+it by refreshing the lease, so a dead holder's key expires with its lease.  (etcd3gw's own
+lock does not fit: a contended `acquire()` gives up at once and says nothing of who holds it.)
+
+The gateway speaks JSON: bytes are base64, int64 numbers come as strings, fields at their
+zero value are left out (a PUT watch event has no `type`, a failed txn no `succeeded`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import requests
+from etcd3gw.client import Etcd3Client
+
+from hostos.cluster.kv import Compare, Entry, check_txn, latest_per_key
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 10.0  # seconds for one ordinary request
+CONNECT_TIMEOUT = 5.0
+
+Json = dict[str, Any]
+
+
+class EtcdKV:
+    """The KV protocol over one etcd endpoint; requests share one HTTP session."""
+
+    def __init__(self, host: str, port: int, prefix: str = "/hostos/") -> None:
+        self._client = Etcd3Client(host=host, port=port, timeout=REQUEST_TIMEOUT,
+                                   api_path="/v3/")
+        self._prefix = prefix
+        self._elections = prefix.rstrip("/") + ".election/"
+        self._leases: dict[str, int] = {}  # election name → the lease this process holds it by
+        self._claims = threading.Lock()
+
+    def get(self, key: str) -> Entry | None:
+        kvs = self._range({"key": _b64(self._prefix + key)}).get("kvs", [])
+        return self._entry(kvs[0]) if kvs else None
+
+    def range(self, prefix: str) -> list[Entry]:
+        kvs = self._range(self._under(prefix)).get("kvs", [])
+        return [self._entry(kv) for kv in kvs]
+
+    def revision(self) -> int:
+        reply = self._range({**self._under(""), "count_only": True})
+        return int(reply["header"]["revision"])
+
+    def txn(self, compares: Sequence[Compare], puts: Mapping[str, bytes],
+            deletes: Sequence[str] = ()) -> int | None:
+        check_txn(puts, deletes)
+        request = {
+            "compare": [self._compare(c) for c in compares],
+            "success": [{"request_put": {"key": _b64(self._prefix + k), "value": _b64(v)}}
+                        for k, v in puts.items()]
+                       + [{"request_delete_range": {"key": _b64(self._prefix + k)}}
+                          for k in deletes],
+        }
+        reply = self._post("/kv/txn", request)
+        if not reply.get("succeeded", False):
+            return None
+        return int(reply["header"]["revision"])
+
+    def put(self, key: str, value: bytes) -> int:
+        reply = self._post("/kv/put", {"key": _b64(self._prefix + key), "value": _b64(value)})
+        return int(reply["header"]["revision"])
+
+    def delete(self, key: str) -> bool:
+        reply = self._post("/kv/deleterange", {"key": _b64(self._prefix + key)})
+        return int(reply.get("deleted", 0)) > 0
+
+    def watch(self, prefix: str, after: int, timeout: float) -> list[Entry]:
+        create = {**self._under(prefix), "start_revision": after + 1}
+        try:
+            response = self._client.session.post(
+                self._client.get_url("/watch"), data=json.dumps({"create_request": create}),
+                stream=True, timeout=(CONNECT_TIMEOUT, max(timeout, 0.01)))
+        except requests.Timeout:
+            return []
+        with response:
+            try:
+                return latest_per_key(self._first_events(response.iter_lines()))
+            except requests.ConnectionError as error:
+                if _is_read_timeout(error):
+                    return []
+                raise
+
+    def campaign(self, name: str, holder: str, ttl: float) -> bool:
+        key = self._elections + name
+        seconds = max(1, math.ceil(ttl))
+        with self._claims:
+            kvs = self._range({"key": _b64(key)}).get("kvs", [])
+            if kvs and _unb64(kvs[0].get("value", "")).decode() != holder:
+                self._leases.pop(name, None)
+                return False
+            if kvs and self._refresh(int(kvs[0].get("lease", 0))):
+                self._leases[name] = int(kvs[0]["lease"])
+                return True
+            return self._claim(name, key, holder, seconds)
+
+    def close(self) -> None:
+        with self._claims:
+            for lease in self._leases.values():
+                try:
+                    self._post("/kv/lease/revoke", {"ID": lease})
+                except Exception as error:  # the claim still ends after its ttl
+                    log.warning("could not revoke election lease %s: %s", lease, error)
+            self._leases.clear()
+        self._client.session.close()
+
+    def _claim(self, name: str, key: str, holder: str, seconds: int) -> bool:
+        """Put the election key with a fresh lease if nobody holds it."""
+        lease = int(self._post("/lease/grant", {"TTL": seconds, "ID": 0})["ID"])
+        reply = self._post("/kv/txn", {
+            "compare": [{"key": _b64(key), "target": "CREATE", "result": "EQUAL",
+                         "create_revision": 0}],
+            "success": [{"request_put": {"key": _b64(key), "value": _b64(holder.encode()),
+                                         "lease": lease}}],
+        })
+        if reply.get("succeeded", False):
+            self._leases[name] = lease
+            return True
+        self._post("/kv/lease/revoke", {"ID": lease})
+        self._leases.pop(name, None)
+        return False
+
+    def _refresh(self, lease: int) -> bool:
+        """Keep a lease alive; False when it has expired already (or there is none)."""
+        if not lease:
+            return False
+        reply = self._post("/lease/keepalive", {"ID": lease})
+        return int(reply.get("result", {}).get("TTL", 0)) > 0
+
+    def _first_events(self, lines: Iterator[bytes]) -> list[Entry]:
+        """Entries of the first watch response that carries events."""
+        for line in lines:
+            if not line.strip():
+                continue
+            result: Json = json.loads(line).get("result", {})
+            if result.get("canceled") or result.get("compact_revision"):
+                raise RuntimeError(
+                    f"etcd watch canceled: {result.get('cancel_reason', '')} (compacted up to "
+                    f"revision {result.get('compact_revision', '?')})")
+            events = result.get("events", [])
+            if events:
+                return [self._event_entry(event) for event in events]
+        raise requests.ConnectionError("etcd closed the watch stream")
+
+    def _event_entry(self, event: Json) -> Entry:
+        entry = self._entry(event["kv"])
+        if event.get("type") == "DELETE":
+            return Entry(entry.key, b"", entry.revision)
+        return entry
+
+    def _entry(self, kv: Json) -> Entry:
+        key = _unb64(kv["key"]).decode()
+        return Entry(key.removeprefix(self._prefix), _unb64(kv.get("value", "")),
+                     int(kv.get("mod_revision", 0)))
+
+    def _compare(self, compare: Compare) -> Json:
+        key = _b64(self._prefix + compare.key)
+        if compare.revision == 0:
+            return {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+        return {"key": key, "target": "MOD", "result": "EQUAL",
+                "mod_revision": compare.revision}
+
+    def _under(self, prefix: str) -> Json:
+        """A range request body for every data key starting with prefix."""
+        start = (self._prefix + prefix).encode()
+        return {"key": _b64(start), "range_end": _b64(_increment_last_byte(start))}
+
+    def _range(self, body: Json) -> Json:
+        return self._post("/kv/range", body)
+
+    def _post(self, path: str, body: Json) -> Json:
+        reply: Json = self._client.post(self._client.get_url(path), data=json.dumps(body))
+        return reply
+
+
+def _b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _increment_last_byte(prefix: bytes) -> bytes:
+    """etcd's range_end for a prefix: the prefix with its last byte below 0xff incremented."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return b"\x00"  # every key
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def _is_read_timeout(error: requests.ConnectionError) -> bool:
+    """requests wraps a read timeout while streaming as a ConnectionError."""
+    from urllib3.exceptions import ReadTimeoutError
+
+    return any(isinstance(arg, ReadTimeoutError) for arg in error.args)
