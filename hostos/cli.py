@@ -408,6 +408,55 @@ def logs(unit: Annotated[str, typer.Argument(help="a unit running here")],
             sys.stdout.flush()
 
 
+@app.command()
+def serve(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on")] = "127.0.0.1:8080",
+    store: Annotated[str, typer.Option(
+        help="sqlite:///PATH (one server) or etcd://HOST:PORT[/prefix] (replicas)")
+    ] = "sqlite:///var/lib/hostos/cluster.db",
+    admin_token_file: Annotated[str, typer.Option(
+        help="a file holding the admin token")] = "/etc/hostos/admin-token",
+    images: Annotated[str | None, typer.Option(
+        help="host images: DIR/<name>/{vmlinuz,initramfs.img}")] = None,
+    public_url: Annotated[str | None, typer.Option(
+        help="the URL nodes reach this server at (default: the one they asked)")] = None,
+    boot_tokens: Annotated[bool, typer.Option(
+        help="put a fresh node token into every boot script")] = False,
+) -> None:
+    """The cluster server: site generations, node heartbeats, FleetLock slots, iPXE boot."""
+    from hostos.cluster.serve import BadOption, options, run
+    from hostos.logfmt import setup
+
+    try:
+        opts = options(listen, store, admin_token_file, images, public_url, boot_tokens)
+    except BadOption as exc:
+        fail(str(exc), EXIT_INPUT)
+    setup()
+    run(opts)
+
+
+tokens_app = typer.Typer(help="Node tokens (admin).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("issue")
+def tokens_issue(
+    node: Annotated[str, typer.Argument(help="the node id (inventory name or MAC form)")],
+    server: Annotated[str, typer.Option(envvar="HOSTOS_SERVER", help="http://HOST:PORT")],
+    admin_token_file: Annotated[str, typer.Option(
+        envvar="HOSTOS_ADMIN_TOKEN_FILE", help="a file holding the admin token")
+    ] = "/etc/hostos/admin-token",
+) -> None:
+    """Issue a new token for NODE and print it (the node's previous token stops working)."""
+    from hostos.cluster.auth import AdminTokenError, read_admin_token, request_node_token
+
+    try:
+        admin = read_admin_token(admin_token_file)
+    except AdminTokenError as exc:
+        fail(str(exc), EXIT_INPUT)
+    typer.echo(guarded(lambda: request_node_token(server, admin, node)))
+
+
 def _image_commands() -> None:
     """`hostos image …` (its module imports only typer; the work is imported lazily)."""
     from hostos.image.cli import image_app

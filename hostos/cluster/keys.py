@@ -2,7 +2,8 @@
 
 ```
 site/current              {"generation": N}
-site/gen/<N>              Generation
+site/gen/<N>              {"generation", "hash", "published_at", "chunks"}
+site/blob/<hash>/<i>      the roles and nodes of the site with that hash, in chunks
 nodes/<id>                NodeRecord
 images/<name>             ImageRecord
 rollouts/current/<role>   a rollout (rollout.py)
@@ -26,6 +27,8 @@ from hostos.hashing import canonical_json
 
 SITE_CURRENT = "site/current"
 SITE_GEN = "site/gen/"
+SITE_BLOB = "site/blob/"
+CHUNK = 512 * 1024  # bytes per blob chunk: etcd takes 1.5 MiB per request by default
 NODES = "nodes/"
 IMAGES = "images/"
 ROLLOUTS_CURRENT = "rollouts/current/"
@@ -56,6 +59,14 @@ def mac_id(mac: str) -> str:
 
 def site_gen(generation: int) -> str:
     return f"{SITE_GEN}{generation}"
+
+
+def site_blob(digest: str, index: int) -> str:
+    return f"{SITE_BLOB}{digest}/{index}"
+
+
+def chunks(value: bytes, size: int = CHUNK) -> list[bytes]:
+    return [value[i:i + size] for i in range(0, len(value), size)] or [b""]
 
 
 def node(node_id: str) -> str:

@@ -172,10 +172,15 @@ class Generation:
         entry = self.nodes.get(node_id)
         return None if entry is None else str(entry.get("role", ""))
 
-    def to_json(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         return {"generation": self.generation, "hash": self.hash,
-                "published_at": self.published_at, "roles": dict(self.roles),
-                "nodes": dict(self.nodes)}
+                "published_at": self.published_at}
+
+    def site_json(self) -> dict[str, Any]:
+        return {"roles": dict(self.roles), "nodes": dict(self.nodes)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.summary(), **self.site_json()}
 
     @classmethod
     def from_json(cls, data: Any) -> Generation:

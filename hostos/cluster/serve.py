@@ -1,0 +1,102 @@
+"""`hostos serve`: check the options, open the store, run the app under uvicorn.
+
+The checks come first and need neither fastapi nor the store, so a bad option is one line
+and exit 2 at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hostos.cluster import auth
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_STORE = "sqlite:///var/lib/hostos/cluster.db"
+DEFAULT_TOKEN_FILE = "/etc/hostos/admin-token"
+SHUTDOWN_SECONDS = 3  # long-polls still open then are cut; agents poll again
+
+
+class BadOption(ValueError):
+    """An option `hostos serve` cannot run with (exit 2)."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str
+    port: int
+    store: str
+    admin_token: str
+    images: Path | None
+    public_url: str | None
+    boot_tokens: bool
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [V6]:PORT or :PORT (all addresses)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadOption(f"--listen {text!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def check_store(url: str) -> str:
+    """The store URL, its SQLite directory made when missing; BadOption for anything
+    `open_kv` would refuse."""
+    from hostos.cluster.kv import open_kv
+
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite" and parts.path and parts.path != "/" and not parts.netloc:
+        try:
+            Path(parts.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadOption(f"--store {url}: cannot create {Path(parts.path).parent}: "
+                            f"{exc.strerror}") from None
+    try:
+        open_kv(url).close()
+    except ValueError as exc:
+        raise BadOption(f"--store: {exc}") from None
+    except Exception as exc:  # sqlite3.Error: a file that is not a database, say
+        raise BadOption(f"--store {url}: {exc}") from None
+    return url
+
+
+def options(listen: str, store: str, admin_token_file: str, images: str | None,
+            public_url: str | None, boot_tokens: bool) -> ServeOptions:
+    host, port = parse_listen(listen)
+    store = check_store(store)
+    try:
+        token = auth.read_admin_token(admin_token_file)
+    except auth.AdminTokenError as exc:
+        raise BadOption(str(exc)) from None
+    image_dir = Path(images) if images else None
+    if image_dir is not None and not image_dir.is_dir():
+        raise BadOption(f"--images {images}: not a directory")
+    if public_url is not None and urlsplit(public_url).scheme not in ("http", "https"):
+        raise BadOption(f"--public-url {public_url!r}: expected http://HOST[:PORT]")
+    return ServeOptions(host, port, store, token, image_dir, public_url,
+                        boot_tokens)
+
+
+def run(opts: ServeOptions) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from hostos.cluster.kv import open_kv
+    from hostos.cluster.server import Settings, create_app
+    from hostos.cluster.state import State
+
+    kv = open_kv(opts.store)
+    try:
+        settings = Settings(opts.admin_token, opts.images, opts.public_url, opts.boot_tokens)
+        app = create_app(State(kv), settings)
+        log.info("hostos serve on %s:%s, store %s", opts.host, opts.port, opts.store)
+        uvicorn.run(app, host=opts.host, port=opts.port, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=SHUTDOWN_SECONDS, server_header=False)
+    finally:
+        kv.close()

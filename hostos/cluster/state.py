@@ -1,0 +1,341 @@
+"""The domain repository: the cluster's records read and written through the `KV` protocol.
+
+Every read-modify-write is a compare-and-swap on the revisions of the keys it read, retried
+when another writer (another request, another replica) got there first.  Inventory facts
+(a node's role and MAC) are not copied into node records: they are read from the current
+site generation, so publishing a site is one small transaction whatever the fleet's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from hostos.cluster import fleetlock, keys
+from hostos.cluster.kv import KV, Compare, Entry
+from hostos.cluster.records import (
+    Generation,
+    Heartbeat,
+    ImageRecord,
+    NodeRecord,
+    SiteDocument,
+    SlotTable,
+)
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 50  # compare-and-swap rounds before giving up (each loses only to a real write)
+DEFAULT_GROUP = "default"  # FleetLock's default group: means "the node's role" here
+ACTIVE_ROLLOUT = frozenset({"running", "rolling-back"})
+GENERATIONS_CACHED = 4
+
+T = TypeVar("T")
+Writes = dict[str, bytes | None]  # key → new value; None deletes the key
+
+
+class Contention(RuntimeError):
+    """A compare-and-swap lost ATTEMPTS times in a row."""
+
+
+class NotFound(LookupError):
+    """A node, image or generation that the store does not hold."""
+
+
+@dataclass(frozen=True)
+class Published:
+    generation: int
+    hash: str
+    changed: bool  # False: the site had this hash already
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What a node's agent long-polls for: its role's resolved spec in one generation."""
+
+    generation: int
+    hash: str
+    node: str
+    role: str
+    spec: Any
+    labels: Mapping[str, Any]
+    assigned_image: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"generation": self.generation, "hash": self.hash, "node": self.node,
+                "role": self.role, "spec": self.spec, "labels": dict(self.labels),
+                "assigned_image": self.assigned_image}
+
+
+class State:
+    def __init__(self, kv: KV, clock: Callable[[], float] = time.time) -> None:
+        self.kv = kv
+        self.clock = clock
+        self._generations: dict[int, Generation] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- compare-and-swap ------------------------------------------------------------------
+
+    def _update(self, names: list[str], change: Callable[[dict[str, Entry | None]],
+                                                          tuple[Writes, T]]) -> T:
+        """Read names, let change compute the writes and a result, write them if none of
+        names was written meanwhile; again from the read when one was."""
+        for _ in range(ATTEMPTS):
+            read = {name: self.kv.get(name) for name in names}
+            writes, result = change(read)
+            if not writes:
+                return result
+            compares = [Compare(n, e.revision if e else 0) for n, e in read.items()]
+            puts = {k: v for k, v in writes.items() if v is not None}
+            deletes = [k for k, v in writes.items() if v is None and read.get(k) is not None]
+            if self.kv.txn(compares, puts, deletes) is not None:
+                return result
+        raise Contention(f"gave up writing {', '.join(names)} after {ATTEMPTS} attempts")
+
+    def _load(self, key: str) -> Any:
+        entry = self.kv.get(key)
+        return None if entry is None else keys.decode(entry.value)
+
+    # -- the site --------------------------------------------------------------------------
+
+    def current_generation(self) -> int:
+        current = self._load(keys.SITE_CURRENT)
+        return int(current["generation"]) if current else 0
+
+    def generation(self, number: int | None = None) -> Generation | None:
+        """Generation `number`, or the current one. Generations never change once written,
+        so the last few read are kept in memory."""
+        number = self.current_generation() if number is None else number
+        if number <= 0:
+            return None
+        with self._cache_lock:
+            cached = self._generations.get(number)
+        if cached is not None:
+            return cached
+        header = self._load(keys.site_gen(number))
+        if header is None:
+            return None
+        body = b"".join(self._chunk(header["hash"], i) for i in range(int(header["chunks"])))
+        generation = Generation.from_json({**header, **keys.decode(body)})
+        with self._cache_lock:
+            self._generations[number] = generation
+            for old in sorted(self._generations)[:-GENERATIONS_CACHED]:
+                del self._generations[old]
+        return generation
+
+    def _chunk(self, digest: str, index: int) -> bytes:
+        entry = self.kv.get(keys.site_blob(digest, index))
+        if entry is None:
+            raise NotFound(f"site {digest[:12]}: chunk {index} is missing from the store")
+        return entry.value
+
+    def publish(self, site: SiteDocument) -> Published:
+        """A new generation when the site's hash differs from the current one's. The body
+        goes in first, in chunks named by its hash (any size fits etcd's request limit);
+        then one small transaction makes the generation current."""
+        digest = site.hash()
+        latest = self.generation()
+        if latest is not None and latest.hash == digest:
+            return Published(latest.generation, digest, False)
+        pieces = keys.chunks(keys.encode({"roles": site.roles, "nodes": site.nodes}))
+        for index, piece in enumerate(pieces):
+            self.kv.put(keys.site_blob(digest, index), piece)
+
+        def change(read: dict[str, Entry | None]) -> tuple[Writes, Published]:
+            entry = read[keys.SITE_CURRENT]
+            number = int(keys.decode(entry.value)["generation"]) if entry else 0
+            current = self.generation(number)
+            if current is not None and current.hash == digest:
+                return {}, Published(number, digest, False)
+            new = Generation.of(number + 1, site, self.clock())
+            header = {**new.summary(), "chunks": len(pieces)}
+            return ({keys.SITE_CURRENT: keys.encode({"generation": new.generation}),
+                     keys.site_gen(new.generation): keys.encode(header)},
+                    Published(new.generation, digest, True))
+
+        published = self._update([keys.SITE_CURRENT], change)
+        if published.changed:
+            log.info("published site generation %s (%s, %d bytes)", published.generation,
+                     digest[:12], sum(len(p) for p in pieces))
+        return published
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def _record(self, node_id: str) -> NodeRecord | None:
+        data = self._load(keys.node(node_id))
+        return None if data is None else NodeRecord.from_json(data)
+
+    def node(self, node_id: str) -> NodeRecord | None:
+        """The node's record with its role and MAC from the current inventory; None when
+        neither the inventory nor a heartbeat knows it."""
+        record = self._record(node_id)
+        return self._view(record) if record else self._listed(node_id)
+
+    def _listed(self, node_id: str) -> NodeRecord | None:
+        site = self.generation()
+        entry = site.nodes.get(node_id) if site else None
+        return None if entry is None else _with_inventory(NodeRecord(node_id), entry)
+
+    def _view(self, record: NodeRecord) -> NodeRecord:
+        """record with its role and MAC from the current inventory, when it is listed."""
+        site = self.generation()
+        entry = site.nodes.get(record.id) if site else None
+        return record if entry is None else _with_inventory(record, entry)
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node the inventory or a heartbeat knows, sorted by id."""
+        site = self.generation()
+        inventory = dict(site.nodes) if site else {}
+        records = {r.id: r for r in (NodeRecord.from_json(keys.decode(e.value))
+                                     for e in self.kv.range(keys.NODES))}
+        return [_with_inventory(records.get(i) or NodeRecord(i), inventory[i])
+                if i in inventory else records[i]
+                for i in sorted(set(inventory) | set(records))]
+
+    def node_by_mac(self, mac: str) -> NodeRecord:
+        """The node a MAC belongs to: the inventory's, else one known by heartbeat, else a
+        new node named by the MAC."""
+        wanted = keys.mac_id(mac)
+        site = self.generation()
+        for name, entry in (site.nodes.items() if site else ()):
+            if isinstance(entry.get("mac"), str) and keys.mac_id(entry["mac"]) == wanted:
+                return self.node(name) or NodeRecord(name)
+        for record in self.nodes():
+            if record.mac and keys.mac_id(record.mac) == wanted:
+                return record
+        return self.node(wanted) or NodeRecord(wanted, mac=wanted.replace("-", ":"))
+
+    def config(self, node_id: str) -> NodeConfig | None:
+        """The node's config in the current generation; None when it is not in it."""
+        site = self.generation()
+        entry = site.nodes.get(node_id) if site else None
+        if site is None or entry is None:
+            return None
+        role = str(entry.get("role", ""))
+        record = self._record(node_id)
+        labels = entry.get("labels", {})
+        return NodeConfig(site.generation, site.hash, node_id, role, site.roles.get(role),
+                          labels if isinstance(labels, Mapping) else {},
+                          record.assigned_image if record else None)
+
+    def heartbeat(self, node_id: str, beat: Heartbeat) -> NodeRecord:
+        key = keys.node(node_id)
+
+        def change(read: dict[str, Entry | None]) -> tuple[Writes, NodeRecord]:
+            entry = read[key]
+            old = NodeRecord.from_json(keys.decode(entry.value)) if entry else NodeRecord(node_id)
+            new = beat.applied_to(old, self.clock())
+            return {key: keys.encode(new.to_json())}, new
+
+        return self._view(self._update([key], change))
+
+    # -- images and assignments ------------------------------------------------------------
+
+    def register_image(self, image: ImageRecord) -> ImageRecord:
+        self.kv.put(keys.image(image.name), keys.encode(image.to_json()))
+        log.info("registered image %s", image.name)
+        return image
+
+    def image(self, name: str) -> ImageRecord | None:
+        data = self._load(keys.image(name))
+        return None if data is None else ImageRecord.from_json(data)
+
+    def images(self) -> list[ImageRecord]:
+        return [ImageRecord.from_json(keys.decode(e.value)) for e in self.kv.range(keys.IMAGES)]
+
+    def assign(self, node_id: str, image: str) -> NodeRecord:
+        """Assign an image without a slot: a node's first image, or an admin's override.
+        Rollouts assign through `grant`, which takes the slot in the same transaction."""
+        if self.image(image) is None:
+            raise NotFound(f"no image '{image}' is registered")
+        key = keys.node(node_id)
+
+        def change(read: dict[str, Entry | None]) -> tuple[Writes, NodeRecord]:
+            entry = read[key]
+            old = NodeRecord.from_json(keys.decode(entry.value)) if entry else NodeRecord(node_id)
+            new = replace(old, assigned_image=image)
+            return ({key: keys.encode(new.to_json())} if new != old else {}), new
+
+        return self._view(self._update([key], change))
+
+    def grant(self, node_id: str, group: str, image: str, limit: int) -> bool:
+        """One transaction: a slot of group for node_id and the node's new assigned image.
+        False (nothing written) when the group is full."""
+        slot_key, node_key = keys.fleetlock(group), keys.node(node_id)
+
+        def change(read: dict[str, Entry | None]) -> tuple[Writes, bool]:
+            slots, node = read[slot_key], read[node_key]
+            table = SlotTable.from_json(keys.decode(slots.value)) if slots else None
+            outcome = fleetlock.acquire(table, node_id, group, limit)
+            if not outcome.ok:
+                return {}, False
+            old = NodeRecord.from_json(keys.decode(node.value)) if node else NodeRecord(node_id)
+            return ({slot_key: keys.encode(outcome.table.to_json()),
+                     node_key: keys.encode(replace(old, assigned_image=image).to_json())}, True)
+
+        return self._update([slot_key, node_key], change)
+
+    # -- FleetLock -------------------------------------------------------------------------
+
+    def group_of(self, node_id: str, group: str) -> str:
+        """FleetLock's "default" group (or none) means the node's role, when it has one."""
+        if group and group != DEFAULT_GROUP:
+            return keys.checked(group, "group")
+        node = self.node(node_id)
+        return node.role if node and node.role else DEFAULT_GROUP
+
+    def slot_limit(self, group: str) -> int:
+        """The active rollout's max_unavailable for the group (a role), else 1."""
+        rollout = self._load(keys.rollout(group))
+        if isinstance(rollout, dict) and rollout.get("state", "running") in ACTIVE_ROLLOUT:
+            limit = rollout.get("max_unavailable")
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+                return limit
+        return 1
+
+    def slots(self, group: str) -> SlotTable:
+        data = self._load(keys.fleetlock(group))
+        return SlotTable() if data is None else SlotTable.from_json(data)
+
+    def pre_reboot(self, node_id: str, group: str) -> fleetlock.Outcome:
+        limit = self.slot_limit(group)
+        return self._slot_change(group, lambda t: fleetlock.acquire(t, node_id, group, limit))
+
+    def steady_state(self, node_id: str, group: str) -> fleetlock.Outcome:
+        return self._slot_change(group, lambda t: fleetlock.release(t, node_id, group))
+
+    def _slot_change(self, group: str,
+                     rule: Callable[[SlotTable | None], fleetlock.Outcome]) -> fleetlock.Outcome:
+        key = keys.fleetlock(group)
+
+        def change(read: dict[str, Entry | None]) -> tuple[Writes, fleetlock.Outcome]:
+            entry = read[key]
+            outcome = rule(SlotTable.from_json(keys.decode(entry.value)) if entry else None)
+            return ({key: keys.encode(outcome.table.to_json())} if outcome.changed else {},
+                    outcome)
+
+        outcome = self._update([key], change)
+        if outcome.changed:
+            log.info("fleetlock: %s", outcome.reason)
+        return outcome
+
+    # -- node tokens -----------------------------------------------------------------------
+
+    def store_token_hash(self, node_id: str, digest: str) -> None:
+        self.kv.put(keys.node_token(node_id), keys.encode({"sha256": digest}))
+
+    def token_hash(self, node_id: str) -> str | None:
+        data = self._load(keys.node_token(node_id))
+        return str(data["sha256"]) if isinstance(data, dict) and "sha256" in data else None
+
+    def revoke_token(self, node_id: str) -> bool:
+        return self.kv.delete(keys.node_token(node_id))
+
+
+def _with_inventory(record: NodeRecord, entry: Mapping[str, Any]) -> NodeRecord:
+    mac = entry.get("mac")
+    return replace(record, role=str(entry.get("role", record.role)),
+                   mac=mac if isinstance(mac, str) else record.mac)

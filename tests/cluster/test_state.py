@@ -1,0 +1,142 @@
+"""The domain repository over a real store of each kind (SQLite; etcd when integration runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from hostos.cluster import keys
+from hostos.cluster.changes import SITE, Changes, node_topic, topics_of
+from hostos.cluster.kv import KV, Entry
+from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument, SlotTable
+from hostos.cluster.state import NotFound, State
+
+
+def site(marker: str = "", **nodes: str) -> SiteDocument:
+    nodes = nodes or {"cn001": "compute", "cn002": "compute", "st001": "storage"}
+    return SiteDocument.from_json({
+        "roles": {r: {"image": "img-1", "marker": marker} for r in set(nodes.values())},
+        "nodes": {n: {"role": r, "mac": f"52:54:00:00:00:{i:02x}"}
+                  for i, (n, r) in enumerate(sorted(nodes.items()), start=1)}})
+
+
+@pytest.fixture
+def state(kv: KV) -> State:
+    return State(kv, clock=lambda: 1000.0)
+
+
+def test_publish_numbers_generations_by_hash(state: State) -> None:
+    assert state.current_generation() == 0 and state.generation() is None
+    first = state.publish(site("a"))
+    assert (first.generation, first.changed) == (1, True)
+    assert state.publish(site("a")) == first.__class__(1, first.hash, False)
+    assert state.publish(site("b")).generation == 2
+    assert state.generation(1) is not None and state.generation(1).roles["compute"]["marker"] == "a"
+    assert state.generation().generation == 2  # type: ignore[union-attr]
+
+
+def test_a_site_larger_than_a_chunk_reads_back_whole(kv: KV) -> None:
+    big = site("x" * (3 * keys.CHUNK), cn001="compute")
+    State(kv).publish(big)
+    fresh = State(kv)  # no cache: read from the store
+    generation = fresh.generation()
+    assert generation is not None and generation.hash == big.hash()
+    assert generation.roles == big.roles
+    header = keys.decode(kv.get(keys.site_gen(1)).value)  # type: ignore[union-attr]
+    assert header["chunks"] == 4
+
+
+def test_nodes_join_inventory_and_heartbeats(state: State) -> None:
+    state.publish(site())
+    beat = Heartbeat(booted_image="img-1", units={"u": "healthy"}, generation=1)
+    record = state.heartbeat("cn001", beat)
+    assert (record.role, record.mac, record.last_seen) == ("compute", "52:54:00:00:00:01", 1000)
+    state.heartbeat("stray", Heartbeat())
+    assert [n.id for n in state.nodes()] == ["cn001", "cn002", "st001", "stray"]
+    assert state.node("cn002") is not None and state.node("cn002").last_seen == 0  # type: ignore[union-attr]
+    assert state.node("nobody") is None
+
+
+def test_config_and_assignment(state: State) -> None:
+    state.publish(site("cfg"))
+    assert state.config("nobody") is None
+    with pytest.raises(NotFound):
+        state.assign("cn001", "img-9")
+    state.register_image(ImageRecord("img-9"))
+    state.assign("cn001", "img-9")
+    state.heartbeat("cn001", Heartbeat(booted_image="img-1"))  # keeps the assignment
+    config = state.config("cn001")
+    assert config is not None
+    assert (config.generation, config.role, config.assigned_image) == (1, "compute", "img-9")
+    assert config.spec == {"image": "img-1", "marker": "cfg"}
+
+
+def test_node_by_mac(state: State) -> None:
+    state.publish(site())
+    assert state.node_by_mac("52-54-00-00-00-02").id == "cn002"
+    assert state.node_by_mac("52:54:00:00:00:03").id == "st001"
+    stranger = state.node_by_mac("52:54:00:AA:BB:CC")
+    assert (stranger.id, stranger.mac) == ("52-54-00-aa-bb-cc", "52:54:00:aa:bb:cc")
+
+
+def test_concurrent_pre_reboots_never_exceed_the_limit(state: State) -> None:
+    ids = [f"n{i}" for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda n: state.pre_reboot(n, "g"), ids))
+    assert sum(o.ok for o in outcomes) == 1
+    assert len(state.slots("g").holders) == 1
+    state.kv.put(keys.rollout("g"), keys.encode({"state": "running", "max_unavailable": 3}))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: state.pre_reboot(n, "g"), ids))
+    assert len(state.slots("g").holders) == 3
+    for holder in state.slots("g").holders:
+        assert state.steady_state(holder, "g").ok
+    assert state.slots("g") == SlotTable((), 3)
+
+
+def test_grant_takes_the_slot_and_assigns_in_one_write(state: State) -> None:
+    state.publish(site())
+    assert state.grant("cn001", "compute", "img-2", 1)
+    assert state.node("cn001").assigned_image == "img-2"  # type: ignore[union-attr]
+    assert not state.grant("cn002", "compute", "img-2", 1)
+    assert state.node("cn002").assigned_image is None  # type: ignore[union-attr]
+    assert state.slots("compute").holders == ("cn001",)
+
+
+def test_fleetlock_default_group_is_the_role(state: State) -> None:
+    state.publish(site())
+    assert state.group_of("st001", "default") == "storage"
+    assert state.group_of("stray", "") == "default"
+    assert state.group_of("cn001", "rack-1") == "rack-1"
+
+
+def test_tokens(state: State) -> None:
+    assert state.token_hash("cn001") is None
+    state.store_token_hash("cn001", "ab")
+    assert state.token_hash("cn001") == "ab"
+    assert state.revoke_token("cn001") and state.token_hash("cn001") is None
+
+
+def test_topics_of_writes() -> None:
+    entries = [Entry("site/current", b"", 1), Entry("site/gen/2", b"", 1),
+               Entry("nodes/cn001", b"", 2), Entry("fleetlock/g", b"", 3)]
+    assert topics_of(entries) == {SITE, node_topic("cn001")}
+
+
+def test_changes_wake_a_waiter_from_the_watcher_thread(kv: KV) -> None:
+    async def scenario() -> bool:
+        changes = Changes(kv)
+        changes.start(asyncio.get_running_loop())
+        try:
+            future = changes.subscribe([node_topic("cn001")])
+            assert changes.waiting == 1
+            threading.Timer(0.2, lambda: kv.put("nodes/cn001", b"{}")).start()
+            await asyncio.wait_for(future, 10)
+            return changes.waiting == 0
+        finally:
+            changes.stop()
+
+    assert asyncio.run(scenario())
