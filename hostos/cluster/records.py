@@ -8,7 +8,7 @@ server's records stay readable by an older one during an upgrade of the replicas
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hostos.hashing import content_hash
@@ -85,13 +85,19 @@ class NodeRecord:
     mounts: Mapping[str, str] = field(default_factory=dict)  # mount → state
     boot_id: str = ""
     generation: int = 0  # the site generation the node last applied
+    steady_boot_id: str = ""  # the boot_id of the boot the node last reported steady-state in
+
+    @property
+    def steady(self) -> bool:
+        """The node reported steady-state (FleetLock) since its current boot."""
+        return bool(self.boot_id) and self.steady_boot_id == self.boot_id
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "role": self.role, "mac": self.mac,
                 "booted_image": self.booted_image, "assigned_image": self.assigned_image,
                 "last_seen": self.last_seen, "units": dict(self.units),
                 "mounts": dict(self.mounts), "boot_id": self.boot_id,
-                "generation": self.generation}
+                "generation": self.generation, "steady_boot_id": self.steady_boot_id}
 
     @classmethod
     def from_json(cls, data: Any) -> NodeRecord:
@@ -101,7 +107,8 @@ class NodeRecord:
                    assigned_image=_opt_str(data, "assigned_image"),
                    last_seen=_float(data, "last_seen"), units=_str_map(data, "units"),
                    mounts=_str_map(data, "mounts"), boot_id=_str(data, "boot_id", ""),
-                   generation=_int(data, "generation", 0))
+                   generation=_int(data, "generation", 0),
+                   steady_boot_id=_str(data, "steady_boot_id", ""))
 
 
 @dataclass(frozen=True)
@@ -122,11 +129,11 @@ class Heartbeat:
                    generation=_int(data, "generation", 0))
 
     def applied_to(self, node: NodeRecord, now: float) -> NodeRecord:
-        """The node record after this heartbeat (role, MAC and assignment stay)."""
-        return NodeRecord(id=node.id, role=node.role, mac=node.mac,
-                          booted_image=self.booted_image, assigned_image=node.assigned_image,
-                          last_seen=now, units=dict(self.units), mounts=dict(self.mounts),
-                          boot_id=self.boot_id, generation=self.generation)
+        """The node record after this heartbeat (role, MAC, assignment and the steady-state
+        mark stay)."""
+        return replace(node, booted_image=self.booted_image, last_seen=now,
+                       units=dict(self.units), mounts=dict(self.mounts), boot_id=self.boot_id,
+                       generation=self.generation)
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     for error in (RecordError, keys.BadName, ipxe.ScriptError):
         app.add_exception_handler(error, bad_value)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path,
+                  type(exc).__name__, exc)
+        return error_response(500, "server_error", f"{type(exc).__name__}: {exc}")
+
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(Contention, contended)
+    app.add_exception_handler(Exception, failed)  # the store away, a bug: still JSON
 
 
 class AccessLog:
@@ -331,8 +337,10 @@ def _node_routes(app: FastAPI, state: State, settings: Settings, changes: Change
         require(who, Access.node_read, node_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, min(wait, settings.max_wait))
+        # the node's own record changes with each heartbeat: follow it only for `image`
+        topics = [SITE] if image is None else [SITE, node_topic(node_id)]
         while True:
-            future = changes.subscribe([SITE, node_topic(node_id)])
+            future = changes.subscribe(topics)
             try:
                 ready = await run_in_threadpool(_ready_config, state, node_id, after, image)
                 if ready is not None:

@@ -226,7 +226,7 @@ class State:
 
         def change(read: dict[str, Entry | None]) -> tuple[Writes, NodeRecord]:
             entry = read[key]
-            old = NodeRecord.from_json(keys.decode(entry.value)) if entry else NodeRecord(node_id)
+            old = _node(entry, node_id)
             new = beat.applied_to(old, self.clock())
             return {key: keys.encode(new.to_json())}, new
 
@@ -255,7 +255,7 @@ class State:
 
         def change(read: dict[str, Entry | None]) -> tuple[Writes, NodeRecord]:
             entry = read[key]
-            old = NodeRecord.from_json(keys.decode(entry.value)) if entry else NodeRecord(node_id)
+            old = _node(entry, node_id)
             new = replace(old, assigned_image=image)
             return ({key: keys.encode(new.to_json())} if new != old else {}), new
 
@@ -268,11 +268,10 @@ class State:
 
         def change(read: dict[str, Entry | None]) -> tuple[Writes, bool]:
             slots, node = read[slot_key], read[node_key]
-            table = SlotTable.from_json(keys.decode(slots.value)) if slots else None
-            outcome = fleetlock.acquire(table, node_id, group, limit)
+            outcome = fleetlock.acquire(_table(slots), node_id, group, limit)
             if not outcome.ok:
                 return {}, False
-            old = NodeRecord.from_json(keys.decode(node.value)) if node else NodeRecord(node_id)
+            old = _node(node, node_id)
             return ({slot_key: keys.encode(outcome.table.to_json()),
                      node_key: keys.encode(replace(old, assigned_image=image).to_json())}, True)
 
@@ -301,26 +300,30 @@ class State:
         return SlotTable() if data is None else SlotTable.from_json(data)
 
     def pre_reboot(self, node_id: str, group: str) -> fleetlock.Outcome:
-        limit = self.slot_limit(group)
-        return self._slot_change(group, lambda t: fleetlock.acquire(t, node_id, group, limit))
-
-    def steady_state(self, node_id: str, group: str) -> fleetlock.Outcome:
-        return self._slot_change(group, lambda t: fleetlock.release(t, node_id, group))
-
-    def _slot_change(self, group: str,
-                     rule: Callable[[SlotTable | None], fleetlock.Outcome]) -> fleetlock.Outcome:
-        key = keys.fleetlock(group)
+        """Take (or keep) a slot of group, as many as the slot limit allows."""
+        limit, key = self.slot_limit(group), keys.fleetlock(group)
 
         def change(read: dict[str, Entry | None]) -> tuple[Writes, fleetlock.Outcome]:
-            entry = read[key]
-            outcome = rule(SlotTable.from_json(keys.decode(entry.value)) if entry else None)
-            return ({key: keys.encode(outcome.table.to_json())} if outcome.changed else {},
-                    outcome)
+            outcome = fleetlock.acquire(_table(read[key]), node_id, group, limit)
+            return _slot_writes(key, outcome), outcome
 
-        outcome = self._update([key], change)
-        if outcome.changed:
-            log.info("fleetlock: %s", outcome.reason)
-        return outcome
+        return _logged(self._update([key], change))
+
+    def steady_state(self, node_id: str, group: str) -> fleetlock.Outcome:
+        """Give back the slot, and mark the node steady in its current boot (the rollout
+        counts a node done only once it is)."""
+        slot_key, node_key = keys.fleetlock(group), keys.node(node_id)
+
+        def change(read: dict[str, Entry | None]) -> tuple[Writes, fleetlock.Outcome]:
+            outcome = fleetlock.release(_table(read[slot_key]), node_id, group)
+            writes = _slot_writes(slot_key, outcome)
+            record = _node(read[node_key], node_id)
+            if read[node_key] is not None and record.boot_id and not record.steady:
+                writes[node_key] = keys.encode(
+                    replace(record, steady_boot_id=record.boot_id).to_json())
+            return writes, outcome
+
+        return _logged(self._update([slot_key, node_key], change))
 
     # -- node tokens -----------------------------------------------------------------------
 
@@ -333,6 +336,24 @@ class State:
 
     def revoke_token(self, node_id: str) -> bool:
         return self.kv.delete(keys.node_token(node_id))
+
+
+def _node(entry: Entry | None, node_id: str) -> NodeRecord:
+    return NodeRecord.from_json(keys.decode(entry.value)) if entry else NodeRecord(node_id)
+
+
+def _table(entry: Entry | None) -> SlotTable | None:
+    return SlotTable.from_json(keys.decode(entry.value)) if entry else None
+
+
+def _slot_writes(key: str, outcome: fleetlock.Outcome) -> Writes:
+    return {key: keys.encode(outcome.table.to_json())} if outcome.changed else {}
+
+
+def _logged(outcome: fleetlock.Outcome) -> fleetlock.Outcome:
+    if outcome.changed:
+        log.info("fleetlock: %s", outcome.reason)
+    return outcome
 
 
 def _with_inventory(record: NodeRecord, entry: Mapping[str, Any]) -> NodeRecord:

@@ -140,3 +140,17 @@ def test_changes_wake_a_waiter_from_the_watcher_thread(kv: KV) -> None:
             changes.stop()
 
     assert asyncio.run(scenario())
+
+
+def test_steady_state_marks_the_current_boot(state: State) -> None:
+    state.publish(site())
+    state.heartbeat("cn001", Heartbeat(boot_id="boot-1"))
+    assert state.pre_reboot("cn001", "compute").ok
+    assert not state.node("cn001").steady  # type: ignore[union-attr]
+    state.steady_state("cn001", "compute")
+    assert state.node("cn001").steady  # type: ignore[union-attr]
+    assert state.slots("compute").holders == ()
+    state.heartbeat("cn001", Heartbeat(boot_id="boot-2"))  # rebooted: not steady again yet
+    assert not state.node("cn001").steady  # type: ignore[union-attr]
+    state.steady_state("nobody", "compute")  # no record: nothing is made up
+    assert state.node("nobody") is None
