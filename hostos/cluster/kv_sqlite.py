@@ -50,6 +50,7 @@ class SqliteKV:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._changed = threading.Condition(threading.Lock())
         self._claims: dict[str, _Claim] = {}
+        self._closed = False
         with self._changed:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -95,7 +96,7 @@ class SqliteKV:
         where, args = _under(prefix)
         deadline = time.monotonic() + timeout
         with self._changed:
-            while True:
+            while not self._closed:
                 rows = self._db.execute(
                     "SELECT key, value, revision FROM kv "
                     f"WHERE revision > ? AND {where} ORDER BY revision, key",
@@ -106,6 +107,7 @@ class SqliteKV:
                 if left <= 0:
                     return []
                 self._changed.wait(min(left, _POLL))
+            return []  # closed while waiting
 
     def campaign(self, name: str, holder: str, ttl: float) -> bool:
         now = time.monotonic()
@@ -118,8 +120,10 @@ class SqliteKV:
 
     def close(self) -> None:
         with self._changed:
+            self._closed = True
             self._claims.clear()
             self._db.close()
+            self._changed.notify_all()  # a watch waiting returns []
 
     def _revision(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()

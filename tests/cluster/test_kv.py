@@ -299,6 +299,19 @@ def test_sqlite_watch_sees_a_write_by_another_process_within_a_second(tmp_path: 
         other.close()
 
 
+def test_sqlite_close_ends_a_waiting_watch(tmp_path: object) -> None:
+    store = open_kv(f"sqlite://{tmp_path}/cluster.db")
+    results: list[list[Entry]] = []
+    watcher = threading.Thread(target=lambda: results.append(store.watch("", 0, timeout=30)))
+    watcher.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    store.close()
+    watcher.join(timeout=5)
+    assert results == [[]]
+    assert time.monotonic() - started < 1
+
+
 # -- store URLs ----------------------------------------------------------------------------
 
 BAD_URLS = [
@@ -339,3 +352,4 @@ def test_sqlite_memory_store() -> None:
         assert store.get("a") == Entry("a", b"1", revision)
     finally:
         store.close()
+
