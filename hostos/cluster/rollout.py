@@ -36,6 +36,9 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypeVar
+
+from hostos.cluster.records import RecordError
 
 SILENT_AFTER = 60.0  # seconds without a heartbeat after which a node counts as out
 
@@ -82,6 +85,19 @@ class RolloutSpec:
     health_timeout: float = 600.0  # seconds from a grant until a node not done has failed
     auto_rollback: bool = False  # on a failure, give every touched node the previous image
 
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> RolloutSpec:
+        data = _object(data, "rollout spec")
+        return cls(role=_get(data, "role", str), target_image=_get(data, "target_image", str),
+                   previous_image=_get(data, "previous_image", str),
+                   max_unavailable=_get(data, "max_unavailable", (int, str), 1),
+                   canary=_get(data, "canary", int, 0),
+                   health_timeout=float(_get(data, "health_timeout", (int, float), 600.0)),
+                   auto_rollback=_get(data, "auto_rollback", bool, False))
+
 
 @dataclass(frozen=True)
 class NodeProgress:
@@ -92,6 +108,19 @@ class NodeProgress:
     granted_at: float | None = None
     slot: bool = False  # holds a reboot slot of the rollout
     reason: str = ""  # why it failed, when it did
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state.value, "image": self.image, "granted_at": self.granted_at,
+                "slot": self.slot, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Any) -> NodeProgress:
+        data = _object(data, "node progress")
+        granted_at = _get(data, "granted_at", (int, float, type(None)), None)
+        return cls(state=_enum(NodeState, _get(data, "state", str, "pending"), "state"),
+                   image=_get(data, "image", (str, type(None)), None),
+                   granted_at=None if granted_at is None else float(granted_at),
+                   slot=_get(data, "slot", bool, False), reason=_get(data, "reason", str, ""))
 
 
 @dataclass(frozen=True)
@@ -110,6 +139,31 @@ class Rollout:
 
     def count(self, *states: NodeState) -> int:
         return sum(1 for p in self.nodes.values() if p.state in states)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for the store; `state` and `max_unavailable` (resolved) sit at the top,
+        where the FleetLock endpoint reads the slot limit."""
+        return {"id": self.id, "spec": self.spec.to_json(), "state": self.state.value,
+                "max_unavailable": self.max_unavailable, "canaries": list(self.canaries),
+                "nodes": {i: p.to_json() for i, p in sorted(self.nodes.items())},
+                "started_at": self.started_at, "reverting": self.reverting,
+                "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Rollout:
+        data = _object(data, "rollout")
+        canaries = _get(data, "canaries", list, [])
+        if not all(isinstance(c, str) for c in canaries):
+            raise RecordError("canaries: expected a list of node ids")
+        nodes = _object(data.get("nodes", {}), "nodes")
+        return cls(id=_get(data, "id", str), spec=RolloutSpec.from_json(data.get("spec")),
+                   state=_enum(State, _get(data, "state", str), "state"),
+                   max_unavailable=_get(data, "max_unavailable", int),
+                   canaries=tuple(canaries),
+                   nodes={str(i): NodeProgress.from_json(p) for i, p in nodes.items()},
+                   started_at=float(_get(data, "started_at", (int, float), 0.0)),
+                   reverting=_get(data, "reverting", bool, False),
+                   reason=_get(data, "reason", str, ""))
 
 
 @dataclass(frozen=True)
@@ -427,3 +481,36 @@ def _grant_reason(rollout: Rollout, node: str, before: NodeProgress, load: _Load
     down = "; silent, out already" if node in load.silent else ""
     return f"{role}: {view.booted_image or 'unknown image'} → {rollout.spec.target_image}; " \
            f"{slots}{down}"
+
+
+# -- the JSON form -------------------------------------------------------------------------
+
+_REQUIRED: Any = object()
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _object(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise RecordError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _get(data: Mapping[str, Any], key: str, kinds: type | tuple[type, ...],
+         default: Any = _REQUIRED) -> Any:
+    """data[key] when it has one of kinds (a bool is no number here), else RecordError."""
+    value = data.get(key, default)
+    if value is _REQUIRED:
+        raise RecordError(f"{key}: missing")
+    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+        raise RecordError(f"{key}: expected {names}, got {type(value).__name__}")
+    return value
+
+
+def _enum(kind: type[_E], value: str, key: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(k.value for k in kind)
+        raise RecordError(f"{key}: unknown {value!r} (one of {known})") from None

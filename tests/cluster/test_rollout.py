@@ -4,13 +4,16 @@ test that throws random reboot delays, failures and silences at it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostos.cluster.records import RecordError
 from hostos.cluster.rollout import (
     FINAL,
     Decision,
@@ -386,6 +389,47 @@ def test_commands_apply_only_in_their_states(command: Callable[[Rollout], Rollou
 def test_a_paused_rollback_resumes_rolling_back() -> None:
     rollout = rollback(start(spec(), [], 0.0))
     assert resume(pause(rollout), 1.0).state is State.ROLLING_BACK
+
+
+# -- the JSON form -------------------------------------------------------------------------
+
+
+def test_every_rollout_value_survives_its_json_form() -> None:
+    fleet = Fleet.of(4, n2={"bad": frozenset({NEW})}, n3={"quiet": ((0.0, 50.0),)})
+    fleet.run(begin(fleet, canary=1, max_unavailable="50%", auto_rollback=True), 0, 5000)
+    seen = {d.rollout.state for d in fleet.history}
+    assert {State.RUNNING, State.ROLLING_BACK, State.ROLLED_BACK} <= seen
+    for decision in fleet.history:
+        data = json.loads(json.dumps(decision.rollout.to_json()))
+        assert Rollout.from_json(data) == decision.rollout
+
+
+def test_the_json_form_holds_what_the_fleetlock_endpoint_reads() -> None:
+    data = start(spec(max_unavailable="50%"), Fleet.of(6).views(), 0.0, "r1").to_json()
+    assert (data["state"], data["max_unavailable"]) == ("running", 3)
+    assert data["spec"]["max_unavailable"] == "50%"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.pop("id"), "id: missing"),
+    (lambda d: d.update(state="sleeping"), "state: unknown 'sleeping' \\(one of running, "),
+    (lambda d: d.update(max_unavailable="2"), "max_unavailable: expected int, got str"),
+    (lambda d: d.update(max_unavailable=True), "max_unavailable: expected int, got bool"),
+    (lambda d: d.update(canaries=[1]), "canaries: expected a list of node ids"),
+    (lambda d: d.update(nodes=[]), "nodes: expected a JSON object, got list"),
+    (lambda d: d["nodes"].update(n1={"slot": "yes"}), "slot: expected bool, got str"),
+    (lambda d: d["nodes"].update(n1={"granted_at": "now"}),
+     "granted_at: expected int or float or null, got str"),
+    (lambda d: d["spec"].update(canary=None), "canary: expected int, got NoneType"),
+    (lambda d: d.update(spec="x"), "rollout spec: expected a JSON object, got str"),
+])
+def test_a_stored_rollout_of_the_wrong_shape_is_refused(change: Callable[[dict[str, Any]],
+                                                                          object],
+                                                         message: str) -> None:
+    data = start(spec(), Fleet.of(2).views(), 0.0, "r1").to_json()
+    change(data)
+    with pytest.raises(RecordError, match=message):
+        Rollout.from_json(data)
 
 
 # -- the property: bounded unavailability, and always an end --------------------------------
