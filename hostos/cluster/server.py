@@ -189,7 +189,7 @@ def create_app(state: State, settings: Settings) -> FastAPI:
     _site_routes(app, state, settings)
     _node_routes(app, state, settings, changes)
     _fleetlock_routes(app, state)
-    _boot_routes(app, state, settings)
+    _boot_routes(app, state, settings, changes)
     return app
 
 
@@ -403,7 +403,7 @@ def _fleetlock_routes(app: FastAPI, state: State) -> None:
 
 # -- iPXE, images, health --------------------------------------------------------------------
 
-def _boot_routes(app: FastAPI, state: State, settings: Settings) -> None:
+def _boot_routes(app: FastAPI, state: State, settings: Settings, changes: Changes) -> None:
 
     @app.get("/boot/{mac}.ipxe", response_class=PlainTextResponse)
     def boot(mac: str, request: Request) -> str:
@@ -433,9 +433,12 @@ def _boot_routes(app: FastAPI, state: State, settings: Settings) -> None:
         return FileResponse(path, media_type="application/octet-stream")
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"ok": True, "revision": state.kv.revision(),
-                "generation": state.current_generation()}
+    async def healthz() -> dict[str, Any]:
+        """Up, the store's revision, the site generation, how many long-polls wait."""
+        revision = await run_in_threadpool(state.kv.revision)
+        generation = await run_in_threadpool(state.current_generation)
+        return {"ok": True, "revision": revision, "generation": generation,
+                "waiting": changes.waiting}  # read in the event loop, which owns it
 
 
 def _role_image(state: State, role: str) -> str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,6 +70,39 @@ def test_long_poll_returns_within_a_second_of_a_publish(server: Server,
     assert (config["generation"], config["node"], config["role"]) == (current + 1, "lp001",
                                                                       "login")
     assert config["spec"]["units"][0]["marker"] == "after-poll"
+
+
+def server_threads(server: Server) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("Threads:")))
+
+
+def test_many_long_polls_cost_no_thread_each(server: Server, admin: httpx.Client) -> None:
+    current = publish(admin, "many-before")
+    with node_client(server, admin, "lp001") as node:
+        token = node.headers["authorization"]
+    polls = 200
+
+    async def scenario() -> list[int]:
+        limits = httpx.Limits(max_connections=polls + 10)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60,
+                                     headers={"Authorization": token}) as client:
+            waiting = [asyncio.create_task(client.get(
+                "/v1/nodes/lp001/config", params={"after": current, "wait": 30}))
+                for _ in range(polls)]
+            deadline = time.monotonic() + 20
+            while (await client.get("/healthz")).json()["waiting"] < polls:
+                assert time.monotonic() < deadline, "the long-polls never all waited"
+                await asyncio.sleep(0.1)
+            assert server_threads(server) < polls // 2
+            published = time.monotonic()
+            await asyncio.to_thread(publish, admin, "many-after")
+            replies = await asyncio.gather(*waiting)
+            assert time.monotonic() - published < 5
+            return [r.json()["generation"] for r in replies]
+
+    assert asyncio.run(scenario()) == [current + 1] * polls
 
 
 def test_long_poll_answers_at_once_when_behind_and_304_after_wait(server: Server,
