@@ -422,7 +422,7 @@ def _boot_routes(app: FastAPI, state: State, settings: Settings, changes: Change
         return ipxe.boot_script(image, node_id=node.id, mac_id=keys.mac_id(mac),
                                 server_url=server, token=token)
 
-    @app.get("/images/{name}/{file}")
+    @app.api_route("/images/{name}/{file}", methods=["GET", "HEAD"])
     def image_file(name: str, file: str) -> FileResponse:
         """A file of an image, with Range requests (206) for iPXE and curl."""
         path = None
