@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
+from etcd3gw.client import Etcd3Client
 
 from hostos.cluster.kv import KV, Compare, Entry, open_kv
 from hostos.cluster.kv_sqlite import SqliteKV
@@ -252,6 +254,24 @@ def test_a_claim_nobody_refreshes_passes_to_another_holder_after_ttl(kv: KV) -> 
         time.sleep(0.1)
     assert time.monotonic() - taken_at >= ttl * 0.9
     assert not kv.campaign("controller", "replica-1", ttl)
+
+
+def test_claims_are_not_data(kv: KV) -> None:
+    after = kv.revision()
+    assert kv.campaign("controller", "replica-1", ttl_of(kv))
+    assert kv.range("") == []
+    assert kv.watch("", after, timeout=0.3) == []
+
+
+@pytest.mark.integration
+def test_keys_live_under_the_url_prefix(etcd_url: str) -> None:
+    mine, other = (etcd_url.replace("http://", "etcd://") + f"/prefix-{n}" for n in (1, 2))
+    with contextlib.closing(open_kv(mine)) as a, contextlib.closing(open_kv(other)) as b:
+        a.put("nodes/n1", b"a")
+        assert b.get("nodes/n1") is None
+        assert b.range("") == []
+    raw = Etcd3Client(host="127.0.0.1", port=int(etcd_url.rsplit(":", 1)[1]), api_path="/v3/")
+    assert raw.get("/prefix-1/nodes/n1") == [b"a"]
 
 
 def test_closing_gives_up_the_claims_at_once(kv_url: str) -> None:
