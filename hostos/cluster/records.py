@@ -160,6 +160,18 @@ class SiteDocument:
     def hash(self) -> str:
         return content_hash({"roles": self.roles, "nodes": self.nodes})
 
+    def diff(self, old: SiteDocument | None) -> dict[str, dict[str, list[str]]]:
+        """What publishing this site over old changes: names added, removed and changed,
+        of roles and of nodes."""
+        before = old or SiteDocument({}, {})
+        return {"roles": _changes(before.roles, self.roles),
+                "nodes": _changes(before.nodes, self.nodes)}
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[str]]:
+    return {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
+            "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
+
 
 @dataclass(frozen=True)
 class Generation:

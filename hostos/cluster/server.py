@@ -231,6 +231,15 @@ def _site_routes(app: FastAPI, state: State, settings: Settings) -> None:
         return {"generation": published.generation, "hash": published.hash,
                 "changed": published.changed}
 
+    @app.post("/v1/site/diff", max_body_size=settings.max_site_body)
+    def diff(body: JsonBody, who: Who) -> dict[str, Any]:
+        """What publishing this site would change (nothing is written)."""
+        require(who, Access.admin)
+        new, current = SiteDocument.from_json(body), state.generation()
+        old = SiteDocument(current.roles, current.nodes) if current else None
+        return {"generation": current.generation if current else 0,
+                "changed": current is None or current.hash != new.hash(), **new.diff(old)}
+
     @app.get("/v1/site")
     def current_site(who: Who) -> dict[str, Any]:
         """The current generation, as published."""

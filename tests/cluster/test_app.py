@@ -119,3 +119,15 @@ def test_a_failing_store_answers_json(images: Path) -> None:
 def test_bad_site_bodies(images: Path, body: Any, status: int, kind: str) -> None:
     reply = call(app_with(images), "POST", "/v1/site", json=body, headers=ADMIN)
     assert (reply.status_code, reply.json()["kind"]) == (status, kind)
+
+
+def test_site_diff_writes_nothing(images: Path) -> None:
+    app = app_with(images)
+    changed = {"roles": {"compute": {"image": "img-2"}}, "nodes": {}}
+    reply = call(app, "POST", "/v1/site/diff", json=changed, headers=ADMIN).json()
+    assert reply == {"generation": 1, "changed": True,
+                     "roles": {"added": [], "removed": [], "changed": ["compute"]},
+                     "nodes": {"added": [], "removed": ["cn001"], "changed": []}}
+    same = call(app, "POST", "/v1/site/diff", json=SITE, headers=ADMIN).json()
+    assert same["changed"] is False
+    assert call(app, "GET", "/v1/site", headers=ADMIN).json()["generation"] == 1

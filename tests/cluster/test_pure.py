@@ -245,3 +245,17 @@ def test_waiting_script_asks_again() -> None:
     assert script.splitlines()[1:] == [
         "echo hostos: no image for cn001? ??evil?, asking again in 5s",
         "sleep 5", "chain --replace http://s/boot/m.ipxe"]
+
+
+def test_site_diff() -> None:
+    old = SiteDocument.from_json(SITE)
+    new = SiteDocument.from_json({
+        "roles": {"compute": {"units": [{"name": "munge"}, {"name": "slurmd"}]},
+                  "login": {}},
+        "nodes": {"lg01": {"role": "login"}}})
+    assert new.diff(old) == {
+        "roles": {"added": ["login"], "removed": [], "changed": ["compute"]},
+        "nodes": {"added": ["lg01"], "removed": ["cn001"], "changed": []}}
+    assert old.diff(None)["nodes"]["added"] == ["cn001"]
+    assert old.diff(old) == {k: {"added": [], "removed": [], "changed": []}
+                             for k in ("roles", "nodes")}
