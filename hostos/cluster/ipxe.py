@@ -33,6 +33,13 @@ def _word(word: str) -> str:
     return word
 
 
+def check_cmdline(cmdline: str) -> str:
+    """cmdline, when every word of it can go into a script as written."""
+    for word in cmdline.split():
+        _word(word)
+    return cmdline
+
+
 def kernel_args(image: ImageRecord, *, node_id: str, mac_id: str, server_url: str,
                 token: str | None = None) -> list[str]:
     """The kernel command line: the image's own arguments, then hostos's (which win)."""

@@ -291,7 +291,7 @@ def read_image(root: Path, name: str, cmdline: str | None) -> ImageRecord:
         cmdline = ipxe_cmdline(script.read_text()) if script.is_file() else ""
     listed = _manifest_sums(directory / "manifest.json")
     sums = {f: listed.get(f) or _sha256(directory / f) for f in (KERNEL, INITRD)}
-    return ImageRecord(name, KERNEL, INITRD, cmdline, sums)
+    return ImageRecord(name, KERNEL, INITRD, ipxe.check_cmdline(cmdline), sums)
 
 
 def _manifest_sums(path: Path) -> dict[str, str]:

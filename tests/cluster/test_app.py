@@ -131,3 +131,9 @@ def test_site_diff_writes_nothing(images: Path) -> None:
     same = call(app, "POST", "/v1/site/diff", json=SITE, headers=ADMIN).json()
     assert same["changed"] is False
     assert call(app, "GET", "/v1/site", headers=ADMIN).json()["generation"] == 1
+
+
+def test_an_image_whose_arguments_ipxe_would_mangle_is_refused(images: Path) -> None:
+    reply = call(app_with(images), "POST", "/v1/images/img-1", headers=ADMIN,
+                 json={"cmdline": "root=${root}"})
+    assert reply.status_code == 400 and "cannot go into an iPXE script" in reply.json()["value"]
