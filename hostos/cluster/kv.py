@@ -30,6 +30,16 @@ class Compare:
     revision: int  # the key's revision must equal this; 0 = the key must not exist
 
 
+class Compacted(Exception):
+    """watch was asked for history the store no longer keeps (etcd after a compaction):
+    read the keys again and watch from the current revision."""
+
+    def __init__(self, after: int, compacted: int) -> None:
+        super().__init__(f"revisions up to {compacted} were compacted away; cannot watch "
+                         f"after {after}")
+        self.compacted = compacted
+
+
 class KV(Protocol):
     """The store.  Every method is safe to call from several threads at once."""
 
@@ -68,7 +78,8 @@ class KV(Protocol):
         Returns the latest entry of each key written after `after` (a deleted key with value
         b""), sorted by revision then key, or [] after the timeout.  A caller that reads at
         revision R and then watches after R misses no write; passing the highest revision
-        returned as the next `after` follows every change.
+        returned as the next `after` follows every change.  Raises Compacted when the store
+        no longer holds the history after `after` (etcd, after a compaction).
         """
         ...
 

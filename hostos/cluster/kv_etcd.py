@@ -27,7 +27,7 @@ from typing import Any
 import requests
 from etcd3gw.client import Etcd3Client
 
-from hostos.cluster.kv import Compare, Entry, check_txn, latest_per_key
+from hostos.cluster.kv import Compacted, Compare, Entry, check_txn, latest_per_key
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class EtcdKV:
             return []
         with response:
             try:
-                return latest_per_key(self._first_events(response.iter_lines()))
+                return latest_per_key(self._first_events(response.iter_lines(), after))
             except requests.ConnectionError as error:
                 if _is_read_timeout(error):
                     return []
@@ -145,16 +145,16 @@ class EtcdKV:
         reply = self._post("/lease/keepalive", {"ID": lease})
         return int(reply.get("result", {}).get("TTL", 0)) > 0
 
-    def _first_events(self, lines: Iterator[bytes]) -> list[Entry]:
+    def _first_events(self, lines: Iterator[bytes], after: int) -> list[Entry]:
         """Entries of the first watch response that carries events."""
         for line in lines:
             if not line.strip():
                 continue
             result: Json = json.loads(line).get("result", {})
-            if result.get("canceled") or result.get("compact_revision"):
-                raise RuntimeError(
-                    f"etcd watch canceled: {result.get('cancel_reason', '')} (compacted up to "
-                    f"revision {result.get('compact_revision', '?')})")
+            if result.get("compact_revision"):
+                raise Compacted(after, int(result["compact_revision"]))
+            if result.get("canceled"):
+                raise RuntimeError(f"etcd canceled the watch: {result.get('cancel_reason')}")
             events = result.get("events", [])
             if events:
                 return [self._event_entry(event) for event in events]

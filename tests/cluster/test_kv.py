@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from etcd3gw.client import Etcd3Client
 
-from hostos.cluster.kv import KV, Compare, Entry, open_kv
+from hostos.cluster.kv import KV, Compacted, Compare, Entry, open_kv
 from hostos.cluster.kv_sqlite import SqliteKV
 
 # -- reads and writes ----------------------------------------------------------------------
@@ -373,3 +373,17 @@ def test_sqlite_memory_store() -> None:
     finally:
         store.close()
 
+
+
+@pytest.mark.integration
+def test_etcd_watch_after_a_compacted_revision_says_so(etcd_url: str) -> None:
+    with contextlib.closing(open_kv(etcd_url.replace("http://", "etcd://") + "/compact")) as kv:
+        first = kv.put("a", b"1")
+        last = kv.put("a", b"2")
+        raw = Etcd3Client(host="127.0.0.1", port=int(etcd_url.rsplit(":", 1)[1]),
+                          api_path="/v3/")
+        raw.post(raw.get_url("/kv/compaction"), json={"revision": last})
+        message = f"up to {last} were compacted away; cannot watch after {first - 1}"
+        with pytest.raises(Compacted, match=message):
+            kv.watch("", first - 1, timeout=5)
+        assert kv.watch("", last - 1, timeout=5) == [Entry("a", b"2", last)]
