@@ -7,6 +7,7 @@ and exit 2 at once.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_STORE = "sqlite:///var/lib/hostos/cluster.db"
 DEFAULT_TOKEN_FILE = "/etc/hostos/admin-token"
 SHUTDOWN_SECONDS = 3  # long-polls still open then are cut; agents poll again
+BACKLOG = 2048  # connections the kernel queues: a fleet's agents reconnect at once
 
 
 class BadOption(ValueError):
@@ -29,6 +31,7 @@ class BadOption(ValueError):
 class ServeOptions:
     host: str
     port: int
+    listener: socket.socket  # bound and listening: a port in use is found before anything runs
     store: str
     admin_token: str
     images: Path | None
@@ -43,6 +46,24 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise BadOption(f"--listen {text!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; BadOption when the address cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise BadOption(f"--listen {host}:{port}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise BadOption(f"--listen {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def check_store(url: str) -> str:
@@ -79,7 +100,7 @@ def options(listen: str, store: str, admin_token_file: str, images: str | None,
         raise BadOption(f"--images {images}: not a directory")
     if public_url is not None and urlsplit(public_url).scheme not in ("http", "https"):
         raise BadOption(f"--public-url {public_url!r}: expected http://HOST[:PORT]")
-    return ServeOptions(host, port, store, token, image_dir, public_url,
+    return ServeOptions(host, port, bind(host, port), store, token, image_dir, public_url,
                         boot_tokens)
 
 
@@ -96,7 +117,10 @@ def run(opts: ServeOptions) -> None:
         settings = Settings(opts.admin_token, opts.images, opts.public_url, opts.boot_tokens)
         app = create_app(State(kv), settings)
         log.info("hostos serve on %s:%s, store %s", opts.host, opts.port, opts.store)
-        uvicorn.run(app, host=opts.host, port=opts.port, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=SHUTDOWN_SECONDS, server_header=False)
+        config = uvicorn.Config(app, log_config=None, access_log=False, backlog=BACKLOG,
+                                timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+                                server_header=False)
+        uvicorn.Server(config).run(sockets=[opts.listener])
     finally:
         kv.close()
+        opts.listener.close()

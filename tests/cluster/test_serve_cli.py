@@ -3,6 +3,7 @@ server starts; `hostos --help` imports none of the server's libraries."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,19 @@ def test_bogus_store_from_the_real_command(token_file: Path) -> None:
     assert result.stderr.splitlines() == [
         "hostos: --store: unsupported store URL 'bogus://x': use sqlite:///PATH or "
         "etcd://HOST:PORT[/prefix]"]
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(token_file: Path,
+                                                         tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--listen", f"127.0.0.1:{port}",
+                                     "--store", f"sqlite://{tmp_path / 'c.db'}",
+                                     "--admin-token-file", str(token_file)])
+    assert result.exit_code == 2
+    assert result.stderr == f"hostos: --listen 127.0.0.1:{port}: Address already in use\n"
 
 
 def test_tokens_issue_needs_the_admin_token(tmp_path: Path) -> None:
