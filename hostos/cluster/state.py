@@ -309,6 +309,17 @@ class State:
 
         return _logged(self._update([key], change))
 
+    def release(self, node_id: str, group: str) -> fleetlock.Outcome:
+        """Give back node_id's slot without marking it steady (the controller, for a node
+        that failed or a rollout that was aborted)."""
+        key = keys.fleetlock(group)
+
+        def change(read: dict[str, Entry | None]) -> tuple[Writes, fleetlock.Outcome]:
+            outcome = fleetlock.release(_table(read[key]), node_id, group)
+            return _slot_writes(key, outcome), outcome
+
+        return _logged(self._update([key], change))
+
     def steady_state(self, node_id: str, group: str) -> fleetlock.Outcome:
         """Give back the slot, and mark the node steady in its current boot (the rollout
         counts a node done only once it is)."""

@@ -154,3 +154,13 @@ def test_steady_state_marks_the_current_boot(state: State) -> None:
     assert not state.node("cn001").steady  # type: ignore[union-attr]
     state.steady_state("nobody", "compute")  # no record: nothing is made up
     assert state.node("nobody") is None
+
+
+def test_release_frees_the_slot_without_marking_steady(state: State) -> None:
+    state.publish(site())
+    state.heartbeat("cn001", Heartbeat(boot_id="boot-1"))
+    assert state.grant("cn001", "compute", "img-2", 1)
+    assert state.release("cn001", "compute").changed
+    assert state.slots("compute").holders == ()
+    assert not state.node("cn001").steady  # type: ignore[union-attr]
+    assert not state.release("cn001", "compute").changed
