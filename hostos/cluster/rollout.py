@@ -474,7 +474,7 @@ def _grant_reason(rollout: Rollout, node: str, before: NodeProgress, load: _Load
                   view: NodeView) -> str:
     slots = f"{load.slots} of {rollout.max_unavailable} slots in use"
     if rollout.state is State.ROLLING_BACK:
-        was = f"it {before.state.value} on {rollout.spec.target_image}"
+        was = f"{before.state.value} on {rollout.spec.target_image}"
         return f"rolling back ({was}); {slots}" if not before.slot \
             else f"rolling back ({was}), in the slot it holds"
     role = "canary" if node in rollout.canaries else "next in order"

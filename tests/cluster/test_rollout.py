@@ -187,6 +187,9 @@ def test_auto_rollback_returns_the_touched_nodes_to_the_previous_image() -> None
     assert fleet.kinds(Kind.ROLL_BACK) == [""]
     # n2 goes back in the slot it holds, n1 (done, slot released) takes the other one
     assert fleet.batches() == [["n1", "n2"], ["n1", "n2"]]
+    back_n1, back_n2 = [d for d in fleet.history if d.grants][1].grants
+    assert back_n1.reason == "rolling back (done on img-2); 2 of 2 slots in use"
+    assert back_n2.reason == "rolling back (failed on img-2), in the slot it holds"
     assert rollout.reason == "every node the rollout touched runs img-1 again"
 
 
