@@ -76,6 +76,7 @@ class State:
         self.clock = clock
         self._generations: dict[int, Generation] = {}
         self._cache_lock = threading.Lock()
+        self._loading = threading.Lock()
 
     # -- compare-and-swap ------------------------------------------------------------------
 
@@ -107,24 +108,36 @@ class State:
 
     def generation(self, number: int | None = None) -> Generation | None:
         """Generation `number`, or the current one. Generations never change once written,
-        so the last few read are kept in memory."""
+        so the last few read are kept in memory, and one thread reads a new one while the
+        others (a fleet's long-polls, woken by its publish) wait for it."""
         number = self.current_generation() if number is None else number
         if number <= 0:
             return None
-        with self._cache_lock:
-            cached = self._generations.get(number)
+        cached = self._cached(number)
         if cached is not None:
             return cached
+        with self._loading:
+            cached = self._cached(number)
+            if cached is not None:
+                return cached
+            generation = self._read_generation(number)
+            if generation is not None:
+                with self._cache_lock:
+                    self._generations[number] = generation
+                    for old in sorted(self._generations)[:-GENERATIONS_CACHED]:
+                        del self._generations[old]
+            return generation
+
+    def _cached(self, number: int) -> Generation | None:
+        with self._cache_lock:
+            return self._generations.get(number)
+
+    def _read_generation(self, number: int) -> Generation | None:
         header = self._load(keys.site_gen(number))
         if header is None:
             return None
         body = b"".join(self._chunk(header["hash"], i) for i in range(int(header["chunks"])))
-        generation = Generation.from_json({**header, **keys.decode(body)})
-        with self._cache_lock:
-            self._generations[number] = generation
-            for old in sorted(self._generations)[:-GENERATIONS_CACHED]:
-                del self._generations[old]
-        return generation
+        return Generation.from_json({**header, **keys.decode(body)})
 
     def _chunk(self, digest: str, index: int) -> bytes:
         entry = self.kv.get(keys.site_blob(digest, index))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -164,3 +165,28 @@ def test_release_frees_the_slot_without_marking_steady(state: State) -> None:
     assert state.slots("compute").holders == ()
     assert not state.node("cn001").steady  # type: ignore[union-attr]
     assert not state.release("cn001", "compute").changed
+
+
+class CountingKV:
+    """A store that counts the reads of each key."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv, self.reads = kv, Counter[str]()
+
+    def get(self, key: str) -> Entry | None:
+        self.reads[key] += 1
+        return self.kv.get(key)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.kv, name)
+
+
+def test_a_new_generation_is_read_once_however_many_wait_for_it(kv: KV) -> None:
+    State(kv).publish(site("x" * keys.CHUNK, cn001="compute"))  # two chunks
+    counting = CountingKV(kv)
+    fresh = State(counting)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(8) as pool:
+        read = list(pool.map(lambda _: fresh.generation(), range(32)))
+    assert {g.generation for g in read if g} == {1}
+    digest = read[0].hash  # type: ignore[union-attr]
+    assert [counting.reads[keys.site_blob(digest, i)] for i in range(2)] == [1, 1]
