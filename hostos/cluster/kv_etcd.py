@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 10.0  # seconds for one ordinary request
 CONNECT_TIMEOUT = 5.0
+MIN_WAIT = 0.2  # seconds a watch waits at least: time for etcd to send what it has already
 
 Json = dict[str, Any]
 
@@ -88,7 +89,7 @@ class EtcdKV:
         try:
             response = self._client.session.post(
                 self._client.get_url("/watch"), data=json.dumps({"create_request": create}),
-                stream=True, timeout=(CONNECT_TIMEOUT, max(timeout, 0.01)))
+                stream=True, timeout=(CONNECT_TIMEOUT, max(timeout, MIN_WAIT)))
         except requests.Timeout:
             return []
         with response:

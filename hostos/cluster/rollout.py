@@ -172,7 +172,9 @@ class NodeView:
 
     id: str
     booted_image: str | None = None
-    steady: bool = False  # the agent reported steady-state after its last boot
+    # the agent reported steady-state after its last boot: it gave back the FleetLock slot
+    # the grant took (POST /v1/steady-state), so "not a holder of the group's slots"
+    steady: bool = False
     healthy: bool = False  # every unit of the role is healthy
     last_seen: float = float("-inf")  # wall clock of the last heartbeat
 

@@ -197,6 +197,13 @@ def test_watch_reports_the_latest_entry_per_key_and_deletions(kv: KV) -> None:
     assert entries[1].revision == kv.revision()
 
 
+def test_watch_without_a_timeout_returns_what_is_there(kv: KV) -> None:
+    after = kv.revision()
+    written = kv.put("nodes/a", b"1")
+    assert kv.watch("nodes/", after, timeout=0) == [Entry("nodes/a", b"1", written)]
+    assert kv.watch("nodes/", written, timeout=0) == []
+
+
 def test_following_a_prefix_sees_every_write_once(kv: KV) -> None:
     done = threading.Event()
 
