@@ -412,7 +412,7 @@ def logs(unit: Annotated[str, typer.Argument(help="a unit running here")],
 def serve(
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on")] = "127.0.0.1:8080",
     store: Annotated[str, typer.Option(
-        help="sqlite:///PATH (one server) or etcd://HOST:PORT[/prefix] (replicas)")
+        help="sqlite:///PATH (one server) or etcd://HOST:PORT/PREFIX (replicas; PREFIX: hostos)")
     ] = "sqlite:///var/lib/hostos/cluster.db",
     admin_token_file: Annotated[str, typer.Option(
         help="a file holding the admin token")] = "/etc/hostos/admin-token",

@@ -114,3 +114,10 @@ def test_help_imports_no_server_library() -> None:
                          check=True, timeout=60).stdout
     assert "LOADED []" in out
     assert "serve" in out and "tokens" in out
+
+
+@pytest.mark.parametrize("command", [["serve"], ["tokens", "issue"], ["tokens"]])
+def test_help_of_the_server_commands(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
