@@ -16,9 +16,6 @@ from hostos.cluster import auth
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:8080"
-DEFAULT_STORE = "sqlite:///var/lib/hostos/cluster.db"
-DEFAULT_TOKEN_FILE = "/etc/hostos/admin-token"
 SHUTDOWN_SECONDS = 3  # long-polls still open then are cut; agents poll again
 BACKLOG = 2048  # connections the kernel queues: a fleet's agents reconnect at once
 
