@@ -157,8 +157,11 @@ class SiteDocument:
             _opt_str(entry, "mac")
         return cls(roles=roles, nodes=nodes)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"roles": dict(self.roles), "nodes": dict(self.nodes)}
+
     def hash(self) -> str:
-        return content_hash({"roles": self.roles, "nodes": self.nodes})
+        return content_hash(self.to_json())
 
     def diff(self, old: SiteDocument | None) -> dict[str, dict[str, list[str]]]:
         """What publishing this site over old changes: names added, removed and changed,
@@ -187,19 +190,16 @@ class Generation:
     def of(cls, number: int, site: SiteDocument, now: float) -> Generation:
         return cls(number, site.hash(), now, site.roles, site.nodes)
 
-    def role_of(self, node_id: str) -> str | None:
-        entry = self.nodes.get(node_id)
-        return None if entry is None else str(entry.get("role", ""))
-
     def summary(self) -> dict[str, Any]:
         return {"generation": self.generation, "hash": self.hash,
                 "published_at": self.published_at}
 
-    def site_json(self) -> dict[str, Any]:
-        return {"roles": dict(self.roles), "nodes": dict(self.nodes)}
+    @property
+    def site(self) -> SiteDocument:
+        return SiteDocument(self.roles, self.nodes)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.summary(), **self.site_json()}
+        return {**self.summary(), **self.site.to_json()}
 
     @classmethod
     def from_json(cls, data: Any) -> Generation:

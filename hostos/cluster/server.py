@@ -236,9 +236,9 @@ def _site_routes(app: FastAPI, state: State, settings: Settings) -> None:
         """What publishing this site would change (nothing is written)."""
         require(who, Access.admin)
         new, current = SiteDocument.from_json(body), state.generation()
-        old = SiteDocument(current.roles, current.nodes) if current else None
         return {"generation": current.generation if current else 0,
-                "changed": current is None or current.hash != new.hash(), **new.diff(old)}
+                "changed": current is None or current.hash != new.hash(),
+                **new.diff(current.site if current else None)}
 
     @app.get("/v1/site")
     def current_site(who: Who) -> dict[str, Any]:

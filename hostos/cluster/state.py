@@ -153,7 +153,7 @@ class State:
         latest = self.generation()
         if latest is not None and latest.hash == digest:
             return Published(latest.generation, digest, False)
-        pieces = keys.chunks(keys.encode({"roles": site.roles, "nodes": site.nodes}))
+        pieces = keys.chunks(keys.encode(site.to_json()))
         for index, piece in enumerate(pieces):
             self.kv.put(keys.site_blob(digest, index), piece)
 
