@@ -227,7 +227,7 @@ def test_following_a_prefix_sees_every_write_once(kv: KV) -> None:
 
 # -- leader election -----------------------------------------------------------------------
 
-TTL = {"sqlite": 0.4, "etcd": 2.0}  # etcd's shortest lease is 2 s (1.5 times the election timeout)
+TTL = {"sqlite": 1.0, "etcd": 2.0}  # etcd's shortest lease is 2 s (1.5 times the election timeout)
 
 
 def ttl_of(kv: KV) -> float:
