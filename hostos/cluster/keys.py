@@ -2,8 +2,8 @@
 
 ```
 site/current              {"generation": N}
-site/gen/<N>              {"generation", "hash", "published_at", "chunks"}
-site/blob/<hash>/<i>      the roles and nodes of the site with that hash, in chunks
+site/gen/<N>              {"generation", "hash", "published_at", "body", "chunks"}
+site/blob/<body>/<i>      chunk i of generation N's roles and nodes
 nodes/<id>                NodeRecord
 images/<name>             ImageRecord
 rollouts/current/<role>   a rollout (rollout.py)
@@ -61,8 +61,8 @@ def site_gen(generation: int) -> str:
     return f"{SITE_GEN}{generation}"
 
 
-def site_blob(digest: str, index: int) -> str:
-    return f"{SITE_BLOB}{digest}/{index}"
+def site_blob(body: str, index: int) -> str:
+    return f"{SITE_BLOB}{body}/{index}"
 
 
 def chunks(value: bytes, size: int = CHUNK) -> list[bytes]:

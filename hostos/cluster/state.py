@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ ATTEMPTS = 50  # compare-and-swap rounds before giving up (each loses only to a 
 DEFAULT_GROUP = "default"  # FleetLock's default group: means "the node's role" here
 ACTIVE_ROLLOUT = frozenset({"running", "rolling-back"})
 GENERATIONS_CACHED = 4
+GENERATIONS_KEPT = 10  # in the store: enough to look back, bounded for etcd's space quota
 
 T = TypeVar("T")
 Writes = dict[str, bytes | None]  # key → new value; None deletes the key
@@ -136,26 +138,28 @@ class State:
         header = self._load(keys.site_gen(number))
         if header is None:
             return None
-        body = b"".join(self._chunk(header["hash"], i) for i in range(int(header["chunks"])))
+        body = b"".join(self._chunk(str(header["body"]), i)
+                        for i in range(int(header["chunks"])))
         return Generation.from_json({**header, **keys.decode(body)})
 
-    def _chunk(self, digest: str, index: int) -> bytes:
-        entry = self.kv.get(keys.site_blob(digest, index))
+    def _chunk(self, body: str, index: int) -> bytes:
+        entry = self.kv.get(keys.site_blob(body, index))
         if entry is None:
-            raise NotFound(f"site {digest[:12]}: chunk {index} is missing from the store")
+            raise NotFound(f"site body {body}: chunk {index} is missing from the store")
         return entry.value
 
     def publish(self, site: SiteDocument) -> Published:
         """A new generation when the site's hash differs from the current one's. The body
-        goes in first, in chunks named by its hash (any size fits etcd's request limit);
-        then one small transaction makes the generation current."""
+        goes in first, in chunks under a name of its own (any size fits etcd's request
+        limit); then one small transaction makes the generation current, and generations
+        older than the last GENERATIONS_KEPT are deleted."""
         digest = site.hash()
         latest = self.generation()
         if latest is not None and latest.hash == digest:
             return Published(latest.generation, digest, False)
-        pieces = keys.chunks(keys.encode(site.to_json()))
+        body, pieces = uuid.uuid4().hex, keys.chunks(keys.encode(site.to_json()))
         for index, piece in enumerate(pieces):
-            self.kv.put(keys.site_blob(digest, index), piece)
+            self.kv.put(keys.site_blob(body, index), piece)
 
         def change(read: dict[str, Entry | None]) -> tuple[Writes, Published]:
             entry = read[keys.SITE_CURRENT]
@@ -164,16 +168,35 @@ class State:
             if current is not None and current.hash == digest:
                 return {}, Published(number, digest, False)
             new = Generation.of(number + 1, site, self.clock())
-            header = {**new.summary(), "chunks": len(pieces)}
+            header = {**new.summary(), "body": body, "chunks": len(pieces)}
             return ({keys.SITE_CURRENT: keys.encode({"generation": new.generation}),
                      keys.site_gen(new.generation): keys.encode(header)},
                     Published(new.generation, digest, True))
 
         published = self._update([keys.SITE_CURRENT], change)
-        if published.changed:
-            log.info("published site generation %s (%s, %d bytes)", published.generation,
-                     digest[:12], sum(len(p) for p in pieces))
+        if not published.changed:  # the same site went in meanwhile: ours is not needed
+            self.kv.txn((), {}, [keys.site_blob(body, i) for i in range(len(pieces))])
+            return published
+        log.info("published site generation %s (%s, %d bytes)", published.generation,
+                 digest[:12], sum(len(p) for p in pieces))
+        self.prune(published.generation - GENERATIONS_KEPT + 1)
         return published
+
+    def prune(self, below: int) -> list[int]:
+        """Delete the generations numbered below `below`, each with its body; the numbers
+        deleted."""
+        pruned = []
+        for entry in self.kv.range(keys.SITE_GEN):
+            number, header = int(keys.last_segment(entry.key)), keys.decode(entry.value)
+            if number >= below:
+                continue
+            chunks = [keys.site_blob(str(header["body"]), i) for i in range(header["chunks"])]
+            done = self.kv.txn([Compare(entry.key, entry.revision)], {}, [entry.key, *chunks])
+            if done is not None:
+                pruned.append(number)
+        if pruned:
+            log.info("pruned site generations %s", ", ".join(map(str, sorted(pruned))))
+        return sorted(pruned)
 
     # -- nodes -----------------------------------------------------------------------------
 

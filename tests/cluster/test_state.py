@@ -13,7 +13,7 @@ from hostos.cluster import keys
 from hostos.cluster.changes import SITE, Changes, node_topic, topics_of
 from hostos.cluster.kv import KV, Entry
 from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument, SlotTable
-from hostos.cluster.state import NotFound, State
+from hostos.cluster.state import GENERATIONS_KEPT, NotFound, State
 
 
 def site(marker: str = "", **nodes: str) -> SiteDocument:
@@ -188,5 +188,19 @@ def test_a_new_generation_is_read_once_however_many_wait_for_it(kv: KV) -> None:
     with ThreadPoolExecutor(8) as pool:
         read = list(pool.map(lambda _: fresh.generation(), range(32)))
     assert {g.generation for g in read if g} == {1}
-    digest = read[0].hash  # type: ignore[union-attr]
-    assert [counting.reads[keys.site_blob(digest, i)] for i in range(2)] == [1, 1]
+    body = keys.decode(kv.get(keys.site_gen(1)).value)["body"]  # type: ignore[union-attr]
+    assert [counting.reads[keys.site_blob(body, i)] for i in range(2)] == [1, 1]
+
+
+def test_old_generations_are_pruned_with_their_bodies(kv: KV) -> None:
+    state = State(kv)
+    for n in range(GENERATIONS_KEPT + 3):
+        state.publish(site(f"v{n}"))
+    current = GENERATIONS_KEPT + 3
+    numbers = sorted(int(keys.last_segment(e.key)) for e in kv.range(keys.SITE_GEN))
+    assert numbers == list(range(current - GENERATIONS_KEPT + 1, current + 1))
+    bodies = {keys.decode(e.value)["body"] for e in kv.range(keys.SITE_GEN)}
+    stored = {e.key.split("/")[2] for e in kv.range(keys.SITE_BLOB)}
+    assert stored == bodies  # no body left behind
+    assert State(kv).generation(1) is None
+    assert State(kv).generation(current).roles["compute"]["marker"] == f"v{current - 1}"  # type: ignore[union-attr]
