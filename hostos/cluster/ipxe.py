@@ -65,6 +65,13 @@ def boot_script(image: ImageRecord, *, node_id: str, mac_id: str, server_url: st
     )
 
 
+def chain_script(server_url: str) -> str:
+    """The one script every node can be pointed at (DHCP filename `…/boot.ipxe`): it chains
+    to the node's own script, named by the MAC of the NIC iPXE booted from (`netX`)."""
+    return ("#!ipxe\n"
+            f"chain --replace {_word(server_url.rstrip('/'))}/boot/${{netX/mac:hexhyp}}.ipxe\n")
+
+
 def waiting_script(reason: str, retry_url: str, seconds: int = RETRY_SECONDS) -> str:
     """For a node with nothing to boot yet: say why on the console, wait, ask again."""
     message = re.sub(r"[^A-Za-z0-9 ._:/'()-]", "?", reason)

@@ -414,6 +414,11 @@ def _fleetlock_routes(app: FastAPI, state: State) -> None:
 
 def _boot_routes(app: FastAPI, state: State, settings: Settings, changes: Changes) -> None:
 
+    @app.get("/boot.ipxe", response_class=PlainTextResponse)
+    def chain(request: Request) -> str:
+        """For DHCP to hand every node: chains to /boot/<its MAC>.ipxe."""
+        return ipxe.chain_script(settings.public_url or str(request.base_url))
+
     @app.get("/boot/{mac}.ipxe", response_class=PlainTextResponse)
     def boot(mac: str, request: Request) -> str:
         """The iPXE script for the node with this MAC (colons or hyphens)."""

@@ -137,3 +137,12 @@ def test_an_image_whose_arguments_ipxe_would_mangle_is_refused(images: Path) -> 
     reply = call(app_with(images), "POST", "/v1/images/img-1", headers=ADMIN,
                  json={"cmdline": "root=${root}"})
     assert reply.status_code == 400 and "cannot go into an iPXE script" in reply.json()["value"]
+
+
+def test_the_chain_script_leads_to_the_node_script(images: Path) -> None:
+    app = app_with(images)
+    chain = call(app, "GET", "/boot.ipxe").text
+    assert chain.splitlines()[1] == "chain --replace http://asked.test/boot/${netX/mac:hexhyp}.ipxe"
+    # what iPXE expands ${netX/mac:hexhyp} to, for cn001's NIC
+    script = call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text
+    assert kernel_args(script)["hostos.node"] == "cn001"

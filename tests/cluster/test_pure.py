@@ -259,3 +259,8 @@ def test_site_diff() -> None:
     assert old.diff(None)["nodes"]["added"] == ["cn001"]
     assert old.diff(old) == {k: {"added": [], "removed": [], "changed": []}
                              for k in ("roles", "nodes")}
+
+
+def test_chain_script_names_the_booting_nic() -> None:
+    assert ipxe.chain_script("http://10.0.0.1:8080/") == (
+        "#!ipxe\nchain --replace http://10.0.0.1:8080/boot/${netX/mac:hexhyp}.ipxe\n")
