@@ -268,7 +268,8 @@ def abort(rollout: Rollout, reason: str = "aborted by an operator") -> Rollout:
 
 
 def rollback(rollout: Rollout, reason: str = "rollback asked by an operator") -> Rollout:
-    """Give every node the rollout touched its previous image back, through the slots."""
+    """Give every node the rollout touched its previous image back, through the slots
+    (failed nodes too, a failed rollback among them, each with a fresh deadline)."""
     _expect(rollout, "roll back", State.RUNNING, State.PAUSED, State.ABORTED, State.DONE)
     return dataclasses.replace(rollout, state=State.ROLLING_BACK, reverting=True, reason=reason)
 
@@ -421,11 +422,12 @@ def _next_state(rollout: Rollout, actions: list[Action]) -> tuple[Rollout, list[
 
 
 def _to_revert(rollout: Rollout) -> list[str]:
-    """Nodes on (or on their way to) the target image, in order: what a rollback undoes."""
-    touched = IN_FLIGHT | {NodeState.DONE, NodeState.FAILED}
-    return [i for i in sorted(rollout.nodes)
-            if rollout.nodes[i].state in touched
-            and rollout.nodes[i].image == rollout.spec.target_image]
+    """What a rollback still has to do, in order: nodes on (or on their way to) the target
+    image, and failed nodes (a rollback resumed after one failed tries it again)."""
+    touched = IN_FLIGHT | {NodeState.DONE}
+    return [i for i, p in sorted(rollout.nodes.items())
+            if p.state is NodeState.FAILED
+            or (p.state in touched and p.image == rollout.spec.target_image)]
 
 
 def _release_failed(rollout: Rollout, actions: list[Action]) -> tuple[Rollout, list[Action]]:
@@ -465,8 +467,7 @@ def _grant(rollout: Rollout, view: Mapping[str, NodeView], silent: frozenset[str
 def _candidates(rollout: Rollout, reverting: bool) -> list[str]:
     """The nodes that would take a grant now, in the order they take them."""
     if reverting:
-        return [i for i in _to_revert(rollout)
-                if rollout.nodes[i].image != rollout.spec.previous_image]
+        return _to_revert(rollout)
     pending = [i for i in sorted(rollout.nodes) if rollout.nodes[i].state is NodeState.PENDING]
     canaries_done = all(rollout.nodes[c].state is NodeState.DONE for c in rollout.canaries)
     return pending if canaries_done else [i for i in pending if i in rollout.canaries]
@@ -476,7 +477,7 @@ def _grant_reason(rollout: Rollout, node: str, before: NodeProgress, load: _Load
                   view: NodeView) -> str:
     slots = f"{load.slots} of {rollout.max_unavailable} slots in use"
     if rollout.state is State.ROLLING_BACK:
-        was = f"{before.state.value} on {rollout.spec.target_image}"
+        was = f"{before.state.value} on {before.image}"
         return f"rolling back ({was}); {slots}" if not before.slot \
             else f"rolling back ({was}), in the slot it holds"
     role = "canary" if node in rollout.canaries else "next in order"

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hostos.cluster.records import RecordError
 from hostos.cluster.rollout import (
     FINAL,
+    GRANTING,
     Decision,
     Kind,
     NodeState,
@@ -223,6 +224,20 @@ def test_a_failure_while_rolling_back_pauses() -> None:
     assert rollout.nodes["n2"].state is NodeState.FAILED
     assert rollout.nodes["n2"].image == OLD
     assert "failed while rolling back" in rollout.reason
+
+
+def test_rolling_back_again_retries_a_failed_rollback_first() -> None:
+    fleet = Fleet.of(2, n2={"bad": frozenset({NEW, OLD})})
+    rollout = fleet.run(begin(fleet, max_unavailable=1, auto_rollback=True), 0, 5000)
+    assert rollout.state is State.PAUSED
+    assert states(rollout) == {"n1": "done", "n2": "failed"}  # n2 holds the only slot
+    fleet.nodes["n2"].bad = frozenset()  # someone fixed it
+    rollout = fleet.run(rollback(rollout), 5000, 8000)
+    assert rollout.state is State.ROLLED_BACK
+    assert set(states(rollout).values()) == {"reverted"}
+    last_two = [d.grants for d in fleet.history if d.grants][-2:]
+    assert [[a.node for a in grants] for grants in last_two] == [["n2"], ["n1"]]
+    assert last_two[0][0].reason == "rolling back (failed on img-1), in the slot it holds"
 
 
 def test_pause_grants_nothing_new_but_records_nodes_finishing() -> None:
@@ -472,8 +487,11 @@ def check_step(fleet: Fleet, before: Rollout, decision: Decision, now: float) ->
     after, limit = decision.rollout, decision.rollout.max_unavailable
     slotted = [i for i, p in after.nodes.items() if p.slot]
     assert len(slotted) <= limit, f"{slotted} hold slots, limit {limit}"
-    rebooting = [i for i, n in fleet.nodes.items() if n.assigned != n.booted]
-    assert set(rebooting) <= set(slotted), "a node reboots without a slot"
+    rebooting = {i for i, n in fleet.nodes.items() if n.assigned != n.booted}
+    failed = {i for i, p in after.nodes.items() if p.state is NodeState.FAILED}
+    # an aborted rollout gives back failed nodes' slots: a node gone for good must not hold
+    # its group's slot for ever; any other node reboots only in a slot
+    assert rebooting <= set(slotted) | failed, f"{sorted(rebooting)} reboot without a slot"
     out = out_now(fleet, after, now)
     live = [a.node for a in decision.grants
             if not before.nodes[a.node or ""].slot and now - fleet.nodes[a.node or ""].last_seen
@@ -481,31 +499,67 @@ def check_step(fleet: Fleet, before: Rollout, decision: Decision, now: float) ->
     # a grant to a live node takes it out: only while the out ones leave room; a silent one
     # is out already and costs only a slot
     assert not live or len(out) <= limit, f"granted {live} with {sorted(out)} out, limit {limit}"
+    if before.state not in GRANTING:
+        assert not decision.grants, f"a {before.state.value} rollout granted"
     forward = {a.node for a in decision.grants if a.kind is Kind.GRANT}
     if forward - set(after.canaries):
         assert all(after.nodes[c].state is NodeState.DONE for c in after.canaries), \
             f"granted {sorted(forward - set(after.canaries))} before the canaries were done"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fleets())
-def test_rollouts_stay_within_max_unavailable_and_always_end(drawn: tuple[Fleet, RolloutSpec]
-                                                              ) -> None:
+COMMANDS_BY_NAME: dict[str, Callable[[Rollout, float], Rollout]] = {
+    "pause": lambda r, now: pause(r), "resume": resume,
+    "abort": lambda r, now: abort(r), "rollback": lambda r, now: rollback(r),
+}
+
+
+@st.composite
+def operators(draw: st.DrawFn) -> list[tuple[float, str]]:
+    """Commands an operator gives, at the times given: a pause and a resume, an abort, a
+    rollback, each maybe."""
+    commands = []
+    if draw(st.booleans()):
+        at = draw(st.floats(0, 2000))
+        commands += [(at, "pause"), (at + draw(st.floats(10, 500)), "resume")]
+    if draw(st.integers(0, 3)) == 0:
+        commands.append((draw(st.floats(0, 4000)), "abort"))
+    if draw(st.integers(0, 5)) == 0:
+        commands.append((draw(st.floats(0, 4000)), "rollback"))
+    return sorted(commands)
+
+
+def give(rollout: Rollout, command: str, now: float) -> Rollout:
+    """An operator's command, when the rollout is in a state it applies to."""
+    try:
+        return COMMANDS_BY_NAME[command](rollout, now)
+    except RolloutError:
+        return rollout
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), operators())
+def test_rollouts_stay_within_max_unavailable_and_always_end(
+        drawn: tuple[Fleet, RolloutSpec], commands: list[tuple[float, str]]) -> None:
     fleet, rollout_spec = drawn
     for node in fleet.nodes.values():
         node.tick(0.0)
     rollout = start(rollout_spec, fleet.views(), 0.0, "r1", silent_after=SILENT_AFTER)
     quiet_end = max((b for n in fleet.nodes.values() for _, b in n.quiet), default=0.0)
+    last_command = max((at for at, _ in commands), default=0.0)
+    # once silences and commands are over: what is in flight ends within a deadline, then
     # each node waits at most one deadline going forward and one coming back
-    bound = quiet_end + 2 * len(fleet.nodes) * (HEALTH_TIMEOUT + 2 * STEP) + 10 * STEP
+    bound = (max(quiet_end, last_command)
+             + (2 * len(fleet.nodes) + 1) * (HEALTH_TIMEOUT + 2 * STEP) + 10 * STEP)
     now = 0.0
-    while rollout.state in (State.RUNNING, State.ROLLING_BACK):
+    while rollout.state in GRANTING or commands:
         assert now <= bound, f"no end by {bound:.0f}s: {rollout.state.value} {states(rollout)}"
+        while commands and commands[0][0] <= now:
+            rollout = give(rollout, commands.pop(0)[1], now)
         before = rollout
         rollout = fleet.step(rollout, now)
         check_step(fleet, before, fleet.history[-1], now)
         now += STEP
-    assert rollout.state in (State.DONE, State.ROLLED_BACK, State.PAUSED)
+    assert rollout.state in (State.DONE, State.ROLLED_BACK, State.PAUSED, State.ABORTED)
     if rollout.state is State.PAUSED:
         assert rollout.count(NodeState.FAILED) > 0, "paused with no failure"
     if rollout.state is State.DONE:
