@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable
 
 from hostos.cluster import keys
-from hostos.cluster.kv import KV, Entry
+from hostos.cluster.kv import KV, Compacted, Entry
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,11 @@ class Changes:
         while not self._stop.is_set():
             try:
                 entries = self.kv.watch("", after, WATCH_SECONDS)
+            except Compacted as exc:  # etcd dropped the history: wake all to re-read
+                log.info("store history compacted (%s): following from now", exc)
+                after = self.kv.revision()
+                self._post(None)
+                continue
             except Exception as exc:  # the store is away: wake all to re-read, then retry
                 log.warning("watching the store failed: %s", exc)
                 self._stop.wait(RETRY_SECONDS)

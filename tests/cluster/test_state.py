@@ -11,7 +11,7 @@ import pytest
 
 from hostos.cluster import keys
 from hostos.cluster.changes import SITE, Changes, node_topic, topics_of
-from hostos.cluster.kv import KV, Entry
+from hostos.cluster.kv import KV, Compacted, Entry
 from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument, SlotTable
 from hostos.cluster.state import GENERATIONS_KEPT, NotFound, State
 
@@ -204,3 +204,32 @@ def test_old_generations_are_pruned_with_their_bodies(kv: KV) -> None:
     assert stored == bodies  # no body left behind
     assert State(kv).generation(1) is None
     assert State(kv).generation(current).roles["compute"]["marker"] == f"v{current - 1}"  # type: ignore[union-attr]
+
+
+class CompactingKV:
+    """A store whose first watch finds its history compacted away."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv, self.compacted = kv, False
+
+    def watch(self, prefix: str, after: int, timeout: float) -> list[Entry]:
+        if not self.compacted:
+            self.compacted = True
+            raise Compacted(after, after + 5)
+        return self.kv.watch(prefix, after, timeout)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.kv, name)
+
+
+def test_a_compacted_history_wakes_every_waiter_to_read_again(kv: KV) -> None:
+    async def scenario() -> None:
+        changes = Changes(CompactingKV(kv))  # type: ignore[arg-type]
+        future = changes.subscribe([SITE])
+        changes.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(future, 5)  # woken with nothing written
+        finally:
+            changes.stop()
+
+    asyncio.run(scenario())
