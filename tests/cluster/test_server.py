@@ -99,7 +99,7 @@ def test_many_long_polls_cost_no_thread_each(server: Server, admin: httpx.Client
             published = time.monotonic()
             await asyncio.to_thread(publish, admin, "many-after")
             replies = await asyncio.gather(*waiting)
-            assert time.monotonic() - published < 5
+            assert time.monotonic() - published < 10  # a loaded 2-core machine: ~2 s
             return [r.json()["generation"] for r in replies]
 
     assert asyncio.run(scenario()) == [current + 1] * polls
