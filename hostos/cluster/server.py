@@ -136,6 +136,40 @@ class AccessLog:
                            who=str(who) if who else None))
 
 
+class TooLargeAsJson:
+    """The body limit answers 413 in plain text before FastAPI's handlers see the request:
+    make it the API's JSON error like every other."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def sending(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                replaced = True
+                response = error_response(413, "too_large", "the request body is over the "
+                                          "limit: 1 MiB, 16 MiB for a site")
+                await send({**message, "headers": response.raw_headers})
+                await send({"type": "http.response.body", "body": response.body})
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+class _App(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        """FastAPI's stack (its body limit outermost) inside the access log and the JSON
+        413, so that every answer is logged and every error is JSON."""
+        return AccessLog(TooLargeAsJson(super().build_middleware_stack()))
+
+
 # -- request bodies (their OpenAPI schemas) -------------------------------------------------
 
 class ClientParams(BaseModel):
@@ -180,10 +214,9 @@ def create_app(state: State, settings: Settings) -> FastAPI:
         finally:
             changes.stop()
 
-    app = FastAPI(title="hostos cluster server", version=__version__, lifespan=lifespan,
+    app = _App(title="hostos cluster server", version=__version__, lifespan=lifespan,
                   max_body_size=settings.max_body)
     app.state.changes = changes
-    app.add_middleware(AccessLog)
     _add_error_handlers(app)
     app.state.authenticate = _authenticator(state, settings)
     _site_routes(app, state, settings)

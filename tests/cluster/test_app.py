@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,16 @@ def test_the_chain_script_leads_to_the_node_script(images: Path) -> None:
     # what iPXE expands ${netX/mac:hexhyp} to, for cn001's NIC
     script = call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text
     assert kernel_args(script)["hostos.node"] == "cn001"
+
+
+def test_a_streamed_body_over_the_limit_is_a_json_413(images: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b" " * (1 << 20)
+
+    with caplog.at_level(logging.INFO, logger="hostos"):
+        reply = call(app_with(images), "PUT", "/v1/nodes/cn001/status", content=chunks(),
+                     headers={**ADMIN, "content-type": "application/json"})
+    assert reply.status_code == 413 and reply.json()["kind"] == "too_large"
+    assert "path=/v1/nodes/cn001/status status=413" in caplog.text  # logged all the same

@@ -195,7 +195,7 @@ def test_bodies_over_the_limit_get_413(server: Server, admin: httpx.Client) -> N
     big = json.dumps({"units": {"u": "x" * (1 << 20)}})
     reply = admin.put("/v1/nodes/cn001/status", content=big,
                       headers={"content-type": "application/json"})
-    assert reply.status_code == 413
+    assert reply.status_code == 413 and reply.json()["kind"] == "too_large"
     large_site = site(NODES, "y" * (2 << 20))  # a site may be 16 MiB
     assert admin.post("/v1/site", json=large_site).status_code == 200
 
