@@ -108,17 +108,27 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, failed)  # the store away, a bug: still JSON
 
 
-class AccessLog:
-    """One logfmt line per request: method, path, status, time, caller. Never headers, the
-    query string or a body, so no token reaches the log."""
+class _HttpMiddleware:
+    """An ASGI middleware for HTTP requests; anything else (lifespan) passes through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(_HttpMiddleware):
+    """One logfmt line per request: method, path, status, time, caller. Never headers, the
+    query string or a body, so no token reaches the log."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started, status = time.monotonic(), 500
 
         async def sending(message: Message) -> None:
@@ -136,17 +146,11 @@ class AccessLog:
                            who=str(who) if who else None))
 
 
-class TooLargeAsJson:
+class TooLargeAsJson(_HttpMiddleware):
     """The body limit answers 413 in plain text before FastAPI's handlers see the request:
     make it the API's JSON error like every other."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         replaced = False
 
         async def sending(message: Message) -> None:
