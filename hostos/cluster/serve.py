@@ -105,19 +105,28 @@ def run(opts: ServeOptions) -> None:
     """Serve until SIGINT/SIGTERM."""
     import uvicorn
 
+    from hostos.cluster.controller import Controller
     from hostos.cluster.kv import open_kv
+    from hostos.cluster.rollout_api import add_rollout_routes
     from hostos.cluster.server import Settings, create_app
     from hostos.cluster.state import State
 
     kv = open_kv(opts.store)
+    controller = None
     try:
         settings = Settings(opts.admin_token, opts.images, opts.public_url, opts.boot_tokens)
-        app = create_app(State(kv), settings)
+        state = State(kv)
+        app = create_app(state, settings)
+        add_rollout_routes(app, state)
+        controller = Controller(state)  # acts only on the replica holding the claim
+        controller.start()
         log.info("hostos serve on %s:%s, store %s", opts.host, opts.port, opts.store)
         config = uvicorn.Config(app, log_config=None, access_log=False, backlog=BACKLOG,
                                 timeout_graceful_shutdown=SHUTDOWN_SECONDS,
                                 server_header=False)
         uvicorn.Server(config).run(sockets=[opts.listener])
     finally:
+        if controller is not None:
+            controller.stop()
         kv.close()
         opts.listener.close()

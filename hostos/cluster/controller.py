@@ -1,0 +1,390 @@
+"""The rollout controller: on the elected replica, read → `rollout.plan` → write, in a loop.
+
+Every `hostos serve` runs a `Controller` thread; only the one holding the store's
+`rollout-controller` claim (`KV.campaign`, an etcd lease underneath) acts.  A round reads each
+role's current rollout and the node records, asks the pure planner what to do, and writes
+the outcome in ONE transaction per role: the rollout's next value, the FleetLock slot table
+(grants and releases) and the `assigned_image` of each granted node, compared against the
+revisions it read.  So a grant is never written without the rollout that explains it, a
+second replica that wrongly believes it leads loses the compare, and an operator's command
+(which writes the rollout key) makes the round in flight start over from a fresh read.
+
+Rounds are woken by writes to node records, rollouts and slot tables (a store watch) and by
+a short tick (deadlines pass without any write).  A replica that fails to refresh its claim,
+or finds another holder, stops acting before its next write.
+
+The rollout commands (`start_rollout`, `command`) live here too: they are read-modify-writes
+of the same key, with the same compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hostos.cluster import fleetlock, keys, rollout
+from hostos.cluster.kv import KV, Compacted, Compare, Entry
+from hostos.cluster.records import NodeRecord, SlotTable
+from hostos.cluster.rollout import Decision, Kind, NodeView, Rollout, RolloutError, RolloutSpec
+from hostos.cluster.state import Contention, NotFound, State
+from hostos.logfmt import kv as logfmt
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN = "rollout-controller"
+TTL = 10.0  # seconds a dead leader's claim outlives it
+TICK = 1.0  # seconds between rounds when nothing is written
+SETTLE = 0.2  # seconds a round waits after a wake-up, so a burst of heartbeats is one round
+GRANTS_PER_TXN = 50  # etcd refuses more than 128 operations in one transaction
+LOG_KEPT = 50  # actions kept with the rollout, for `hostos rollout status`
+ATTEMPTS = 20
+HEALTHY = frozenset({"healthy", "running"})  # unit health values that count as healthy
+WATCHED = (keys.NODES, keys.ROLLOUTS_CURRENT, keys.FLEETLOCK)
+
+
+class Conflict(RolloutError):
+    """A rollout command that the role's current rollout does not allow (HTTP 409)."""
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+def view_of(record: NodeRecord) -> NodeView:
+    """What the planner sees of a node record: done needs the image booted, steady-state
+    reported in this boot, and every unit healthy (`healthy`, or `running` without a check)."""
+    return NodeView(record.id, record.booted_image, steady=record.steady,
+                    healthy=all(h in HEALTHY for h in record.units.values()),
+                    last_seen=record.last_seen if record.last_seen > 0 else float("-inf"))
+
+
+def previous_image(records: Sequence[NodeRecord], target: str,
+                   role_image: str | None) -> str | None:
+    """The image a role's nodes run now: the most common assignment (else booted image, else
+    the role's spec image) that is not the target; None when they all have the target."""
+    current = [r.assigned_image or r.booted_image or role_image for r in records]
+    counted = Counter(i for i in current if i and i != target)
+    if not counted:
+        return None
+    return sorted(counted.items(), key=lambda item: (-item[1], item[0]))[0][0]
+
+
+def log_entries(decision: Decision, now: float) -> list[dict[str, Any]]:
+    return [{"at": now, "kind": a.kind.value, "node": a.node, "image": a.image,
+             "reason": a.reason} for a in decision.actions]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A rollout as `rollouts/current/<role>` holds it, with the recent actions."""
+
+    rollout: Rollout
+    log: tuple[dict[str, Any], ...] = ()
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.rollout.to_json(), "log": list(self.log[-LOG_KEPT:]),
+                "updated_at": self.updated_at}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Stored:
+        entries = data.get("log", []) if isinstance(data, Mapping) else []
+        updated = data.get("updated_at", 0.0) if isinstance(data, Mapping) else 0.0
+        return cls(Rollout.from_json(data),
+                   tuple(e for e in entries if isinstance(e, dict)) if isinstance(
+                       entries, list) else (),
+                   float(updated) if isinstance(updated, int | float) else 0.0)
+
+    def then(self, new: Rollout, entries: Sequence[dict[str, Any]], now: float) -> Stored:
+        return Stored(new, (*self.log, *entries)[-LOG_KEPT:], now)
+
+
+@dataclass(frozen=True)
+class Writes:
+    """One round's transaction for one role."""
+
+    compares: list[Compare]
+    puts: dict[str, bytes]
+    rollout: Rollout
+    refused: list[str]  # nodes whose grant did not fit (slot table full, or the batch)
+    changed: bool  # False: every grant was refused and nothing else moved: write nothing
+
+
+def round_writes(before: Stored, decision: Decision, rollout_rev: int,
+                 slots: Entry | None, records: Mapping[str, Entry | None],
+                 now: float) -> Writes:
+    """The transaction that carries out decision: slot table, granted nodes' assignments and
+    the rollout's next value, each compared with the revision it was read at."""
+    role = before.rollout.spec.role
+    limit = before.rollout.max_unavailable
+    table: SlotTable | None = SlotTable.from_json(keys.decode(slots.value)) if slots else None
+    read_table = table
+    new, refused = decision.rollout, []
+    compares = [Compare(keys.rollout(role), rollout_rev),
+                Compare(keys.fleetlock(role), slots.revision if slots else 0)]
+    puts: dict[str, bytes] = {}
+    for action in decision.actions:
+        node = action.node or ""
+        if action.kind in (Kind.GRANT, Kind.ROLLBACK_NODE):
+            outcome = fleetlock.acquire(table, node, role, limit)
+            if not outcome.ok or len(puts) >= GRANTS_PER_TXN:
+                new = rollout.grant_refused(new, before.rollout, node)
+                refused.append(node)
+                continue
+            table = outcome.table
+            entry = records.get(node)
+            record = NodeRecord.from_json(keys.decode(entry.value)) if entry else NodeRecord(node)
+            compares.append(Compare(keys.node(node), entry.revision if entry else 0))
+            puts[keys.node(node)] = keys.encode(
+                dataclasses.replace(record, assigned_image=action.image).to_json())
+        elif action.kind is Kind.RELEASE:
+            table = fleetlock.release(table, node, role).table
+    changed = bool(puts) or table != read_table or new != before.rollout
+    if table is not None and table != read_table:
+        puts[keys.fleetlock(role)] = keys.encode(table.to_json())
+    kept = [e for e in log_entries(decision, now)
+            if e["node"] not in refused or e["kind"] not in (Kind.GRANT, Kind.ROLLBACK_NODE)]
+    stored = before.then(new, kept, now)
+    puts[keys.rollout(role)] = keys.encode(stored.to_json())
+    if new.state in rollout.FINAL:
+        puts[keys.ROLLOUTS_HISTORY + keys.checked(new.id, "rollout id")] = \
+            keys.encode(stored.to_json())
+    return Writes(compares, puts, new, refused, changed)
+
+
+# -- the store side of rollouts ------------------------------------------------------------
+
+
+def read(kv: KV, role: str) -> tuple[Stored, int] | None:
+    entry = kv.get(keys.rollout(role))
+    if entry is None:
+        return None
+    return Stored.from_json(keys.decode(entry.value)), entry.revision
+
+
+def current(kv: KV) -> list[Stored]:
+    return [Stored.from_json(keys.decode(e.value)) for e in kv.range(keys.ROLLOUTS_CURRENT)]
+
+
+def start_rollout(state: State, spec: RolloutSpec) -> Stored:
+    """Start a rollout of spec.role (previous_image "" = what the role's nodes run now).
+    NotFound: no such role or image; Conflict: a rollout of the role is still active."""
+    site = state.generation()
+    if site is None or spec.role not in site.roles:
+        raise NotFound(f"no role '{spec.role}' in the current site generation")
+    if state.image(spec.target_image) is None:
+        raise NotFound(f"no image '{spec.target_image}' is registered "
+                       "(POST /v1/images/<name> first)")
+    records = [r for r in state.nodes() if r.role == spec.role]
+    if not records:
+        raise RolloutError(f"role {spec.role} has no nodes in the inventory")
+    role_spec = site.roles[spec.role]
+    role_image = role_spec.get("image") if isinstance(role_spec, Mapping) else None
+    previous = spec.previous_image or previous_image(
+        records, spec.target_image, role_image if isinstance(role_image, str) else None)
+    if previous is None:
+        raise RolloutError(f"every node of {spec.role} has {spec.target_image} already")
+    spec = dataclasses.replace(spec, previous_image=previous)
+    now = state.clock()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    started = rollout.start(spec, [view_of(r) for r in records], now,
+                            rollout_id=f"{spec.role}-{stamp}-{uuid.uuid4().hex[:6]}")
+    stored = Stored(started, ({"at": now, "kind": "start", "node": None, "image": None,
+                               "reason": started.reason},), now)
+    key = keys.rollout(spec.role)
+    for _ in range(ATTEMPTS):
+        entry = state.kv.get(key)
+        puts = {key: keys.encode(stored.to_json())}
+        if entry is not None:
+            old = Stored.from_json(keys.decode(entry.value))
+            if old.rollout.state not in (*rollout.FINAL, rollout.State.ABORTED):
+                raise Conflict(f"rollout {old.rollout.id} of {spec.role} is "
+                               f"{old.rollout.state.value}: abort it first")
+            puts[keys.ROLLOUTS_HISTORY + keys.checked(old.rollout.id, "rollout id")] = \
+                keys.encode(old.to_json())
+        if state.kv.txn([Compare(key, entry.revision if entry else 0)], puts) is not None:
+            log.info(logfmt("rollout-start", id=started.id, role=spec.role,
+                            image=spec.target_image, previous=previous,
+                            max_unavailable=started.max_unavailable,
+                            canaries=",".join(started.canaries)))
+            return stored
+    raise Contention(f"gave up starting a rollout of {spec.role}")
+
+
+COMMANDS: dict[str, Callable[[Rollout, float], Rollout]] = {
+    "pause": lambda r, _: rollout.pause(r),
+    "resume": rollout.resume,
+    "abort": lambda r, _: rollout.abort(r),
+    "rollback": lambda r, _: rollout.rollback(r),
+}
+
+
+def command(state: State, role: str, name: str) -> Stored:
+    """An operator's pause/resume/abort/rollback of role's rollout; NotFound when there is
+    none, Conflict when its state does not allow the command."""
+    change = COMMANDS[name]
+    key = keys.rollout(role)
+    for _ in range(ATTEMPTS):
+        found = read(state.kv, role)
+        if found is None:
+            raise NotFound(f"no rollout of role '{role}'")
+        stored, revision = found
+        now = state.clock()
+        try:
+            new = change(stored.rollout, now)
+        except RolloutError as exc:
+            raise Conflict(str(exc)) from None
+        updated = stored.then(new, [{"at": now, "kind": name, "node": None, "image": None,
+                                     "reason": new.reason}], now)
+        if state.kv.txn([Compare(key, revision)], {key: keys.encode(updated.to_json())}):
+            log.info(logfmt(f"rollout-{name}", id=new.id, role=role, state=new.state.value))
+            return updated
+    raise Contention(f"gave up writing the rollout of {role}")
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+
+class Controller:
+    """The rollout loop of one server process; acts only while it holds the claim."""
+
+    def __init__(self, state: State, holder: str | None = None, ttl: float = TTL,
+                 tick: float = TICK, silent_after: float = rollout.SILENT_AFTER) -> None:
+        self.state, self.kv = state, state.kv
+        self.holder = holder or f"{uuid.uuid4().hex[:12]}"
+        self.ttl, self.tick, self.silent_after = ttl, tick, silent_after
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._leading_until = 0.0  # monotonic: act only before this
+        self._refreshed = float("-inf")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rollout-controller",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.tick + 15)
+
+    @property
+    def leading(self) -> bool:
+        return time.monotonic() < self._leading_until
+
+    def campaign(self) -> bool:
+        """Take or refresh the claim (at most every ttl/3); False means: do not act."""
+        now = time.monotonic()
+        if self.leading and now - self._refreshed < self.ttl / 3:
+            return True
+        was = self.leading
+        try:
+            won = self.kv.campaign(CAMPAIGN, self.holder, self.ttl)
+        except Exception as exc:
+            won = False
+            log.warning(logfmt("controller-campaign-failed", error=str(exc)))
+        if won:
+            self._refreshed = now
+            self._leading_until = now + self.ttl * 2 / 3  # give up well before the lease ends
+            if not was:
+                log.info(logfmt("controller-leading", holder=self.holder))
+        else:
+            self._leading_until = 0.0
+            if was:
+                log.warning(logfmt("controller-lost-claim", holder=self.holder))
+        return won
+
+    def _run(self) -> None:
+        after = self._revision()
+        while not self._stop.is_set():
+            busy = False
+            if self.campaign():
+                try:
+                    busy = self.round()
+                except Exception as exc:  # the store away, a record of the wrong shape
+                    log.warning(logfmt("controller-round-failed",
+                                       error=f"{type(exc).__name__}: {exc}"))
+                    self._stop.wait(self.tick)
+            if busy:
+                continue
+            if not self.leading:
+                self._stop.wait(min(self.ttl / 3, self.tick * 3))
+                continue
+            after = self._wait(after)
+            self._stop.wait(SETTLE)
+
+    def _revision(self) -> int:
+        while not self._stop.is_set():
+            try:
+                return self.kv.revision()
+            except Exception as exc:
+                log.warning(logfmt("controller-store-away", error=str(exc)))
+                self._stop.wait(self.tick)
+        return 0
+
+    def _wait(self, after: int) -> int:
+        """Until a watched key is written or the tick passes; the revision seen."""
+        deadline = time.monotonic() + self.tick
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return after
+            try:
+                entries = self.kv.watch("", after, remaining)
+            except Compacted:
+                return self._revision()
+            except Exception as exc:
+                log.warning(logfmt("controller-watch-failed", error=str(exc)))
+                self._stop.wait(min(remaining, self.tick))
+                return self._revision()
+            if entries:
+                after = max(after, *(e.revision for e in entries))
+                if any(e.key.startswith(WATCHED) for e in entries):
+                    return after
+        return after
+
+    def round(self) -> bool:
+        """Plan every active rollout once; True when something was written or a compare
+        lost (so the next round comes at once)."""
+        read_all = [(e, Stored.from_json(keys.decode(e.value)))
+                    for e in self.kv.range(keys.ROLLOUTS_CURRENT)]
+        active = [(e, s) for e, s in read_all if s.rollout.state not in rollout.FINAL]
+        if not active:
+            return False
+        records = {r.id: r for r in self.state.nodes()}
+        busy = False
+        for entry, stored in active:
+            busy |= self._role_round(entry, stored, records)
+        return busy
+
+    def _role_round(self, entry: Entry, stored: Stored, records: Mapping[str, NodeRecord]) -> bool:
+        now = self.state.clock()
+        views = [view_of(records[i]) for i in stored.rollout.nodes if i in records]
+        decision = rollout.plan(stored.rollout, views, now, silent_after=self.silent_after)
+        if decision.rollout == stored.rollout and not decision.actions:
+            return False
+        role = stored.rollout.spec.role
+        granted = [a.node for a in decision.grants if a.node]
+        nodes = {n: self.kv.get(keys.node(n)) for n in granted}
+        writes = round_writes(stored, decision, entry.revision,
+                              self.kv.get(keys.fleetlock(role)), nodes, now)
+        if not writes.changed or not self.leading:  # (the claim may have ended meanwhile)
+            return False
+        if self.kv.txn(writes.compares, writes.puts) is None:
+            log.info(logfmt("controller-retry", role=role, why="a record changed meanwhile"))
+            return True
+        for action in decision.actions:
+            if action.node not in writes.refused or action not in decision.grants:
+                log.info(logfmt(f"rollout-{action.kind.value}", id=stored.rollout.id,
+                                role=role, node=action.node, image=action.image,
+                                reason=action.reason))
+        if writes.refused:
+            log.info(logfmt("rollout-grant-deferred", role=role, nodes=",".join(writes.refused),
+                            why="slot table full or batch limit"))
+        return True
