@@ -35,6 +35,10 @@ T = TypeVar("T")
 SiteArg = Annotated[str, typer.Argument(help="site directory (unit files, roles/, nodes.yaml)")]
 NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="a node of the inventory")]
 RoleOpt = Annotated[str | None, typer.Option("--role", "-r", help="a role")]
+ServerOpt = Annotated[str | None, typer.Option(
+    help="a hostos serve (http://HOST:PORT): work on the cluster rather than this machine")]
+AdminTokenOpt = Annotated[str, typer.Option(
+    envvar="HOSTOS_ADMIN_TOKEN_FILE", help="with --server: a file holding the admin token")]
 
 
 class EngineKind(StrEnum):
@@ -156,9 +160,18 @@ def render(
 def nodes(
     site: SiteArg = "units",
     output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+    server: ServerOpt = None,
+    admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
 ) -> None:
-    """List the inventory with hostlists expanded."""
+    """List the inventory with hostlists expanded; with --server, the cluster's nodes:
+    up, stale or rebooting, booted and assigned image, last heartbeat."""
     from hostos.load import load_site
+
+    if server is not None:
+        from hostos.cluster.commands import nodes_remote
+
+        nodes_remote(server, admin_token_file, output is ListFormat.json)
+        return
 
     loaded = guarded(lambda: load_site(site))
     rows = [n.model_dump() for n in loaded.nodes]
@@ -273,8 +286,16 @@ def apply(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = None,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
           output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
           concurrency: Annotated[int, typer.Option(help="units started at once")] = 8,
+          server: ServerOpt = None,
+          admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
           ) -> None:
-    """Converge this machine's containers on the units of a node or role."""
+    """Converge this machine's containers on the units of a node or role; with --server,
+    check the site here and publish it as the cluster's next generation."""
+    if server is not None:
+        from hostos.cluster.commands import apply_remote
+
+        apply_remote(site, server, admin_token_file, output is ListFormat.json)
+        return
     early = early_engine(engine)
     with closed_on_error(early):
         from hostos.apply import prepare
@@ -306,6 +327,21 @@ def apply(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = None,
         typer.echo(f"{changes} changes, {failed} failed in {seconds:.2f}s")
     if failed:
         raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command()
+def diff(site: SiteArg = "units",
+         server: Annotated[str, typer.Option(envvar="HOSTOS_SERVER",
+                                             help="a hostos serve: http://HOST:PORT")] = "",
+         admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
+         output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+         ) -> None:
+    """Show per role what `hostos apply SITE --server URL` would change. Changes nothing."""
+    from hostos.cluster.commands import diff_remote
+
+    if not server:
+        fail("diff needs --server URL (or HOSTOS_SERVER)", EXIT_INPUT)
+    diff_remote(site, server, admin_token_file, output is ListFormat.json)
 
 
 SocketOpt = Annotated[str | None, typer.Option(
@@ -465,6 +501,16 @@ def _image_commands() -> None:
 
 
 _image_commands()
+
+
+def _rollout_commands() -> None:
+    """`hostos rollout …` (its module imports only typer; the client is imported lazily)."""
+    from hostos.cluster.commands import rollout_app
+
+    app.add_typer(rollout_app, name="rollout")
+
+
+_rollout_commands()
 
 
 def main() -> None:
