@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -33,7 +34,14 @@ ServerOpt = Annotated[str, typer.Option(envvar="HOSTOS_SERVER", help="http://HOS
 TokenFileOpt = Annotated[str, typer.Option(
     envvar="HOSTOS_ADMIN_TOKEN_FILE", help="a file holding the admin token")]
 DEFAULT_TOKEN_FILE = "/etc/hostos/admin-token"
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the server's JSON")]
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o")]
 
 
 def _fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
@@ -269,10 +277,11 @@ def status(
     server: ServerOpt,
     role: Annotated[str | None, typer.Argument(help="a role (default: every rollout)")] = None,
     watch: WatchOpt = False,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.table,
     admin_token_file: TokenFileOpt = DEFAULT_TOKEN_FILE,
 ) -> None:
     """Where the rollouts are: nodes per state, why it paused, the last actions."""
+    as_json = output is Output.json
     client = admin_client(server, admin_token_file)
     if role is None:
         every = remote(client.rollouts)
