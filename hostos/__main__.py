@@ -1,5 +1,5 @@
 """`python -m hostos`: the same as the `hostos` command."""
 
-from hostos.cli import main
+from hostos.launch import main
 
 main()

@@ -398,16 +398,10 @@ def supervise(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = Non
                   help="where to start hostos's own podman service when none answers")] = None,
               ) -> None:
     """Keep this node converged: react to site edits, crashes, engine and mount events."""
-    from hostos.logfmt import setup
-    from hostos.supervisor import Settings, Supervisor
+    from hostos.supervise_cmd import Args, run
 
-    if (node is None) == (role is None):
-        fail("give exactly one of --node or --role", EXIT_INPUT)
-    load_spec(site, node, role)  # refuse a bad site up front, with file:line
-    setup()
-    settings = Settings(site, node, role, engine.value, namespace, socket, resync,
-                        podman_socket=podman_socket)
-    raise typer.Exit(Supervisor(settings).run())
+    raise typer.Exit(run(Args(site, node, role, engine.value, namespace, socket, resync,
+                              podman_socket)))
 
 
 @app.command()
@@ -514,6 +508,7 @@ _rollout_commands()
 
 
 def main() -> None:
+    """The `hostos` command (see hostos.launch, which the console script runs)."""
     try:
         app()
     except KeyboardInterrupt:

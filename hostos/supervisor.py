@@ -24,6 +24,7 @@ from typing import Any
 from hostos import backoff
 from hostos.apply import owned, prepare, stop_batches
 from hostos.engine.base import Engine, EngineError, Observed
+from hostos.engine.connect import StartingService
 from hostos.errors import SiteError
 from hostos.execute import Options, Outcome, execute
 from hostos.load import load_site
@@ -67,9 +68,15 @@ Connect = Callable[[str], Engine]
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, connect: Connect | None = None) -> None:
+    def __init__(self, settings: Settings, connect: Connect | None = None,
+                 spec: RoleSpec | None = None, starting: StartingService | None = None
+                 ) -> None:
+        """spec: the site as the caller just loaded and resolved it (else run() loads it);
+        starting: the podman service the caller started meanwhile (start_podman_early)."""
         self.settings = settings
-        self.connect_engine = connect or (lambda kind: _default_connect(kind, settings))
+        self.preloaded = spec
+        self.starting = starting
+        self.connect_engine = connect or self._default_connect
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stop_event = threading.Event()
         self.spec: RoleSpec | None = None
@@ -98,7 +105,8 @@ class Supervisor:
         server = StatusServer(self.settings.socket or socket_path(self.settings.namespace),
                               self.snapshot)
         server.start()
-        self._load()
+        self._load(self.preloaded)
+        self.preloaded = None
         log.info(kv("started", site=self.settings.site, role=self._role_name(),
                     pid=os.getpid()))
         try:
@@ -179,14 +187,12 @@ class Supervisor:
 
     # -- site ------------------------------------------------------------------------
 
-    def _load(self) -> bool:
-        """Reload the site; a bad edit is logged and the last good spec stays in force."""
+    def _load(self, spec: RoleSpec | None = None) -> bool:
+        """Reload the site (or take spec, loaded just before); a bad edit is logged and the
+        last good spec stays in force."""
         try:
-            site = load_site(self.settings.site)
-            if self.settings.node:
-                spec = resolve_node(site, self.settings.node)
-            else:
-                spec = resolve_role(site, str(self.settings.role))
+            if spec is None:
+                spec = self._read_site()
         except SiteError as exc:
             self.last_site_error = "; ".join(str(p) for p in exc.problems)
             for problem in exc.problems:
@@ -202,6 +208,12 @@ class Supervisor:
         log.info(kv("spec-loaded", role=spec.role.role, generation=self.generation,
                     units=len(spec.units)))
         return True
+
+    def _read_site(self) -> RoleSpec:
+        site = load_site(self.settings.site)
+        if self.settings.node:
+            return resolve_node(site, self.settings.node)
+        return resolve_role(site, str(self.settings.role))
 
     def _update_mounts(self, spec: RoleSpec) -> None:
         if not spec.role.mounts and self.mounts is None:
@@ -228,6 +240,13 @@ class Supervisor:
         self.reconnect_delay = 1.0
         self.dirty = True
         watch_engine(self.engine, self.events, self.settings.namespace, self.stop_event)
+
+    def _default_connect(self, kind: str) -> Engine:
+        from hostos.engine.connect import connect
+
+        starting, self.starting = self.starting, None  # waited for once, then ours to start
+        return connect(kind, embedded_socket=self.settings.podman_socket,  # type: ignore[arg-type]
+                       starting=starting)
 
     def _lose_engine(self, why: str) -> None:
         if self.engine is not None:
@@ -267,10 +286,11 @@ class Supervisor:
             sources = self.mounts.sources() if self.mounts is not None else None
             refresh, self.refresh = self.refresh, set()
             prepared = prepare(self.engine, self.spec, self.settings.site, fetch=True,
-                               mount_sources=sources, namespace=self.settings.namespace,
-                               refresh=refresh)
+                               progress=_log_image_progress, mount_sources=sources,
+                               namespace=self.settings.namespace, refresh=refresh)
             actions = self._hold(prepared.actions, sources)
-            outcomes = execute(self.engine, actions, Options(self.settings.concurrency))
+            outcomes = execute(self.engine, actions, Options(self.settings.concurrency),
+                               report=_log_outcome)
             self.observed = owned(self.engine, self.settings.namespace)
         except EngineError as exc:
             self._lose_engine(str(exc))
@@ -355,6 +375,8 @@ class Supervisor:
         """Stop units in reverse dependency order, each within its stop timeout."""
         if self.mounts is not None:
             self.mounts.stop()
+        if self.starting is not None:  # stopped before it ever connected
+            self.starting.stop()
         if self.engine is None:
             return
         try:
@@ -481,7 +503,19 @@ def _to_monotonic(wall: float, now_monotonic: float) -> float:
     return now_monotonic + (wall - time.time())
 
 
-def _default_connect(kind: str, settings: Settings) -> Engine:
-    from hostos.engine.connect import connect
+def _log_image_progress(line: str) -> None:
+    log.info(kv("image", step=line))
 
-    return connect(kind, embedded_socket=settings.podman_socket)  # type: ignore[arg-type]
+
+def _log_outcome(outcome: Outcome) -> None:
+    """Each unit's action as it finishes (the reconcile line sums them up at the end)."""
+    event = _OUTCOME_EVENTS.get(outcome.kind)
+    if event and outcome.ok:  # failures are logged by _record, with the restart policy
+        log.info(kv(event, unit=outcome.unit, action=outcome.kind.value, took=outcome.seconds))
+
+
+_OUTCOME_EVENTS = {Kind.CREATE: "unit-started", Kind.RECREATE: "unit-started",
+                   Kind.START: "unit-started", Kind.STOP: "unit-stopped",
+                   Kind.REMOVE: "unit-removed"}
+
+

@@ -38,7 +38,9 @@ DOCKER_SOCKET = "unix:///var/run/docker.sock"
 PODMAN_SOCKET = "unix:///run/podman/podman.sock"
 EMBEDDED_SOCKET = "/run/hostos/podman.sock"  # root; others use $XDG_RUNTIME_DIR/hostos/
 PING_TIMEOUT = 1.0
-SERVICE_START_TIMEOUT = 5.0
+# The wait ends as soon as the service answers; the bound is for a service that hangs.
+# Under emulation (the lab's qemu boots) a first start takes several seconds.
+SERVICE_START_TIMEOUT = 30.0
 SERVICE_STOP_TIMEOUT = 5.0
 HINT = "install podman or start dockerd"
 
@@ -52,14 +54,16 @@ class Pong:
 
 
 def connect(kind: Kind = "auto", podman_socket: str | None = None, *,
-            embedded_socket: str | None = None, start_service: bool = True) -> Engine:
+            embedded_socket: str | None = None, start_service: bool = True,
+            starting: StartingService | None = None) -> Engine:
     """A connected engine adapter.
 
     kind "auto": Docker when its socket answers (DOCKER_HOST or /var/run/docker.sock),
     else Podman.  podman_socket: where to look for a running podman service instead
     of CONTAINER_HOST or /run/podman/podman.sock; embedded_socket: where to start
     hostos's own service when that one does not answer (start_service=False: raise
-    EngineError instead of starting one).
+    EngineError instead of starting one; starting: a service of ours already on its way
+    up there, from start_podman_early, to wait for instead of starting another).
     """
     if kind not in ("docker", "podman", "auto"):
         raise EngineError(f"unknown engine '{kind}' (want docker, podman or auto)")
@@ -67,18 +71,44 @@ def connect(kind: Kind = "auto", podman_socket: str | None = None, *,
         url = os.environ.get("DOCKER_HOST") or DOCKER_SOCKET
         pong = ping(url)
         if pong is not None:
+            if starting is not None:
+                starting.stop()
             return _adapter(url, pong)
         if kind == "docker":
             raise EngineError(f"docker: dockerd does not answer on {url} (start dockerd)")
     return _connect_podman(podman_socket, embedded_socket, auto=kind == "auto",
-                           start_service=start_service)
+                           start_service=start_service, starting=starting)
+
+
+def start_podman_early(kind: Kind, podman_socket: str | None = None,
+                       embedded_socket: str | None = None) -> StartingService | None:
+    """Start hostos's own podman service now, without waiting, when connect() would start
+    one later: the caller does its own work (imports, reading the site) meanwhile and
+    hands the result to connect(starting=…).  None when an engine answers already or
+    podman is not there (connect() then says what is wrong)."""
+    if kind == "docker" or shutil.which("podman") is None:
+        return None
+    if kind == "auto" and ping(os.environ.get("DOCKER_HOST") or DOCKER_SOCKET) is not None:
+        return None
+    path = embedded_socket or default_embedded_socket()
+    looked = {_url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET),
+              _url(path)}
+    if any(ping(url) is not None for url in looked):
+        return None
+    try:
+        return StartingService.spawn(path)
+    except EngineError:
+        return None  # connect() tries again and reports it
 
 
 def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
-                    auto: bool, start_service: bool = True) -> Engine:
+                    auto: bool, start_service: bool = True,
+                    starting: StartingService | None = None) -> Engine:
     url = _url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET)
     pong = ping(url)
-    if pong is not None:
+    if pong is not None and (starting is None or _url(starting.path) != url):
+        if starting is not None:
+            starting.stop()
         return _adapter(url, pong)
     if shutil.which("podman") is None:
         where = "dockerd does not answer, " if auto else ""
@@ -86,13 +116,14 @@ def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
                           f"and podman is not installed ({HINT})")
     path = embedded_socket or default_embedded_socket()
     url = _url(path)
-    pong = ping(url)
-    if pong is not None:  # another hostos process's service: use it, leave it running
-        return _adapter(url, pong)
-    if not start_service:
+    if starting is None:
+        pong = ping(url)
+        if pong is not None:  # another hostos process's service: use it, leave it running
+            return _adapter(url, pong)
+    if not start_service and starting is None:
         raise EngineError(f"podman: no podman service answers on {url}")
     from hostos.engine.podman import PodmanEngine
-    service = EmbeddedService.start(path)
+    service = (starting or StartingService.spawn(path)).ready()
     try:
         return PodmanEngine(url, service.pong.libpod_version, on_close=service.stop)
     except BaseException:
@@ -171,20 +202,19 @@ def default_embedded_socket() -> str:
     return os.path.join(runtime, "hostos", "podman.sock")
 
 
-class EmbeddedService:
-    """A `podman system service` that hostos started and must stop."""
+class StartingService:
+    """A `podman system service` that hostos started and that may not answer yet."""
 
-    def __init__(self, path: str, process: subprocess.Popen[bytes], pong: Pong,
-                 log_path: Path) -> None:
+    def __init__(self, path: str, process: subprocess.Popen[bytes], log_path: Path,
+                 command: list[str]) -> None:
         self.path = path
         self.process = process
-        self.pong = pong
         self.log_path = log_path
+        self.command = command
 
     @classmethod
-    def start(cls, path: str, timeout: float = SERVICE_START_TIMEOUT) -> EmbeddedService:
-        """Start the service and wait until it answers; its output goes to a log beside
-        the socket, whose tail is shown if it fails to come up."""
+    def spawn(cls, path: str) -> StartingService:
+        """Start the service; its output goes to a log beside the socket."""
         sock = Path(path)
         sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         sock.unlink(missing_ok=True)  # a dead service's socket would make the bind fail
@@ -196,16 +226,36 @@ class EmbeddedService:
             except CommandFailed as exc:
                 raise EngineError(f"podman: {exc} ({HINT})") from None
         log.info("started podman service pid %d on %s", process.pid, path)
+        return cls(path, process, log_path, cmd)
+
+    def ready(self, timeout: float = SERVICE_START_TIMEOUT) -> EmbeddedService:
+        """Wait until it answers; the tail of its log if it exits or hangs instead."""
         deadline = time.monotonic() + timeout
-        while (pong := ping(_url(path), timeout=0.5)) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                why = ("exited" if process.poll() is not None
+        while (pong := ping(_url(self.path), timeout=0.5)) is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                why = ("exited" if self.process.poll() is not None
                        else f"did not answer within {timeout:g}s")
-                _terminate(process)
-                raise EngineError(f"podman: `{' '.join(cmd)}` {why}; "
-                                  f"last lines of {log_path}:\n{_tail(log_path)}")
+                _terminate(self.process)
+                raise EngineError(f"podman: `{' '.join(self.command)}` {why}; "
+                                  f"last lines of {self.log_path}:\n{_tail(self.log_path)}")
             time.sleep(0.05)
-        return cls(path, process, pong, log_path)
+        return EmbeddedService(self.path, self.process, pong, self.log_path)
+
+    def stop(self) -> None:
+        """Not needed after all (another engine answered)."""
+        _terminate(self.process)
+        Path(self.path).unlink(missing_ok=True)
+
+
+class EmbeddedService:
+    """A `podman system service` that hostos started and must stop."""
+
+    def __init__(self, path: str, process: subprocess.Popen[bytes], pong: Pong,
+                 log_path: Path) -> None:
+        self.path = path
+        self.process = process
+        self.pong = pong
+        self.log_path = log_path
 
     def stop(self) -> None:
         """Stop the service (SIGTERM, then SIGKILL after a grace period)."""

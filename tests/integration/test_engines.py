@@ -22,7 +22,7 @@ from hostos.engine.base import (
     PortSpec,
     UlimitSpec,
 )
-from hostos.engine.connect import EarlyEngine, connect, ping
+from hostos.engine.connect import PODMAN_SOCKET, EarlyEngine, connect, ping, start_podman_early
 from hostos.run import run
 
 from conftest import ROOT, Lab, remove_labelled, wait_for
@@ -314,6 +314,32 @@ def test_connect_reuses_a_running_private_service(tmp_path: Path) -> None:
         assert ping(f"unix://{private}") is not None
     finally:
         owner.close()
+
+
+def test_a_service_started_early_is_the_one_connect_uses(tmp_path: Path) -> None:
+    """The supervisor starts podman's service before reading the site; connect waits for
+    that one instead of starting a second, and closing the engine stops it."""
+    private = tmp_path / "hostos" / "podman.sock"
+    absent = str(tmp_path / "absent.sock")
+    starting = start_podman_early("podman", podman_socket=absent, embedded_socket=str(private))
+    assert starting is not None
+    engine = connect("podman", podman_socket=absent, embedded_socket=str(private),
+                     starting=starting)
+    try:
+        assert engine.name == "podman"
+        assert _service_pid(str(private)) == str(starting.process.pid)
+    finally:
+        engine.close()
+    assert starting.process.poll() is not None
+    assert _service_pid(str(private)) is None
+
+
+def test_nothing_is_started_early_when_an_engine_answers(tmp_path: Path) -> None:
+    private = tmp_path / "hostos" / "podman.sock"
+    assert start_podman_early("auto", embedded_socket=str(private)) is None  # dockerd answers
+    assert start_podman_early("podman", podman_socket=PODMAN_SOCKET,
+                              embedded_socket=str(private)) is None
+    assert not private.exists()
 
 
 def test_connect_can_be_told_not_to_start_a_service(tmp_path: Path) -> None:
