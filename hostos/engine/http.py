@@ -21,21 +21,26 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 import urllib.parse
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any
 
 from hostos import __version__
 from hostos.engine.base import EngineError
 
 DEFAULT_TIMEOUT = 60.0
+CHUNK = 65536  # the most one read of a streamed reply returns
 MAX_IDLE = 8  # pooled keep-alive connections; more in flight at once are closed after use
 OK = (200,)
 REQUESTS_SAFE = "!$&'()*+,/:;=@[]~"  # what requests leaves unquoted in a path, bar # ? %
 _STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError,
           ConnectionResetError, ConnectionAbortedError)
+
+
+Body = bytes | IO[bytes] | None
 
 
 class StatusError(EngineError):
@@ -120,20 +125,60 @@ class EngineHTTP:
             raise EngineError(f"{self.engine}: {what}: unreadable reply ({exc})") from None
 
     def request(self, method: str, path: str, what: str, *,
-                params: Mapping[str, str] | None = None, body: bytes | None = None,
+                params: Mapping[str, str] | None = None, body: Body = None,
                 headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = OK,
                 timeout: float | None = None) -> Reply:
-        """One call, its reply read whole; a status outside `ok` raises StatusError."""
-        target = self.prefix + path
-        if params:
-            target += "?" + urllib.parse.urlencode(params)
-        sent = {"User-Agent": f"hostos/{__version__}", **(headers or {})}
+        """One call, its reply read whole; a status outside `ok` raises StatusError.
+        body: bytes, or a file opened for reading in binary (sent as it is read)."""
+        target, sent = self._target_and_headers(path, params, body, headers)
         reply = self._send(method, target, body, sent, what, timeout)
         if reply.status not in ok:
             explanation = reply.explanation()
             raise StatusError(f"{self.engine}: {what}: {explanation}", reply.status,
                               explanation)
         return reply
+
+    def stream(self, method: str, path: str, what: str, *,
+               params: Mapping[str, str] | None = None, body: Body = None,
+               headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = OK,
+               timeout: float | None = None) -> Iterator[bytes]:
+        """One call whose reply body comes in pieces as the engine sends them (events,
+        logs, pull progress), on a connection of its own that is closed at the end.
+        timeout: seconds to wait for each piece; None waits as long as it takes."""
+        target, sent = self._target_and_headers(path, params, body, headers)
+        conn = self._new()
+        try:
+            try:
+                conn.connect()
+                assert conn.sock is not None
+                conn.sock.settimeout(timeout)
+                conn.request(method, target, body=body, headers=dict(sent))
+                response = conn.getresponse()
+                if response.status not in ok:
+                    reply = Reply(response.status, {}, response.read())
+                    explanation = reply.explanation()
+                    raise StatusError(f"{self.engine}: {what}: {explanation}",
+                                      response.status, explanation)
+                while chunk := response.read1(CHUNK):
+                    yield chunk
+            except TimeoutError:
+                raise EngineError(f"{self.engine}: {what}: {self.service} did not answer "
+                                  "in time") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise EngineError(f"{self.engine}: {what}: cannot reach {self.service} on "
+                                  f"{self.url} ({_why(exc)})") from None
+        finally:
+            conn.close()
+
+    def _target_and_headers(self, path: str, params: Mapping[str, str] | None, body: Body,
+                            headers: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+        target = self.prefix + path
+        if params:
+            target += "?" + urllib.parse.urlencode(params)
+        sent = {"User-Agent": f"hostos/{__version__}", **(headers or {})}
+        if body is not None and not isinstance(body, bytes):
+            sent["Content-Length"] = str(os.fstat(body.fileno()).st_size - body.tell())
+        return target, sent
 
     def close(self) -> None:
         """Close the idle connections; requests in flight close theirs when done."""
@@ -145,14 +190,14 @@ class EngineHTTP:
 
     # -- connections -------------------------------------------------------------
 
-    def _send(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str],
+    def _send(self, method: str, target: str, body: Body, headers: Mapping[str, str],
               what: str, timeout: float | None) -> Reply:
         conn, reused = self._take()
         try:
             try:
                 reply = self._exchange(conn, method, target, body, headers, timeout)
             except _STALE:
-                if not (reused and method in ("GET", "HEAD")):
+                if not (reused and method in ("GET", "HEAD") and body is None):
                     raise
                 conn.close()  # the engine closed the idle connection: once more, afresh
                 conn, reused = self._new(), False
@@ -169,7 +214,7 @@ class EngineHTTP:
         return reply
 
     def _exchange(self, conn: http.client.HTTPConnection, method: str, target: str,
-                  body: bytes | None, headers: Mapping[str, str],
+                  body: Body, headers: Mapping[str, str],
                   timeout: float | None) -> Reply:
         if conn.sock is None:
             conn.connect()
@@ -228,3 +273,27 @@ def quote(segment: str, safe: str = "/:") -> str:
     (`/` and `:` kept); podman-py leaves what requests leaves (pass REQUESTS_SAFE)."""
     return urllib.parse.quote(segment, safe=safe)
 
+
+
+def json_lines(chunks: Iterable[bytes], what: str, engine: str) -> Iterator[Any]:
+    """The JSON values of a streamed reply: one or more per line (podman may pack several
+    into one line), lines split across chunks put back together."""
+    decoder = json.JSONDecoder()
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield from _values(decoder, line, what, engine)
+    yield from _values(decoder, pending, what, engine)
+
+
+def _values(decoder: json.JSONDecoder, line: bytes, what: str, engine: str) -> Iterator[Any]:
+    text = line.decode(errors="replace").strip()
+    while text:
+        try:
+            value, end = decoder.raw_decode(text)
+        except ValueError as exc:
+            raise EngineError(f"{engine}: {what}: unreadable reply ({exc})") from None
+        yield value
+        text = text[end:].lstrip()

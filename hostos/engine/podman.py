@@ -1,15 +1,9 @@
-"""PodmanEngine: the Engine protocol over podman-py, talking libpod's own API.
+"""PodmanEngine: the Engine protocol over libpod's own API.
 
-Reads (ping, the container list, inspect, image lookup) are plain GETs sent with
-hostos.engine.http, so a no-op apply never imports podman-py and requests (about
-0.15 s).  What creates, starts, stops, removes, renames, pulls, builds, loads, runs
-a health check or streams (logs, events) goes through podman-py, imported and
-built on the first such call.
-
-podman-py's models add an inspect after most calls and its `containers.list()`
-is sparse by default, so this adapter uses the client's low-level `api` (one
-method per libpod endpoint) and podman-py only for the transport and for tarring
-build contexts.  Differences from Docker it absorbs:
+Every call but a build is plain HTTP sent with hostos.engine.http (the standard library
+only): podman-py and requests (about 0.15 s to import here, seconds on an emulated node
+at boot) come in only to build an image, for podman-py's tarring of build contexts.
+Differences from Docker it absorbs:
 
 - Without systemd podman never runs health checks by itself: `health()` runs the
   check (`GET /libpod/containers/{id}/healthcheck`), so a caller polling health at
@@ -46,7 +40,15 @@ from hostos.engine.base import (
     UlimitSpec,
     owner_labels,
 )
-from hostos.engine.http import REQUESTS_SAFE, EngineHTTP, quote
+from hostos.engine.http import (
+    REQUESTS_SAFE,
+    Body,
+    EngineHTTP,
+    Reply,
+    StatusError,
+    json_lines,
+    quote,
+)
 from hostos.engine.observe import (
     demux_frames,
     docker_inspected,
@@ -57,6 +59,7 @@ from hostos.engine.payload import libpod_create_body
 from hostos.engine.shared import PULL_BACKOFF, build_error, with_retries
 
 DEFAULT_TIMEOUT = 60.0
+LOAD_TIMEOUT = 3600.0  # podman answers a load only once the whole archive is in
 SERVICE = "the podman service"
 FALLBACK_API_VERSION = "4.0.0"  # the libpod path prefix when the service does not answer
 DOCKER_FORMAT = "application/vnd.docker.distribution.manifest.v2+json"
@@ -159,9 +162,9 @@ class PodmanEngine:
 
     def _pull_once(self, ref: str, progress: Progress) -> None:
         params = {"reference": ref, "tlsVerify": "false" if _loopback_registry(ref) else "true"}
-        response = self._request("POST", "/images/pull", f"pull {ref}", params=params,
-                                 stream=True, ok=(200,), fail=_pull_failed)
-        for line in self._lines(response, f"pull {ref}"):
+        chunks = self._stream("POST", "/images/pull", f"pull {ref}", params=params,
+                              fail=_pull_failed)
+        for line in json_lines(chunks, f"pull {ref}", self.name):
             if line.get("error"):
                 _pull_failed(f"pull {ref}", str(line["error"]))
             if line.get("stream"):
@@ -210,12 +213,12 @@ class PodmanEngine:
         what = f"load {archive}"
         try:
             with open(path, "rb") as data:
-                response = self._request("POST", "/images/load", what, data=data,
-                                         headers={"Content-Type": "application/x-tar"},
-                                         timeout=(10.0, None))
+                reply = self._call("POST", "/images/load", what, body=data,
+                                   headers={"Content-Type": "application/x-tar"},
+                                   timeout=LOAD_TIMEOUT)
         except OSError as exc:
             raise EngineError(f"podman: {what}: {exc.strerror or exc}") from None
-        names = response.json().get("Names") or []
+        names = self._json(reply, what).get("Names") or []
         if not names:
             raise EngineError(f"podman: {what}: the service named no loaded image")
         return self._must_have(str(names[0]), what)
@@ -226,27 +229,27 @@ class PodmanEngine:
         what = f"create {spec.name}"
         defaults = self._default_ulimits(spec) if spec.ulimits else {}
         body = libpod_create_body(spec, default_ulimits=defaults.values())
-        response = self._request("POST", "/containers/create", what, data=json.dumps(body),
-                                 headers={"Content-Type": "application/json"},
-                                 fail=lambda w, m: _create_failed(w, m, spec.image))
-        return str(response.json()["Id"])
+        reply = self._call("POST", "/containers/create", what, body=json.dumps(body).encode(),
+                           headers={"Content-Type": "application/json"},
+                           fail=lambda w, m: _create_failed(w, m, spec.image))
+        return str(self._json(reply, what)["Id"])
 
     def start(self, container: str) -> None:
-        self._request("POST", f"/containers/{container}/start", f"start {container}")
+        self._call("POST", f"/containers/{_q(container)}/start", f"start {container}")
 
     def stop(self, container: str, timeout: float) -> None:
         seconds = math.ceil(timeout)
-        self._request("POST", f"/containers/{container}/stop", f"stop {container}",
-                      params={"timeout": str(seconds)}, timeout=DEFAULT_TIMEOUT + seconds)
+        self._call("POST", f"/containers/{_q(container)}/stop", f"stop {container}",
+                   params={"timeout": str(seconds)}, timeout=DEFAULT_TIMEOUT + seconds)
 
     def remove(self, container: str) -> None:
         """Force-remove with anonymous volumes; a container already gone is not an error."""
-        self._request("DELETE", f"/containers/{container}", f"remove {container}",
-                      params={"force": "true", "v": "true"}, ok=(*OK, 404))
+        self._call("DELETE", f"/containers/{_q(container)}", f"remove {container}",
+                   params={"force": "true", "v": "true"}, ok=(*OK, 404))
 
     def rename(self, container: str, name: str) -> None:
-        self._request("POST", f"/containers/{container}/rename",
-                      f"rename {container} to {name}", params={"name": name})
+        self._call("POST", f"/containers/{_q(container)}/rename",
+                   f"rename {container} to {name}", params={"name": name})
 
     def health(self, container: str) -> str | None:
         """Run the container's health check now and return the resulting status.
@@ -255,29 +258,22 @@ class PodmanEngine:
         lacks, so the check runs here: call this at the check's interval.  A
         container without a check, or not running, gives None.
         """
-        response = self._request("GET", f"/containers/{container}/healthcheck",
-                                 f"health check {container}", ok=(200, 409))
-        if response.status_code == 409:  # no check defined, or the container is not running
+        what = f"health check {container}"
+        reply = self._call("GET", f"/containers/{_q(container)}/healthcheck", what,
+                           ok=(200, 409))
+        if reply.status == 409:  # no check defined, or the container is not running
             return None
-        if response.json().get("Status") == "healthy":
+        if self._json(reply, what).get("Status") == "healthy":
             return "healthy"
         # The endpoint reports this one run; whether failures already make the container
         # unhealthy (retries, start period) is in its state.
         return self.inspect(container).health
 
     def logs(self, container: str, follow: bool, tail: int | None) -> Iterator[bytes]:
-        import requests.exceptions
-
         params = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false",
                   "tail": "all" if tail is None else str(tail)}
-        response = self._request("GET", f"/containers/{container}/logs", f"logs {container}",
-                                 params=params, stream=True, timeout=(10.0, None))
-        try:
-            yield from demux_frames(response.iter_content(chunk_size=None))
-        except requests.exceptions.RequestException as exc:
-            _raise(f"logs {container}", exc)
-        finally:
-            response.close()
+        yield from demux_frames(self._stream("GET", f"/containers/{_q(container)}/logs",
+                                             f"logs {container}", params=params))
 
     def events(self, since: float, until: float | None) -> Iterator[dict[str, Any]]:
         """Container events from `since`, in time order; without `until` it follows new ones.
@@ -288,9 +284,8 @@ class PodmanEngine:
             time.sleep(until - time.time())
         params = {"since": f"{since:.9f}", "stream": "true" if until is None else "false",
                   "filters": json.dumps({"type": ["container"]})}
-        response = self._request("GET", "/events", "events", params=params, stream=True,
-                                 timeout=(10.0, None))
-        events = (normalize_event(line) for line in self._lines(response, "events"))
+        chunks = self._stream("GET", "/events", "events", params=params)
+        events = (normalize_event(line) for line in json_lines(chunks, "events", self.name))
         if until is None:
             yield from events
             return
@@ -330,12 +325,12 @@ class PodmanEngine:
         if self._ulimits is None:
             probe = {"image": spec.image, "netns": {"nsmode": "none"},
                      "command": ["true"], "labels": {"io.hostos.probe": "ulimits"}}
-            reply = self._request("POST", "/containers/create",
-                                  f"create {spec.name} (probing the default ulimits)",
-                                  data=json.dumps(probe),
-                                  headers={"Content-Type": "application/json"},
-                                  fail=lambda w, m: _create_failed(w, m, spec.image))
-            probe_id = str(reply.json()["Id"])
+            what = f"create {spec.name} (probing the default ulimits)"
+            reply = self._call("POST", "/containers/create", what,
+                               body=json.dumps(probe).encode(),
+                               headers={"Content-Type": "application/json"},
+                               fail=lambda w, m: _create_failed(w, m, spec.image))
+            probe_id = str(self._json(reply, what)["Id"])
             try:
                 host = self._inspect(probe_id).get("HostConfig") or {}
             finally:
@@ -371,6 +366,38 @@ class PodmanEngine:
             raise EngineError(f"podman: {what}: unreadable reply ({exc})") from None
         finally:
             response.close()
+
+    def _call(self, method: str, path: str, what: str, *,
+              params: Mapping[str, str] | None = None, body: Body = None,
+              headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = OK,
+              timeout: float | None = None,
+              fail: Callable[[str, str], NoReturn] | None = None) -> Reply:
+        """One libpod call over plain HTTP; a status outside `ok` raises EngineError
+        (through `fail`, given the engine's message, if there is one)."""
+        try:
+            return self._http.request(method, path, what, params=params, body=body,
+                                      headers=headers, ok=ok, timeout=timeout)
+        except StatusError as exc:
+            if fail is not None:
+                fail(what, exc.explanation)
+            raise
+
+    def _stream(self, method: str, path: str, what: str, *,
+                params: Mapping[str, str] | None = None,
+                fail: Callable[[str, str], NoReturn] | None = None) -> Iterator[bytes]:
+        """A libpod reply in pieces as they come (no time limit: events, logs, pulls)."""
+        try:
+            yield from self._http.stream(method, path, what, params=params, timeout=None)
+        except StatusError as exc:
+            if fail is not None:
+                fail(what, exc.explanation)
+            raise
+
+    def _json(self, reply: Reply, what: str) -> Any:
+        try:
+            return reply.json()
+        except ValueError as exc:
+            raise EngineError(f"podman: {what}: unreadable reply ({exc})") from None
 
     def _request(self, method: str, path: str, what: str, *,
                  params: Mapping[str, str] | None = None, data: Any = None,
@@ -430,6 +457,11 @@ def _error_message(response: Any) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body.get("cause") or body)
     return str(body)
+
+
+def _q(container: str) -> str:
+    """A container name or ID in a path, quoted as podman-py (requests) quotes it."""
+    return quote(container, REQUESTS_SAFE)
 
 
 def _create_failed(what: str, message: str, image: str) -> NoReturn:
