@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hostos.engine.base import EngineError
-from hostos.engine.http import EngineHTTP, StatusError, quote
+from hostos.engine.http import EngineHTTP, StatusError, json_lines, quote
 
 Handler = Callable[[str], tuple[int, bytes, bool]]  # request line → status, body, close
 
@@ -206,3 +206,14 @@ def test_quote_keeps_slashes_and_colons() -> None:
     assert quote("localhost/hostos/busybox:latest") == "localhost/hostos/busybox:latest"
     assert quote("busybox@sha256:ab") == "busybox%40sha256:ab"
     assert quote("a b#c?") == "a%20b%23c%3F"
+
+
+def test_json_lines_joins_lines_split_across_chunks_and_splits_packed_ones() -> None:
+    chunks = [b'{"a": 1}\n{"b"', b': 2} {"c": 3}\n', b"\n", b'{"d": [4]}']
+    assert list(json_lines(chunks, "events", "podman")) == [
+        {"a": 1}, {"b": 2}, {"c": 3}, {"d": [4]}]
+
+
+def test_json_lines_names_the_call_when_a_line_is_not_json() -> None:
+    with pytest.raises(EngineError, match=r"^podman: events: unreadable reply"):
+        list(json_lines([b'{"a": 1}\nnot json\n'], "events", "podman"))
