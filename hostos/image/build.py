@@ -54,7 +54,8 @@ class BuildSettings:
     tag: str = DEFAULT_TAG
     build_args: tuple[str, ...] = ()  # KEY=VALUE
     root: str = "squashfs"
-    modules: tuple[str, ...] = prune.MODULES
+    modules: tuple[str, ...] = prune.MODULES  # loaded before the supervisor starts
+    later_modules: tuple[str, ...] = prune.LATER_MODULES  # loaded in the background
     rules: prune.Rules = field(default_factory=prune.Rules)
     init_dir: Path = INIT_DIR
     cmdline: str = DEFAULT_CMDLINE
@@ -80,6 +81,7 @@ class Context:
     debian: list[Package] = field(default_factory=list)
     python: list[Package] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)  # kept module paths, in load order
+    later_modules: list[str] = field(default_factory=list)  # the rest, loaded in background
     outer_modules: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)  # bytes, for the manifest's "root"
     placeholder_init: bool = False

@@ -116,22 +116,31 @@ DLOPENED = (
     "usr/lib/x86_64-linux-gnu/xtables/*",  # iptables extensions
 )
 
-# Kernel modules for podman on virtio with bridge networking and NFS role mounts, and for
-# the outer initramfs (loop, squashfs, overlay); dependencies come from modules.dep.
+# Kernel modules /init loads before it starts the supervisor: the NIC, NFS for the site and
+# the role mounts, overlay for container storage, the power button.  Dependencies come from
+# modules.dep.
 MODULES = (
     # before anything that needs libcrc32c: it asks the crypto API for crc32c when it loads
     # (a softdep, which insmod does not follow); the generic one works on any CPU
     "crc32c_generic",
     "virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "virtio_rng", "net_failover",
-    "overlay", "squashfs", "loop", "bridge", "veth", "tun",
+    "overlay", "squashfs", "loop",
+    "nfsv4", "nfsv3", "nfs", "sunrpc", "e1000", "evdev", "button",
+)
+
+# Modules for bridge networking and published ports, which units on `network: host` or
+# `none` never need: /init loads them in the background at the lowest priority once the
+# supervisor runs (/etc/hostos/modules.later), and the kernel loads any of them on demand
+# before that (busybox modprobe reads the kept modules.alias), so they stay off the boot's
+# critical path: about a second under emulation.
+LATER_MODULES = (
+    "bridge", "veth", "tun",
     "nf_tables", "nft_compat", "nft_chain_nat", "nft_ct", "nft_masq", "nf_nat", "nf_conntrack",
     "x_tables", "xt_MASQUERADE", "xt_addrtype", "xt_comment", "xt_conntrack", "xt_mark",
     "xt_nat", "xt_tcpudp", "xt_multiport", "ipt_REJECT", "ip6t_REJECT", "ip_tables", "ip6_tables",
     "iptable_nat", "iptable_filter", "ip6table_nat", "ip6table_filter", "br_netfilter",
-    "nfsv4", "nfsv3", "nfs", "sunrpc", "e1000", "evdev", "button",
 )
 
-# What the outer initramfs loads to mount the root image.
 OUTER_MODULES = ("loop", "squashfs", "overlay")
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 SITE_DIRS = ("usr/local/lib/python3.11/dist-packages", "usr/lib/python3/dist-packages")
 PYTHON_DIRS = ("usr/lib/python3.11", "usr/local/lib/python3.11", "usr/lib/python3")
 MODULES_LIST = "etc/hostos/modules"
+LATER_MODULES_LIST = "etc/hostos/modules.later"
 MODULE_INDEXES_KEPT = ("modules.dep", "modules.order", "modules.alias", "modules.builtin",
                        "modules.softdep", "modules.devname")
 
@@ -119,11 +120,13 @@ def prune_modules(ctx: Context) -> str:
     deps = prune.parse_modules_dep(dep_text)
     builtin = _read(moddir / "modules.builtin").split()
     choice = prune.select_modules(deps, ctx.settings.modules, builtin)
-    if choice.missing:
+    later = prune.select_modules(deps, ctx.settings.later_modules, builtin)
+    missing = [*choice.missing, *later.missing]
+    if missing:
         raise RuntimeFailure(f"kernel {ctx.kernel_version} has no modules named "
-                             f"{', '.join(choice.missing)}")
+                             f"{', '.join(missing)}")
     outer = prune.select_modules(deps, prune.OUTER_MODULES, builtin)
-    keep = set(choice.load_order) | set(outer.load_order)
+    keep = set(choice.load_order) | set(later.load_order) | set(outer.load_order)
     dropped = 0
     for module in deps:
         if module not in keep:
@@ -141,8 +144,10 @@ def prune_modules(ctx: Context) -> str:
     (moddir / "modules.alias").write_text(
         prune.filter_modules_alias(_read(moddir / "modules.alias"), keep))
     ctx.modules = choice.load_order
+    ctx.later_modules = [m for m in later.load_order if m not in set(choice.load_order)]
     ctx.outer_modules = outer.load_order
     write_modules_list(ctx.root / MODULES_LIST, ctx.modules)
+    write_modules_list(ctx.root / LATER_MODULES_LIST, ctx.later_modules)
     return f"kept {len(keep)}, dropped {dropped} ({megabytes(tree_size(moddir))})"
 
 

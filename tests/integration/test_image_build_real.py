@@ -61,7 +61,7 @@ def test_build_writes_the_four_files_and_a_matching_manifest(built: Path) -> Non
     assert manifest["kernel"]["version"].endswith("-amd64")
     debian = [p.split()[0] for p in manifest["packages"]["debian"]]
     python = [p.split()[0].lower() for p in manifest["packages"]["python"]]
-    assert {"podman", "runc", "busybox-static", "python3"} <= set(debian)
+    assert {"podman", "crun", "busybox-static", "python3"} <= set(debian)
     assert {"hostos", "pydantic", "podman"} <= set(python)
     assert "docker" not in python  # podman-only image: no docker-py
     sizes = {name: entry["size"] for name, entry in manifest["files"].items()}
@@ -96,6 +96,9 @@ def test_the_pruned_root_runs_python_and_hostos(built: Path) -> None:
          "import hostos.supervisor, hostos.engine.podman, hostos.watch, hostos.engine.connect"],
         capture_output=True, text=True, timeout=60)
     assert imports.returncode == 0, imports.stderr
-    for program in ("podman", "runc", "conmon", "iptables", "mount", "sh", "insmod"):
+    supervise = subprocess.run(["chroot", str(root), "/usr/local/bin/hostos", "supervise",
+                                "--help"], capture_output=True, text=True, timeout=60)
+    assert supervise.stdout.startswith("usage: hostos supervise"), supervise.stderr
+    for program in ("podman", "crun", "conmon", "iptables", "mount", "sh", "insmod"):
         assert subprocess.run(["chroot", str(root), "/bin/sh", "-c", f"command -v {program}"],
                               capture_output=True, timeout=30).returncode == 0, program
