@@ -48,6 +48,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from report import write_section  # noqa: E402
+
 BIN = ROOT / ".venv" / "bin"
 HOSTOS = BIN / "hostos"
 PYTHON = BIN / "python"
@@ -70,8 +74,6 @@ TARGET_COMPOSE = 1.0
 TARGET_FLOOR = 1.15
 TARGET_NOOP_LARGE = 0.35
 
-START_MARK = "<!-- apply-bench:start -->"
-END_MARK = "<!-- apply-bench:end -->"
 REPRODUCE = ("bash bench/setup.sh && .venv/bin/python bench/apply.py --engine both --runs 5 "
              "--write docs/benchmarks.md")
 
@@ -701,16 +703,8 @@ by hand.
 
 
 def write(path: Path, section: str) -> None:
-    block = f"{START_MARK}\n{section}\n{END_MARK}"
-    if not path.exists():
-        path.write_text(INTRO + block + "\n")
-        return
-    text = path.read_text()
-    begin, end = text.find(START_MARK), text.find(END_MARK)
-    if begin == -1 or end == -1 or end < begin:
-        path.write_text(text.rstrip("\n") + "\n\n" + block + "\n")
-        return
-    path.write_text(text[:begin] + block + text[end + len(END_MARK):])
+    """Replace this benchmark's marked section of path, appending it when absent."""
+    write_section(path, "apply-bench", section, INTRO)
 
 
 def main(argv: list[str] | None = None) -> int:

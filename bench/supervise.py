@@ -49,7 +49,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from report import machine as machine_line  # noqa: E402
+from report import write_section  # noqa: E402
 
 from hostos.engine.base import Engine, EngineError  # noqa: E402
 from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect, ping  # noqa: E402
@@ -75,8 +78,6 @@ SAMPLE = 0.5  # idle sampling period, seconds
 TARGET_LATENCY = 1.0
 TARGET_RSS_MB = 60.0
 TARGET_CPU = 1.0
-START_MARK = "<!-- supervise-bench:start -->"
-END_MARK = "<!-- supervise-bench:end -->"
 REPRODUCE = ("bash scripts/setup && .venv/bin/python bench/supervise.py --engine both "
              "--edits 20 --kills 20 --idle-units 100 --idle-seconds 60 "
              "--write docs/benchmarks.md")
@@ -772,21 +773,7 @@ def idle_notes(runs: Sequence[EngineRun]) -> list[str]:
 
 
 def machine() -> list[str]:
-    mem = "?"
-    with suppress(OSError, StopIteration):
-        line = next(x for x in Path("/proc/meminfo").read_text().splitlines()
-                    if x.startswith("MemTotal:"))
-        mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    cpu = "?"
-    with suppress(OSError):
-        cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text()
-                    .splitlines() if x.startswith("model name")), "?")
-    os_name = "?"
-    with suppress(OSError):
-        found = re.search(r'^PRETTY_NAME="?([^"\n]*)', Path("/etc/os-release").read_text(), re.M)
-        os_name = found.group(1) if found else "?"
-    return [f"- machine: {os_name}, kernel {platform.release()}, {os.cpu_count()} CPUs "
-            f"({cpu}), {mem} memory, no systemd",
+    return [f"- machine: {machine_line()}, no systemd",
             f"- hostos {_git('describe', '--always', '--dirty')}, Python "
             f"{platform.python_version()}, watchdog {metadata.version('watchdog')}, docker-py "
             f"{metadata.version('docker')}, podman-py {metadata.version('podman')}"]
@@ -873,16 +860,7 @@ def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
 
 def write(path: Path, section: str) -> None:
     """Replace this benchmark's marked section of path, appending it when absent."""
-    block = f"{START_MARK}\n{section}\n{END_MARK}"
-    if not path.exists():
-        path.write_text(block + "\n")
-        return
-    text = path.read_text()
-    begin, end = text.find(START_MARK), text.find(END_MARK)
-    if begin == -1 or end == -1 or end < begin:
-        path.write_text(text.rstrip("\n") + "\n\n" + block + "\n")
-        return
-    path.write_text(text[:begin] + block + text[end + len(END_MARK):])
+    write_section(path, "supervise-bench", section)
 
 
 def summary(runs: Sequence[EngineRun]) -> None:
