@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fake_fleet import Fleet, setup_fleet, wait_for
+from fake_fleet import setup_fleet, wait_for
 from server_fixtures import Server, start_server, stop_server
 
 pytestmark = pytest.mark.integration

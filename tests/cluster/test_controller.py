@@ -1,0 +1,301 @@
+"""The rollout controller in process: its pure parts, its rounds over a SQLite store, the
+claim it acts under, and the commands' and status views' words."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hostos.cluster import commands, controller, keys
+from hostos.cluster.controller import Controller, Stored, round_writes, view_of
+from hostos.cluster.kv import open_kv
+from hostos.cluster.records import Heartbeat, ImageRecord, NodeRecord, SiteDocument
+from hostos.cluster.rollout import Action, Decision, Kind, NodeState, RolloutSpec, plan, start
+from hostos.cluster.state import NotFound, State
+
+IDS = ["n1", "n2", "n3", "n4"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def state(clock: Clock) -> Iterator[State]:
+    with contextlib.closing(open_kv("sqlite://:memory:")) as kv:
+        state = State(kv, clock=clock)
+        site = SiteDocument({"compute": {"image": "img-1"}}, {i: {"role": "compute"} for i in IDS})
+        state.publish(site)
+        for image in ("img-1", "img-2"):
+            state.register_image(ImageRecord(image))
+        for node in IDS:
+            beat(state, node, "img-1")
+        yield state
+
+
+def beat(state: State, node: str, image: str, health: str = "healthy") -> None:
+    state.heartbeat(node, Heartbeat(image, {"app": health}, boot_id=f"{node}-{image}"))
+    state.steady_state(node, "compute")
+
+
+def spec(**changes: Any) -> RolloutSpec:
+    base = RolloutSpec("compute", "img-2", "", max_unavailable=2, health_timeout=60.0)
+    return dataclasses.replace(base, **changes)
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+def test_a_node_record_as_the_planner_sees_it() -> None:
+    record = NodeRecord("n1", booted_image="img-2", last_seen=5.0, boot_id="b",
+                        steady_boot_id="b", units={"a": "healthy", "b": "running"})
+    assert view_of(record) == controller.NodeView("n1", "img-2", True, True, 5.0)
+    starting = dataclasses.replace(record, units={"a": "starting"}, steady_boot_id="old")
+    assert (view_of(starting).healthy, view_of(starting).steady) == (False, False)
+    assert view_of(NodeRecord("n2")).last_seen == float("-inf")  # never heard from
+    assert view_of(NodeRecord("n3", last_seen=1.0)).healthy  # no units: nothing unhealthy
+
+
+@pytest.mark.parametrize(("records", "role_image", "expected"), [
+    ([("img-1", None), ("img-1", None), ("img-0", None)], None, "img-1"),
+    ([(None, "img-1"), (None, "img-0")], None, "img-0"),  # a tie: the first by name
+    ([(None, None)], "img-1", "img-1"),  # nothing reported: the role's spec image
+    ([("img-2", "img-2")], "img-2", None),  # everyone has the target already
+])
+def test_the_previous_image_is_what_the_nodes_run(
+        records: list[tuple[str | None, str | None]], role_image: str | None,
+        expected: str | None) -> None:
+    nodes = [NodeRecord(f"n{i}", assigned_image=a, booted_image=b)
+             for i, (a, b) in enumerate(records)]
+    assert controller.previous_image(nodes, "img-2", role_image) == expected
+
+
+def _started() -> Stored:
+    views = [controller.NodeView(i, "img-1", True, True, 1000.0) for i in IDS]
+    return Stored(start(spec(previous_image="img-1", max_unavailable=3), views, 1000.0, "r1"))
+
+
+def test_one_txn_holds_the_slots_the_assignments_and_the_rollout() -> None:
+    before = _started()
+    decision = plan(before.rollout, [controller.NodeView(i, "img-1", True, True, 1000.0)
+                                     for i in IDS], 1001.0)
+    assert [a.node for a in decision.grants] == ["n1", "n2", "n3"]
+    foreign = keys.encode({"holders": ["n9", "n8"], "max": 3})  # two slots taken by hand
+    slots = controller.Entry(keys.fleetlock("compute"), foreign, 7)
+    records = {"n1": controller.Entry(keys.node("n1"),
+                                      keys.encode(NodeRecord("n1", booted_image="img-1")
+                                                  .to_json()), 5)}
+    writes = round_writes(before, decision, 3, slots, records, 1001.0)
+    assert writes.refused == ["n2", "n3"]  # the table had one slot left
+    assert writes.rollout.nodes["n1"].state is NodeState.GRANTED
+    assert writes.rollout.nodes["n2"] == before.rollout.nodes["n2"]
+    assert {(c.key, c.revision) for c in writes.compares} == {
+        ("rollouts/current/compute", 3), ("fleetlock/compute", 7), ("nodes/n1", 5)}
+    assert keys.decode(writes.puts["fleetlock/compute"])["holders"] == ["n9", "n8", "n1"]
+    assert keys.decode(writes.puts["nodes/n1"])["assigned_image"] == "img-2"
+    assert "nodes/n2" not in writes.puts and writes.changed
+    logged = Stored.from_json(keys.decode(writes.puts["rollouts/current/compute"])).log
+    assert [(e["kind"], e["node"]) for e in logged] == [("grant", "n1")]
+
+
+def test_grants_beyond_one_txn_wait_for_the_next_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller, "GRANTS_PER_TXN", 2)
+    before = _started()
+    decision = plan(before.rollout, [controller.NodeView(i, "img-1", True, True, 1000.0)
+                                     for i in IDS], 1001.0)
+    writes = round_writes(before, decision, 3, None, {}, 1001.0)
+    assert writes.refused == ["n3"]
+    assert {c.key for c in writes.compares} >= {"nodes/n1", "nodes/n2"}
+    assert all(c.revision == 0 for c in writes.compares if c.key.startswith("nodes/"))
+
+
+def test_nothing_to_write_when_every_grant_was_refused() -> None:
+    before = _started()
+    decision = Decision(before.rollout, (Action(Kind.GRANT, "next", "n1", "img-2"),))
+    full = keys.encode({"holders": ["x", "y", "z"], "max": 3})
+    writes = round_writes(before, decision, 1,
+                          controller.Entry(keys.fleetlock("compute"), full, 2), {}, 1.0)
+    assert writes.refused == ["n1"] and not writes.changed
+
+
+def test_a_finished_rollout_goes_to_the_history_in_the_same_txn() -> None:
+    before = _started()
+    done = dataclasses.replace(before.rollout, state=controller.rollout.State.DONE)
+    writes = round_writes(before, Decision(done, (Action(Kind.COMPLETE, "all done"),)), 1,
+                          None, {}, 1.0)
+    assert "rollouts/history/r1" in writes.puts
+
+
+# -- rounds over a store -------------------------------------------------------------------
+
+
+def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: State) -> None:
+    stored = controller.start_rollout(state, spec())
+    assert stored.rollout.spec.previous_image == "img-1"
+    leader = Controller(state, holder="a")
+    assert leader.campaign() and leader.round()
+    assert [n.assigned_image for n in state.nodes()] == ["img-2", "img-2", None, None]
+    assert state.slots("compute").holders == ("n1", "n2")
+    assert not leader.round()  # nothing moved: nothing written
+    for node in ("n1", "n2"):
+        beat(state, node, "img-2")
+    assert leader.round()
+    found = controller.read(state.kv, "compute")
+    assert found is not None
+    assert [p.state.value for p in found[0].rollout.nodes.values()] == \
+        ["done", "done", "granted", "granted"]
+
+
+def test_only_the_claim_holder_acts(state: State) -> None:
+    controller.start_rollout(state, spec())
+    first, second = Controller(state, holder="a"), Controller(state, holder="b")
+    assert first.campaign() and not second.campaign()
+    first._leading_until = 0.0  # the claim ran out while it planned
+    entry = state.kv.get(keys.rollout("compute"))
+    assert entry is not None
+    stored = Stored.from_json(keys.decode(entry.value))
+    assert not first._role_round(entry, stored, {r.id: r for r in state.nodes()})
+    assert state.slots("compute").holders == ()
+
+
+def test_a_command_between_the_read_and_the_write_wins(state: State) -> None:
+    controller.start_rollout(state, spec())
+    entry = state.kv.get(keys.rollout("compute"))
+    assert entry is not None
+    stored = Stored.from_json(keys.decode(entry.value))
+    views = [view_of(r) for r in state.nodes()]
+    decision = plan(stored.rollout, views, state.clock())
+    writes = round_writes(stored, decision, entry.revision, None, {}, state.clock())
+    controller.command(state, "compute", "pause")
+    assert state.kv.txn(writes.compares, writes.puts) is None  # the stale round loses
+    assert state.slots("compute").holders == ()
+
+
+def test_commands_and_their_refusals(state: State, clock: Clock) -> None:
+    with pytest.raises(NotFound, match="no rollout"):
+        controller.command(state, "compute", "pause")
+    with pytest.raises(NotFound, match="img-9"):
+        controller.start_rollout(state, spec(target_image="img-9"))
+    with pytest.raises(NotFound, match="role 'storage'"):
+        controller.start_rollout(state, spec(role="storage"))
+    first = controller.start_rollout(state, spec())
+    with pytest.raises(controller.Conflict, match="abort it first"):
+        controller.start_rollout(state, spec())
+    assert controller.command(state, "compute", "pause").rollout.state.value == "paused"
+    with pytest.raises(controller.Conflict, match="cannot pause"):
+        controller.command(state, "compute", "pause")
+    aborted = controller.command(state, "compute", "abort")
+    assert [e["kind"] for e in aborted.log] == ["start", "pause", "abort"]
+    clock.now += 5
+    second = controller.start_rollout(state, spec())
+    assert second.rollout.id != first.rollout.id
+    history = state.kv.get(keys.ROLLOUTS_HISTORY + first.rollout.id)
+    assert history is not None and keys.decode(history.value)["state"] == "aborted"
+
+
+def test_everyone_on_the_target_already_is_refused(state: State) -> None:
+    for node in IDS:
+        beat(state, node, "img-2")
+    with pytest.raises(controller.RolloutError, match="has img-2 already"):
+        controller.start_rollout(state, spec())
+
+
+# -- what the commands print ---------------------------------------------------------------
+
+
+def test_node_states_as_listed() -> None:
+    now = 1000.0
+    assert commands.node_state({"last_seen": 990.0, "booted_image": "a"}, now) == "up"
+    assert commands.node_state({"last_seen": 900.0, "booted_image": "a"}, now) == "stale"
+    assert commands.node_state({"last_seen": 0}, now) == "unseen"
+    assert commands.node_state({"last_seen": 999.0, "booted_image": "a",
+                                "assigned_image": "b"}, now) == "rebooting"
+    row = commands.node_rows([{"id": "n1", "role": "c", "last_seen": 990.0,
+                               "booted_image": "a"}], now)[0]
+    assert row == ["n1", "c", "up", "a", "-", "10s ago"]
+
+
+def test_diff_lines_per_role() -> None:
+    old = {"roles": {"c": {"image": "i1"}, "gone": {}}, "nodes": {"n1": {"role": "c"},
+                                                                   "n2": {"role": "gone"}}}
+    new = {"roles": {"c": {"image": "i2"}, "fresh": {}}, "nodes": {"n1": {"role": "c"},
+                                                                    "n3": {"role": "fresh"}}}
+    diff = {"generation": 4, "changed": True,
+            "roles": {"added": ["fresh"], "removed": ["gone"], "changed": ["c"]},
+            "nodes": {"added": ["n3"], "removed": ["n2"], "changed": []}}
+    assert commands.diff_lines(diff, old, new) == [
+        "against generation 4:",
+        "~ role c: host image i1 → i2 (roll it out: hostos rollout start c --image i2)",
+        "+ role fresh",
+        "    + 1 node added: n3",
+        "- role gone",
+        "    - 1 node removed: n2",
+    ]
+    assert commands.diff_lines({"generation": 4, "changed": False}, old, old) == \
+        ["no change (generation 4)"]
+
+
+def _status(state: str, done: int, reverting: bool = False) -> dict[str, Any]:
+    return {"id": "r1", "state": state, "reverting": reverting, "total": 4,
+            "max_unavailable": 2, "canaries": [], "reason": "why",
+            "spec": {"role": "c", "previous_image": "i1", "target_image": "i2",
+                     "health_timeout": 60.0, "auto_rollback": False},
+            "counts": {"reverted" if reverting else "done": done, "granted": 1, "failed": 0},
+            "nodes": {"n1": {"state": "done", "image": "i2", "slot": False, "reason": ""}},
+            "log": [{"at": 3661.0, "kind": "grant", "node": "n1", "image": "i2",
+                     "reason": "next in order"}]}
+
+
+def test_status_words() -> None:
+    assert commands.progress_line(_status("running", 1)) == \
+        "c: running i1 → i2, 1/4 done, 1 in flight, 0 failed (why)"
+    lines = commands.status_lines(_status("running", 1))
+    assert lines[0] == "rollout r1"
+    assert "n1    done   i2     -" in lines
+    assert lines[-1] == "  01:01:01 grant n1 i2: next in order"
+
+
+class FakeClient:
+    server = "http://fake"
+
+    def __init__(self, answers: list[dict[str, Any]]) -> None:
+        self.answers = answers
+
+    def rollout(self, role: str) -> dict[str, Any]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_follow_prints_lines_without_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(commands, "WATCH_SECONDS", 0.0)
+    client = FakeClient([_status("running", 1), _status("running", 1), _status("done", 4)])
+    assert commands.follow(client, "c") == 0  # type: ignore[arg-type]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "01:01:01 grant n1 i2: next in order"  # once, though read three times
+    assert out[1:] == ["c: running i1 → i2, 1/4 done, 1 in flight, 0 failed (why)",
+                       "c: done i1 → i2, 4/4 done, 1 in flight, 0 failed (why)"]
+    paused = FakeClient([_status("paused", 2)])
+    assert commands.follow(paused, "c") == 1  # type: ignore[arg-type]
+
+
+def test_follow_draws_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(commands, "WATCH_SECONDS", 0.0)
+    monkeypatch.setattr(commands.sys.stdout, "isatty", lambda: True)
+    client = FakeClient([_status("rolling-back", 1, reverting=True), _status("rolled-back", 4,
+                                                                             reverting=True)])
+    assert commands.follow(client, "c") == 1  # type: ignore[arg-type]
+    assert "4/4 reverted" in capsys.readouterr().out
