@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -257,7 +259,7 @@ class Controller:
     def __init__(self, state: State, holder: str | None = None, ttl: float = TTL,
                  tick: float = TICK, silent_after: float = rollout.SILENT_AFTER) -> None:
         self.state, self.kv = state, state.kv
-        self.holder = holder or f"{uuid.uuid4().hex[:12]}"
+        self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.ttl, self.tick, self.silent_after = ttl, tick, silent_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
