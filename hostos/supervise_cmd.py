@@ -39,7 +39,6 @@ def run(args: Args) -> int:
     """Refuse a bad site up front (file:line, exit 2), then supervise until stopped."""
     from hostos.engine.connect import start_podman_early
     from hostos.logfmt import setup
-    from hostos.supervisor import Settings, Supervisor
 
     if (args.node is None) == (args.role is None):
         return _fail("give exactly one of --node or --role", EXIT_INPUT)
@@ -51,6 +50,8 @@ def run(args: Args) -> int:
         if starting is not None:
             starting.stop()
         return spec
+    from hostos.supervisor import Settings, Supervisor  # after the service is on its way
+
     settings = Settings(args.site, args.node, args.role, args.engine, args.namespace,
                         args.socket, args.resync, podman_socket=args.podman_socket)
     return Supervisor(settings, spec=spec, starting=starting).run()
