@@ -269,7 +269,7 @@ def start(
                f"{status['max_unavailable']} at a time"
                + (f", canaries {', '.join(status['canaries'])}" if status["canaries"] else ""))
     if watch:
-        raise typer.Exit(follow(client, role))
+        raise typer.Exit(remote(lambda: follow(client, role)))
 
 
 @rollout_app.command("status")
@@ -287,13 +287,12 @@ def status(
         every = remote(client.rollouts)
         if as_json:
             _emit(every)
-        for one in [] if as_json else every:
-            typer.echo(progress_line(one))
-        if not every and not as_json:
-            typer.echo("no rollouts")
+            return
+        for line in [progress_line(one) for one in every] or ["no rollouts"]:
+            typer.echo(line)
         return
     if watch and not as_json:
-        raise typer.Exit(follow(client, role))
+        raise typer.Exit(remote(lambda: follow(client, role)))
     found = remote(lambda: client.rollout(role))
     if as_json:
         _emit(found)
@@ -399,20 +398,19 @@ def _follow_bar(client: Client, role: str) -> int:
 
 
 def _read(client: Client, role: str) -> dict[str, Any]:
-    """The rollout's status; a server away for a moment (a restart) is waited for."""
+    """The rollout's status; a server away for a moment (a restart) is waited for, its
+    refusals (ServerError) are not."""
     from hostos.cluster.client import ServerError
     from hostos.errors import RuntimeFailure
 
-    for attempt in range(WATCH_RETRIES):
+    for _ in range(WATCH_RETRIES - 1):
         try:
             return client.rollout(role)
         except ServerError:
-            return remote(lambda: client.rollout(role))
-        except RuntimeFailure as exc:
-            if attempt == WATCH_RETRIES - 1:
-                _fail(str(exc))
+            raise
+        except RuntimeFailure:
             time.sleep(WATCH_SECONDS)
-    _fail(f"no answer from {client.server}")
+    return client.rollout(role)
 
 
 def _print_new(status: Mapping[str, Any], seen: float, out: Callable[[str], Any]) -> float:

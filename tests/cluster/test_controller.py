@@ -16,6 +16,7 @@ from hostos.cluster.kv import open_kv
 from hostos.cluster.records import Heartbeat, ImageRecord, NodeRecord, SiteDocument
 from hostos.cluster.rollout import Action, Decision, Kind, NodeState, RolloutSpec, plan, start
 from hostos.cluster.state import NotFound, State
+from hostos.errors import RuntimeFailure
 
 IDS = ["n1", "n2", "n3", "n4"]
 
@@ -299,3 +300,26 @@ def test_follow_draws_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
                                                                              reverting=True)])
     assert commands.follow(client, "c") == 1  # type: ignore[arg-type]
     assert "4/4 reverted" in capsys.readouterr().out
+
+
+class FlakyClient(FakeClient):
+    """Away for its first reads, as a server restarting is."""
+
+    def __init__(self, answers: list[dict[str, Any]], away: int) -> None:
+        super().__init__(answers)
+        self.away = away
+
+    def rollout(self, role: str) -> dict[str, Any]:
+        if self.away:
+            self.away -= 1
+            raise RuntimeFailure("connection refused")
+        return super().rollout(role)
+
+
+def test_follow_waits_for_a_server_that_is_away_a_moment(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(commands, "WATCH_SECONDS", 0.0)
+    assert commands.follow(FlakyClient([_status("done", 4)], away=3), "c") == 0  # type: ignore[arg-type]
+    assert "4/4 done" in capsys.readouterr().out
+    with pytest.raises(RuntimeFailure):
+        commands.follow(FlakyClient([_status("done", 4)], away=100), "c")  # type: ignore[arg-type]
