@@ -69,7 +69,7 @@ MILESTONES = {  # name → console line (regex), in boot order
     "site loaded": r"event=spec-loaded",
     "engine connected": r"event=engine-connected",
     "first unit running": r"event=unit-started",
-    "all units running": r"event=reconciled generation=1 ",
+    "all units running": r"event=unit-started unit=hello ",  # the one that waits for NFS
 }
 TARGET_FIRST_UNIT = 15.0
 TARGET_SIZE = 32e6
