@@ -396,12 +396,25 @@ def supervise(site: SiteArg = "units", node: NodeOpt = None, role: RoleOpt = Non
               resync: Annotated[float, typer.Option(help="seconds between full resyncs")] = 60,
               podman_socket: Annotated[str | None, typer.Option(
                   help="where to start hostos's own podman service when none answers")] = None,
+              server: Annotated[str | None, typer.Option(
+                  help="a hostos serve (http://HOST:PORT): the spec comes from there, and "
+                       "heartbeats and reboot slots go there")] = None,
+              token_file: Annotated[str | None, typer.Option(
+                  help="a file holding this node's token (with --server)")] = None,
+              booted_image: Annotated[str | None, typer.Option(
+                  envvar="HOSTOS_BOOTED_IMAGE",
+                  help="the image this boot came from (default: hostos.image= on the kernel "
+                       "command line)")] = None,
+              reboot_command: Annotated[str, typer.Option(
+                  help="what reboots this node when the server assigns another image")
+              ] = "reboot",
               ) -> None:
     """Keep this node converged: react to site edits, crashes, engine and mount events."""
     from hostos.supervise_cmd import Args, run
 
     raise typer.Exit(run(Args(site, node, role, engine.value, namespace, socket, resync,
-                              podman_socket)))
+                              podman_socket, server, token_file, booted_image or None,
+                              reboot_command)))
 
 
 @app.command()

@@ -10,7 +10,7 @@ import re
 import shlex
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, ValidationInfo, WithJsonSchema
 
 from hostos.imageref import check_reference
 from hostos.quantity import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
@@ -103,9 +103,22 @@ AbsPath = Annotated[
     str, AfterValidator(check_abs_path), WithJsonSchema({"type": "string", "pattern": "^/"})
 ]
 ImageRef = Annotated[str, AfterValidator(check_reference), WithJsonSchema({"type": "string"})]
+# Validation context key: the values come from `spec_document` (the API's resolved spec), whose
+# durations are plain seconds, not what a person writes.
+FROM_DOCUMENT = "from-document"
+
+
+def duration(value: Any, info: ValidationInfo) -> float:
+    """A duration as written (`10s`), or, in a resolved document, its seconds."""
+    from_document = isinstance(info.context, dict) and info.context.get(FROM_DOCUMENT)
+    if from_document and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return parse_duration(value)
+
+
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(duration),
     WithJsonSchema({"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}]}),
 ]
 Size = Annotated[

@@ -81,14 +81,19 @@ def resolve_role(site: Site, role_name: str, node: str | None = None) -> RoleSpe
         )
     role = site.roles[role_name]
     units = dict(site.role_units[role_name])
+    return RoleSpec(role, _resolved(role, units, start_order(units, list(role.units))), node)
+
+
+def _resolved(role: Role, units: dict[str, Unit], order: list[str]) -> tuple[ResolvedUnit, ...]:
+    """The role's units in order, each with the role mounts it uses and its hash."""
     by_name = {m.name: m for m in role.mounts}
     resolved = []
-    for name in start_order(units, list(role.units)):
+    for name in order:
         unit = units[name]
         used = tuple(by_name[m.mount] for m in unit.mounts if m.mount in by_name)
         used += tuple(by_name[r] for r in unit.requires if r in by_name and by_name[r] not in used)
-        resolved.append(ResolvedUnit(role_name, unit, used, unit_hash(unit, used)))
-    return RoleSpec(role, tuple(resolved), node)
+        resolved.append(ResolvedUnit(role.role, unit, used, unit_hash(unit, used)))
+    return tuple(resolved)
 
 
 def resolve_node(site: Site, node_name: str) -> RoleSpec:
@@ -116,3 +121,48 @@ def spec_document(spec: RoleSpec) -> dict[str, Any]:
         "mounts": [m.model_dump(mode="json") for m in spec.role.mounts],
         "units": [{**u.unit.model_dump(mode="json"), "hash": u.hash} for u in spec.units],
     }
+
+
+
+def spec_from_document(document: Any, where: str = "server") -> RoleSpec:
+    """The RoleSpec of a `spec_document` (a role's spec as the cluster server hands it out):
+    units and mounts validated by the site's own models, hashes and start order computed as
+    `resolve_role` computes them; SiteError (its location: where) when it is not one."""
+    from pydantic import ValidationError
+
+    from hostos.errors import key_path
+    from hostos.fields import FROM_DOCUMENT
+
+    def problem(key: str, message: str) -> SiteError:
+        return SiteError([Problem(Location(where), key, message)])
+
+    raws = document.get("units", []) if isinstance(document, dict) else None
+    if not isinstance(raws, list) or not all(isinstance(r, dict) for r in raws):
+        raise problem("spec", "expected a resolved spec: {role, image, mounts, units: [...]}")
+    context = {FROM_DOCUMENT: True}
+    at: tuple[str | int, ...] = ()
+    try:
+        listed = []
+        for index, raw in enumerate(raws):
+            at = ("units", index)
+            listed.append(Unit.model_validate({k: v for k, v in raw.items() if k != "hash"},
+                                              context=context))
+        at = ()
+        role = Role.model_validate({"role": document.get("role"), "image": document.get("image"),
+                                    "mounts": document.get("mounts", []),
+                                    "units": [u.name for u in listed]}, context=context)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise problem(key_path(("spec", *at, *first["loc"])), first["msg"]) from None
+    units = {u.name: u for u in listed}
+    missing = sorted({d for u in listed for d in (*u.requires, *u.after)}
+                     - set(units) - {m.name for m in role.mounts})
+    if missing:
+        raise problem("spec.units", f"requires or follows what the spec lacks: "
+                                    f"{', '.join(missing)}")
+    try:
+        order = start_order(units, list(units))
+    except ValueError as exc:
+        raise problem("spec.units", str(exc)) from None
+    node = document.get("node")
+    return RoleSpec(role, _resolved(role, units, order), node if isinstance(node, str) else None)

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from hostos.cluster.agent import Settings as AgentSettings
     from hostos.resolve import RoleSpec
 
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
 ENGINES = ("auto", "docker", "podman")
+BOOTED_IMAGE_ENV = "HOSTOS_BOOTED_IMAGE"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class Args:
     socket: str | None = None
     resync: float = 60.0
     podman_socket: str | None = None
+    server: str | None = None  # a hostos serve: the spec, heartbeats, reboot slots
+    token_file: str | None = None
+    booted_image: str | None = None  # default: hostos.image= on the kernel command line
+    reboot_command: str = "reboot"
 
 
 def run(args: Args) -> int:
@@ -40,21 +46,55 @@ def run(args: Args) -> int:
     from hostos.engine.connect import start_podman_early
     from hostos.logfmt import setup
 
-    if (args.node is None) == (args.role is None):
+    agent = None
+    if args.server is not None:
+        made = _agent(args, args.server)
+        if isinstance(made, int):
+            return made
+        agent = made
+    elif args.token_file is not None or args.booted_image is not None:
+        return _fail("--token-file and --booted-image go with --server", EXIT_INPUT)
+    elif (args.node is None) == (args.role is None):
         return _fail("give exactly one of --node or --role", EXIT_INPUT)
     setup()
     # The engine's service comes up while Python reads the site: seconds under emulation.
     starting = start_podman_early(args.engine, embedded_socket=args.podman_socket)  # type: ignore[arg-type]
-    spec = _resolve(args)
+    spec = None if agent else _resolve(args)  # with a server, the spec comes from there
     if isinstance(spec, int):
         if starting is not None:
             starting.stop()
         return spec
     from hostos.supervisor import Settings, Supervisor  # after the service is on its way
 
-    settings = Settings(args.site, args.node, args.role, args.engine, args.namespace,
-                        args.socket, args.resync, podman_socket=args.podman_socket)
+    settings = Settings(args.site, agent.node if agent else args.node, args.role, args.engine,
+                        args.namespace, args.socket, args.resync,
+                        podman_socket=args.podman_socket, agent=agent)
     return Supervisor(settings, spec=spec, starting=starting).run()
+
+
+def _agent(args: Args, server: str) -> AgentSettings | int:
+    """The cluster agent's settings for --server, or the exit code after saying why not."""
+    from hostos.cluster import agent
+
+    if args.role is not None:
+        return _fail("with --server the server names the node's role: give --node, or "
+                     "neither (hostos.node= or BOOTIF= on the kernel command line)", EXIT_INPUT)
+    if args.token_file is None:
+        return _fail("--server needs --token-file (the node's token: hostos tokens issue "
+                     "NODE)", EXIT_INPUT)
+    cmdline = agent.proc_cmdline()
+    node = args.node or agent.node_id_from_args(cmdline)
+    if node is None:
+        return _fail("--server needs --node, or hostos.node= or BOOTIF= on the kernel "
+                     "command line", EXIT_INPUT)
+    try:
+        token = agent.read_token(args.token_file)
+        agent.Http(server)  # the URL's form
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_INPUT)
+    return agent.Settings(server, node, token,
+                          args.booted_image or cmdline.get("hostos.image"),
+                          reboot_command=args.reboot_command)
 
 
 def _resolve(args: Args) -> RoleSpec | int:
@@ -101,6 +141,14 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds between full resyncs")
     p.add_argument("--podman-socket",
                    help="where to start hostos's own podman service when none answers")
+    p.add_argument("--server", help="a hostos serve (http://HOST:PORT): the spec comes from "
+                                    "there, and heartbeats and reboot slots go there")
+    p.add_argument("--token-file", help="a file holding this node's token (with --server)")
+    p.add_argument("--booted-image",
+                   help="the image this boot came from (default $HOSTOS_BOOTED_IMAGE, else "
+                        "hostos.image= on the kernel command line)")
+    p.add_argument("--reboot-command", default="reboot",
+                   help="what reboots this node when the server assigns another image")
     return p
 
 
@@ -116,8 +164,9 @@ def parse(argv: Sequence[str]) -> Args:
         p.error(f"HOSTOS_ENGINE={engine}: want one of {', '.join(ENGINES)}")
     namespace = ns.namespace if ns.namespace is not None else os.environ.get(
         "HOSTOS_NAMESPACE", "")
+    booted = ns.booted_image or os.environ.get(BOOTED_IMAGE_ENV) or None
     return Args(ns.site, ns.node, ns.role, engine, namespace, ns.socket, ns.resync,
-                ns.podman_socket)
+                ns.podman_socket, ns.server, ns.token_file, booted, ns.reboot_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostos import backoff
 from hostos.apply import owned, prepare, stop_batches
@@ -33,6 +33,9 @@ from hostos.plan import Action, Kind
 from hostos.resolve import RoleSpec, resolve_node, resolve_role
 from hostos.status_api import StatusServer, socket_path
 from hostos.watch import watch_engine, watch_site
+
+if TYPE_CHECKING:
+    from hostos.cluster.agent import Settings as AgentSettings
 
 log = logging.getLogger("hostos.supervisor")
 
@@ -53,6 +56,7 @@ class Settings:
     debounce: float = DEBOUNCE
     concurrency: int = 8
     podman_socket: str | None = None  # where to start a private podman service if need be
+    agent: AgentSettings | None = None  # the spec comes from this cluster server, not site
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Supervisor:
         self.stop_event = threading.Event()
         self.spec: RoleSpec | None = None
         self.generation = 0
+        self.reconciled = 0  # the generation the last reconcile that went through applied
         self.last_site_error = ""
         self.units: dict[str, UnitState] = {}
         self.engine: Engine | None = None
@@ -101,23 +106,42 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; then stop units in reverse order. Exit code."""
         self._signals()
-        watcher = watch_site(self.settings.site, self.events)
+        served = self.settings.agent is not None
+        watcher = None if served else watch_site(self.settings.site, self.events)
         server = StatusServer(self.settings.socket or socket_path(self.settings.namespace),
                               self.snapshot)
         server.start()
-        self._load(self.preloaded)
+        if self.preloaded is not None or not served:
+            self._load(self.preloaded)
         self.preloaded = None
-        log.info(kv("started", site=self.settings.site, role=self._role_name(),
-                    pid=os.getpid()))
+        agent = self._start_agent()
+        log.info(kv("started", site=None if served else self.settings.site,
+                    server=self.settings.agent.server if self.settings.agent else None,
+                    role=self._role_name(), pid=os.getpid()))
         try:
             while not self.stop_event.is_set():
                 self._wait_and_handle()
                 self._due_work()
         finally:
+            if agent is not None:
+                agent.stop()
             self._shutdown()
-            watcher.stop()
+            if watcher is not None:
+                watcher.stop()
             server.stop()
         return 0
+
+    def _start_agent(self) -> Any:
+        """The cluster agent (hostos.cluster.agent) when a server is given: it heartbeats
+        this supervisor's snapshot and posts ("spec", RoleSpec or SiteError) events."""
+        if self.settings.agent is None:
+            return None
+        from hostos.cluster.agent import Agent
+
+        agent = Agent(self.settings.agent, self.snapshot,
+                      deliver=lambda spec: self.events.put(("spec", spec)))
+        agent.start()
+        return agent
 
     def _wait_and_handle(self) -> None:
         timeout = max(0.0, self._next_wake() - time.monotonic())
@@ -137,6 +161,8 @@ class Supervisor:
         now = time.monotonic()
         if kind == "site":
             self.site_dirty_at = now + self.settings.debounce
+        elif kind == "spec":  # from the cluster server, checked by the agent
+            self.dirty = self._load(payload) or self.dirty
         elif kind == "engine":
             if payload.get("id"):
                 self.refresh.add(str(payload["id"]))
@@ -187,10 +213,12 @@ class Supervisor:
 
     # -- site ------------------------------------------------------------------------
 
-    def _load(self, spec: RoleSpec | None = None) -> bool:
-        """Reload the site (or take spec, loaded just before); a bad edit is logged and the
-        last good spec stays in force."""
+    def _load(self, spec: RoleSpec | SiteError | None = None) -> bool:
+        """Reload the site (or take spec, loaded just before or sent by the server); a bad
+        edit is logged and the last good spec stays in force."""
         try:
+            if isinstance(spec, SiteError):
+                raise spec
             if spec is None:
                 spec = self._read_site()
         except SiteError as exc:
@@ -281,7 +309,7 @@ class Supervisor:
 
     def _reconcile(self) -> None:
         assert self.engine is not None and self.spec is not None
-        started = time.monotonic()
+        started, generation = time.monotonic(), self.generation
         try:
             sources = self.mounts.sources() if self.mounts is not None else None
             refresh, self.refresh = self.refresh, set()
@@ -296,6 +324,7 @@ class Supervisor:
             self._lose_engine(str(exc))
             return
         self._record(outcomes)
+        self.reconciled = generation
         changed = [o for o in outcomes if o.kind is not Kind.NOOP]
         if changed:
             log.info(kv("reconciled", generation=self.generation, changes=sum(
@@ -417,6 +446,7 @@ class Supervisor:
             "role": self._role_name(),
             "node": self.settings.node,
             "generation": self.generation,
+            "reconciled": self.reconciled,
             "engine": self.engine.name if self.engine else None,
             "engine_error": self.engine_error,
             "site_error": self.last_site_error,

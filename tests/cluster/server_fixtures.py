@@ -12,8 +12,10 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -63,19 +65,23 @@ def write_image(images: Path, name: str) -> Path:
     return directory
 
 
-def start_server(tmp: Path, store: str) -> Server:
+def start_server(tmp: Path, store: str, host: str = "127.0.0.1",
+                 port: int | None = None) -> Server:
+    """A `hostos serve` on host:port (a free port by default) with images img-1 and img-2
+    under tmp/images (made unless there: a restart on the same tmp finds them)."""
     images, token_file, log = tmp / "images", tmp / "admin-token", tmp / "server.log"
-    images.mkdir()
-    write_image(images, "img-1")
-    write_image(images, "img-2")
+    if not images.exists():
+        images.mkdir()
+        write_image(images, "img-1")
+        write_image(images, "img-2")
     token_file.write_text(ADMIN_TOKEN + "\n")
-    port = free_port()
-    with log.open("wb") as out:
+    port = port or free_port()
+    with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "hostos", "serve", "--listen", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "hostos", "serve", "--listen", f"{host}:{port}",
              "--store", store, "--admin-token-file", str(token_file), "--images", str(images)],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log, images, token_file)
+    server = Server(f"http://{host}:{port}", process, log, images, token_file)
     deadline = time.monotonic() + START_SECONDS
     while True:
         if process.poll() is not None:
@@ -89,6 +95,16 @@ def start_server(tmp: Path, store: str) -> Server:
             process.kill()
             raise RuntimeError(f"hostos serve did not answer: {server.log_text()}")
         time.sleep(0.1)
+
+
+@contextmanager
+def serving(tmp: Path, store: str | None = None, **where: Any) -> Iterator[Server]:
+    """start_server on tmp (a SQLite store there by default), stopped afterwards."""
+    running = start_server(tmp, store or f"sqlite://{tmp / 'cluster.db'}", **where)
+    try:
+        yield running
+    finally:
+        stop_server(running)
 
 
 def stop_server(server: Server) -> None:

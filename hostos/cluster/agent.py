@@ -1,0 +1,448 @@
+"""The node agent inside `hostos supervise --server URL`: heartbeats, config, reboot slots.
+
+Two threads talk to the cluster server over the standard library's `http.client` (the node
+image carries nothing more, and the supervisor starts at every boot):
+
+- the heartbeat loop sends `PUT /v1/nodes/<id>/status` (booted image, unit health, mount
+  state, boot id, the site generation applied) every `Timing.heartbeat` seconds, and acts on
+  the answer's `assigned_image` as `decide` says: once the units are healthy in this boot,
+  `POST /v1/steady-state`; when the assigned image is not the booted one, `POST
+  /v1/pre-reboot` and, with the slot, the reboot command;
+- the config loop long-polls `GET /v1/nodes/<id>/config?after=<gen>&wait=…&image=<assigned>`
+  and hands each new generation's spec, checked by `hostos.resolve.spec_from_document`, to
+  the supervisor; a new assignment wakes the heartbeat loop at once.
+
+Server errors and an unreachable server back off exponentially (capped); the token goes
+only into the `Authorization` header, never into a log line or an exception's text.
+`decide` holds the agent's choices and nothing that waits.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from hostos.logfmt import kv
+
+log = logging.getLogger("hostos.agent")
+
+HEALTHY = frozenset({"healthy", "running"})  # as the controller counts a unit healthy
+FLEETLOCK = {"fleet-lock-protocol": "true"}
+CMDLINE = "/proc/cmdline"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+# -- the decisions (pure) --------------------------------------------------------------------
+
+class Step(StrEnum):
+    NOTHING = "nothing"
+    STEADY = "steady-state"  # tell the server this boot is up (gives back a slot held)
+    REBOOT = "reboot"  # take a reboot slot, then run the reboot command
+
+
+@dataclass(frozen=True)
+class Facts:
+    booted: str | None  # the image this boot came from; None: not known
+    assigned: str | None  # the image the server wants booted; None: none assigned
+    healthy: bool  # the spec is applied and every unit is healthy
+    steady_sent: bool  # steady-state was sent (and taken) in this boot
+    rebooting: bool  # the reboot command ran and this boot goes on meanwhile
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: Step
+    reason: str
+
+
+def decide(facts: Facts) -> Decision:
+    """What the agent does after a heartbeat. A different assigned image comes first, healthy
+    or not: a rollback must reach a node whose units fail on the image it booted."""
+    if facts.rebooting:
+        return Decision(Step.NOTHING, "the reboot command ran: waiting for the reboot")
+    if facts.assigned and facts.booted and facts.assigned != facts.booted:
+        return Decision(Step.REBOOT, f"assigned {facts.assigned}, booted {facts.booted}")
+    if not facts.healthy:
+        return Decision(Step.NOTHING, "units not healthy yet")
+    if not facts.steady_sent:
+        return Decision(Step.STEADY, "units healthy in this boot")
+    return Decision(Step.NOTHING, "steady")
+
+
+def unit_health(snapshot: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], bool]:
+    """The heartbeat's units {name: health} and mounts {name: state} from the supervisor's
+    status snapshot, and whether the node counts as healthy: a spec applied by the last
+    reconcile and every unit `healthy` (or `running`, without a check)."""
+    units = {str(u["unit"]): str(u.get("health") or u.get("state") or "unknown")
+             for u in snapshot.get("units", ())}
+    mounts = {str(m["name"]): str(m.get("state")) for m in snapshot.get("mounts", ())}
+    generation = snapshot.get("generation", 0)
+    applied = bool(generation) and snapshot.get("reconciled") == generation
+    return units, mounts, applied and all(h in HEALTHY for h in units.values())
+
+
+def kernel_args(text: str) -> dict[str, str]:
+    """`key=value` words of a kernel command line (or of an iPXE script's kernel line)."""
+    words = (w.split("=", 1) for w in text.split() if "=" in w)
+    return {key: value for key, value in words}
+
+
+def node_id_from_args(args: Mapping[str, str]) -> str | None:
+    """hostos.node=, else the MAC of BOOTIF=01-52-54-… in the node-id form (52-54-…)."""
+    if args.get("hostos.node"):
+        return args["hostos.node"]
+    bootif = args.get("BOOTIF", "")
+    mac = bootif[3:] if bootif.startswith("01-") else ""
+    return mac.lower() if len(mac) == 17 else None
+
+
+# -- the machine's facts ---------------------------------------------------------------------
+
+def proc_cmdline(path: str = CMDLINE) -> dict[str, str]:
+    try:
+        with open(path) as file:
+            return kernel_args(file.read())
+    except OSError:
+        return {}
+
+
+def read_token(path: str) -> str:
+    """The node token in path (one word); ValueError naming the file, never the token."""
+    try:
+        with open(path) as file:
+            token = file.read().strip()
+    except OSError as exc:
+        raise ValueError(f"token file {path}: {exc.strerror or exc}") from None
+    if not token or any(c.isspace() for c in token):
+        raise ValueError(f"token file {path}: expected one token on one line")
+    return token
+
+
+def current_boot_id(path: str = BOOT_ID) -> str:
+    try:
+        with open(path) as file:
+            return file.read().strip() or uuid.uuid4().hex
+    except OSError:
+        return uuid.uuid4().hex
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+class Unreachable(Exception):
+    """No answer from the server (refused, reset, timed out)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    data: Any  # the decoded JSON body, None when there was none or it was not JSON
+    text: str = ""
+
+    def problem(self) -> str:
+        """The server's words for an error: `kind: value`."""
+        if isinstance(self.data, dict) and "kind" in self.data:
+            return f"{self.data['kind']}: {self.data.get('value', '')}"
+        return self.text[:200] or f"HTTP {self.status}"
+
+
+class Http:
+    """One connection per request to the server's base URL: a restarted server, another
+    replica behind the same address or a changed route costs nothing to follow."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        parts = urlsplit(base_url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{base_url}: expected http://HOST[:PORT] or https://…")
+        self.https = parts.scheme == "https"
+        self.host, self.port, self.prefix = parts.hostname, parts.port, parts.path
+        self._token = token
+
+    def request(self, method: str, path: str, body: Any = None,
+                headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> Reply:
+        sent = {"Accept": "application/json", "Connection": "close", **(headers or {})}
+        if self._token:
+            sent["Authorization"] = f"Bearer {self._token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        connection: http.client.HTTPConnection
+        if self.https:
+            connection = http.client.HTTPSConnection(self.host, self.port, timeout=timeout)
+        else:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            connection.request(method, self.prefix + path, body=data, headers=sent)
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            connection.close()
+        text = raw.decode(errors="replace")
+        try:
+            decoded = json.loads(raw) if raw else None
+        except ValueError:
+            decoded = None
+        return Reply(response.status, decoded, text)
+
+
+def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | None:
+    """The image `GET /boot/<mac>.ipxe` would boot this node into (its `hostos.image=`):
+    what a node booted by that script runs."""
+    reply = Http(server).request("GET", f"/boot/{quote(mac, safe='')}.ipxe", timeout=timeout)
+    if reply.status != 200:
+        return None
+    return kernel_args(reply.text).get("hostos.image")
+
+
+# -- the agent -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timing:
+    heartbeat: float = 10.0  # seconds between heartbeats (the server calls 60 s silent)
+    wait: float = 60.0  # seconds a config long-poll waits on the server
+    backoff: float = 1.0  # first retry after a failure, doubled up to backoff_max
+    backoff_max: float = 30.0
+    reboot_retry: float = 300.0  # run the reboot command again when still up after this
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: str
+    node: str
+    token: str = field(repr=False)
+    booted_image: str | None = None
+    boot_id: str = field(default_factory=current_boot_id)
+    reboot_command: str = "reboot"
+    group: str = "default"  # FleetLock's default group: the node's role, on the server
+    timing: Timing = Timing()
+
+
+Snapshot = Callable[[], Mapping[str, Any]]
+Deliver = Callable[[Any], None]  # a RoleSpec, or the SiteError of a spec that is not one
+
+
+class Backoff:
+    def __init__(self, timing: Timing) -> None:
+        self.timing, self.failures = timing, 0
+
+    def failed(self) -> float:
+        """Seconds to wait after one more failure in a row (with 10 % jitter)."""
+        self.failures += 1
+        delay = min(self.timing.backoff_max, self.timing.backoff * 2 ** (self.failures - 1))
+        return float(delay * random.uniform(0.9, 1.1))
+
+    def succeeded(self) -> bool:
+        """True when this success ends a run of failures."""
+        ended, self.failures = self.failures > 0, 0
+        return ended
+
+
+class Agent:
+    def __init__(self, settings: Settings, snapshot: Snapshot, deliver: Deliver | None = None,
+                 run: Callable[[str], int] | None = None) -> None:
+        """snapshot: the supervisor's status (units, mounts, generation, reconciled);
+        deliver: where a new spec goes; run: runs the reboot command, its exit status."""
+        self.settings = settings
+        self.snapshot = snapshot
+        self.deliver = deliver or (lambda spec: None)
+        self.run = run or shell
+        self.http = Http(settings.server, settings.token)
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.assigned: str | None = None
+        self.after = 0  # the last site generation the config loop saw
+        self.applied = 0  # the last one whose spec was handed over (a valid one)
+        self.steady_sent = False
+        self.rebooting_since: float | None = None
+        self.said: dict[str, str] = {}  # loop → the last problem logged (each said once)
+        self.threads: list[threading.Thread] = []
+        self.node_path = f"/v1/nodes/{quote(settings.node, safe='')}"
+
+    def start(self) -> None:
+        log.info(kv("agent-started", server=self.settings.server, node=self.settings.node,
+                    booted_image=self.settings.booted_image, boot_id=self.settings.boot_id))
+        for name, loop in (("heartbeat", self._heartbeats), ("config", self._configs)):
+            thread = threading.Thread(target=loop, name=f"agent-{name}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop both loops; a long-poll under way ends with the process (daemon threads)."""
+        self.stop_event.set()
+        self.wake.set()
+        for thread in self.threads:
+            thread.join(timeout)
+
+    # -- heartbeats and what follows them --------------------------------------------------
+
+    def _loop(self, name: str, once: Callable[[], object], idle: float,
+              pause: threading.Event) -> None:
+        """once() until stopped: idle seconds after a success (unless pause is set), a
+        growing backoff after a failure; each problem logged once, and the way back."""
+        backoff = Backoff(self.settings.timing)
+        while not self.stop_event.is_set():
+            try:
+                once()
+            except (Unreachable, ServerRefused) as exc:
+                self._say(name, str(exc))
+                delay = backoff.failed()
+            else:
+                if backoff.succeeded():
+                    log.info(kv("agent-reconnected", loop=name, server=self.settings.server))
+                self.said.pop(name, None)
+                delay = idle
+            if delay > 0:
+                pause.wait(delay)
+            if pause is self.wake:
+                self.wake.clear()
+
+    def _heartbeats(self) -> None:
+        self._loop("heartbeat", self.beat, self.settings.timing.heartbeat, self.wake)
+
+    def beat(self) -> Decision:
+        """One heartbeat and the step it calls for. Unreachable, ServerRefused."""
+        units, mounts, healthy = unit_health(self.snapshot())
+        body = {"booted_image": self.settings.booted_image, "units": units, "mounts": mounts,
+                "boot_id": self.settings.boot_id, "generation": self.applied}
+        record = self._call("PUT", f"{self.node_path}/status", body)
+        with self.lock:
+            self.assigned = record.get("assigned_image") if isinstance(record, dict) else None
+        decision = decide(self._facts(healthy))
+        if decision.step is Step.STEADY:
+            self._fleetlock("/v1/steady-state")
+            self.steady_sent = True
+            log.info(kv("steady-state", node=self.settings.node,
+                        image=self.settings.booted_image))
+        elif decision.step is Step.REBOOT:
+            self._reboot(decision)
+        return decision
+
+    def _facts(self, healthy: bool) -> Facts:
+        since = self.rebooting_since
+        if since is not None and time.monotonic() - since > self.settings.timing.reboot_retry:
+            log.warning(kv("reboot-overdue", node=self.settings.node,
+                           waited=round(time.monotonic() - since)))
+            self.rebooting_since = since = None
+        with self.lock:
+            assigned = self.assigned
+        return Facts(self.settings.booted_image, assigned, healthy, self.steady_sent,
+                     since is not None)
+
+    def _reboot(self, decision: Decision) -> None:
+        try:
+            self._fleetlock("/v1/pre-reboot")
+        except ServerRefused as exc:
+            if exc.status != 409:
+                raise
+            self._say("reboot-slot", f"waiting for a reboot slot: {exc}")
+            return
+        self.said.pop("reboot-slot", None)
+        log.info(kv("rebooting", node=self.settings.node, reason=decision.reason,
+                    command=self.settings.reboot_command))
+        self.rebooting_since = time.monotonic()
+        status = self.run(self.settings.reboot_command)
+        if status != 0:
+            log.error(kv("reboot-failed", command=self.settings.reboot_command, status=status))
+            self.rebooting_since = None
+
+    def _fleetlock(self, path: str) -> None:
+        self._call("POST", path, {"client_params": {"id": self.settings.node,
+                                                    "group": self.settings.group}}, FLEETLOCK)
+
+    # -- the config long-poll --------------------------------------------------------------
+
+    def _configs(self) -> None:
+        self._loop("config", self.poll, 0.0, self.stop_event)  # the server does the waiting
+
+    def poll(self) -> bool:
+        """One long-poll; True when it brought news (a generation or an assignment)."""
+        wait = self.settings.timing.wait
+        query = f"?after={self.after}&wait={wait:g}"
+        with self.lock:
+            assigned = self.assigned
+        if assigned is not None:  # also answer when the assignment moves off it
+            query += f"&image={quote(assigned, safe='')}"
+        reply = self._request("GET", f"{self.node_path}/config{query}", timeout=wait + 15)
+        if reply.status == 304:
+            return False
+        config = self._answer(reply)
+        if not isinstance(config, dict):
+            raise ServerRefused(reply.status, "the config is not a JSON object")
+        with self.lock:
+            moved = config.get("assigned_image") != self.assigned
+            self.assigned = config.get("assigned_image")
+        generation = config.get("generation")
+        if isinstance(generation, int) and generation > self.after:
+            self._hand_over(generation, config)
+        if moved:
+            self.wake.set()  # act on the new assignment now, not at the next heartbeat
+        return True
+
+    def _hand_over(self, generation: int, config: Mapping[str, Any]) -> None:
+        from hostos.errors import SiteError
+        from hostos.resolve import spec_from_document
+
+        where = f"{self.settings.server} generation {generation}"
+        try:
+            spec: Any = spec_from_document(config.get("spec"), where)
+        except SiteError as exc:
+            for problem in exc.problems:
+                log.error(kv("config-invalid", problem=str(problem)))
+            spec = exc
+        else:
+            log.info(kv("config", generation=generation, role=config.get("role"),
+                        units=len(spec.units)))
+            self.applied = generation
+        self.after = generation
+        self.deliver(spec)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: Any = None,
+                 headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> Reply:
+        return self.http.request(method, path, body, headers, timeout)
+
+    def _call(self, method: str, path: str, body: Any = None,
+              headers: Mapping[str, str] | None = None) -> Any:
+        return self._answer(self._request(method, path, body, headers))
+
+    def _answer(self, reply: Reply) -> Any:
+        if not 200 <= reply.status < 300:
+            raise ServerRefused(reply.status, reply.problem())
+        return reply.data
+
+    def _say(self, loop: str, problem: str) -> None:
+        """Log a loop's problem once, not at every retry."""
+        if self.said.get(loop) != problem:
+            self.said[loop] = problem
+            log.warning(kv("agent-" + loop, server=self.settings.server, problem=problem))
+
+
+class ServerRefused(Exception):
+    """The server answered with an error status."""
+
+    def __init__(self, status: int, problem: str) -> None:
+        super().__init__(f"{status} {problem}")
+        self.status = status
+
+
+def shell(command: str) -> int:
+    """Run the reboot command; its exit status (127 when it cannot be run)."""
+    try:
+        return subprocess.run(["/bin/sh", "-c", command], check=False).returncode
+    except OSError:
+        return 127

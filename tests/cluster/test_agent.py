@@ -1,0 +1,245 @@
+"""The node agent: its decisions as a table, what it reads of the machine and the supervisor,
+the spec it hands over, and one agent in this process against a real `hostos serve`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_fleet import wait_for
+from server_fixtures import ADMIN_TOKEN, Server, serving
+
+from hostos.cluster import agent
+from hostos.cluster.agent import Agent, Facts, Step, decide
+from hostos.errors import SiteError
+from hostos.load import load_site
+from hostos.resolve import RoleSpec, resolve_role, spec_document, spec_from_document
+
+from conftest import EXAMPLE_SITE
+
+# -- decide ----------------------------------------------------------------------------------
+
+DECISIONS = [
+    # booted, assigned, healthy, steady_sent, rebooting → step
+    ("img-1", None, True, False, False, Step.STEADY),  # first boot, nothing assigned
+    ("img-1", "img-1", True, False, False, Step.STEADY),
+    ("img-1", "img-1", False, False, False, Step.NOTHING),  # units not healthy yet
+    ("img-1", "img-1", True, True, False, Step.NOTHING),  # steady once per boot
+    ("img-1", "img-2", True, True, False, Step.REBOOT),
+    ("img-1", "img-2", True, False, False, Step.REBOOT),  # never steady before a reboot
+    ("img-2", "img-1", False, False, False, Step.REBOOT),  # a rollback reaches a sick node
+    ("img-1", "img-2", True, True, True, Step.NOTHING),  # the reboot command ran already
+    (None, "img-2", True, False, False, Step.STEADY),  # booted image unknown: no reboot
+    (None, None, False, False, False, Step.NOTHING),
+]
+
+
+@pytest.mark.parametrize(("booted", "assigned", "healthy", "steady", "rebooting", "step"),
+                         DECISIONS)
+def test_decide(booted: str | None, assigned: str | None, healthy: bool, steady: bool,
+                rebooting: bool, step: Step) -> None:
+    decision = decide(Facts(booted, assigned, healthy, steady, rebooting))
+    assert decision.step is step, decision
+    assert decision.reason
+
+
+def _snapshot(*units: tuple[str, str, str | None], generation: int = 1,
+              reconciled: int = 1) -> dict[str, Any]:
+    return {"generation": generation, "reconciled": reconciled,
+            "units": [{"unit": n, "state": s, "health": h} for n, s, h in units],
+            "mounts": [{"name": "apps", "state": "mounted", "attempts": 0}]}
+
+
+HEALTH = [
+    (_snapshot(("a", "running", "healthy"), ("b", "running", None)),
+     {"a": "healthy", "b": "running"}, True),
+    (_snapshot(("a", "running", "unhealthy")), {"a": "unhealthy"}, False),
+    (_snapshot(("a", "running", "starting")), {"a": "starting"}, False),
+    (_snapshot(("a", "absent", None)), {"a": "absent"}, False),
+    (_snapshot(("a", "exited", None)), {"a": "exited"}, False),
+    (_snapshot(), {}, True),  # a role without units is healthy once applied
+    (_snapshot(generation=0, reconciled=0), {}, False),  # no spec yet
+    (_snapshot(("a", "running", None), generation=2, reconciled=1), {"a": "running"}, False),
+]
+
+
+@pytest.mark.parametrize(("snapshot", "units", "healthy"), HEALTH)
+def test_unit_health(snapshot: dict[str, Any], units: dict[str, str], healthy: bool) -> None:
+    assert agent.unit_health(snapshot) == (units, {"apps": "mounted"}, healthy)
+
+
+def test_kernel_arguments_and_the_node_id(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyS0 quiet hostos.image=img-7 BOOTIF=01-52-54-00-AB-CD-EF\n")
+    args = agent.proc_cmdline(str(cmdline))
+    assert args["hostos.image"] == "img-7"
+    assert agent.node_id_from_args(args) == "52-54-00-ab-cd-ef"
+    assert agent.node_id_from_args({**args, "hostos.node": "cn001"}) == "cn001"
+    assert agent.node_id_from_args({"BOOTIF": "garbage"}) is None
+    assert agent.proc_cmdline(str(tmp_path / "missing")) == {}
+    script = "#!ipxe\nkernel http://s/images/g/vmlinuz initrd=initramfs.img hostos.image=g\n"
+    assert agent.kernel_args(script)["hostos.image"] == "g"
+
+
+def test_the_token_file_is_read_and_never_shown(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("hn1.cn001.secret\n")
+    assert agent.read_token(str(token)) == "hn1.cn001.secret"
+    token.write_text("two words\n")
+    with pytest.raises(ValueError, match="one token") as refused:
+        agent.read_token(str(token))
+    assert "words" not in str(refused.value)
+    with pytest.raises(ValueError, match="missing"):
+        agent.read_token(str(tmp_path / "missing"))
+    settings = agent.Settings("http://127.0.0.1:1", "cn001", "hn1.cn001.secret")
+    assert "secret" not in repr(settings)
+
+
+# -- the spec handed to the supervisor ---------------------------------------------------------
+
+@pytest.mark.parametrize("role", ["compute", "demo", "login"])
+def test_a_spec_document_resolves_back_to_the_spec(role: str) -> None:
+    spec = resolve_role(load_site(str(EXAMPLE_SITE)), role)
+    back = spec_from_document(spec_document(spec))
+    assert back.units == spec.units  # the same units, order, mounts and hashes
+    assert back.role.mounts == spec.role.mounts and back.role.image == spec.role.image
+
+
+BAD_SPECS = [
+    (None, "spec"),
+    ({"role": "r", "units": "web"}, "spec"),
+    ({"role": "r", "units": [{"name": "web"}]}, "spec.units[0]"),  # no image or build
+    ({"role": "R!", "units": []}, "spec.role"),
+    ({"role": "r", "units": [{"name": "web", "image": "busybox", "requires": ["db"]}]},
+     "spec.units"),
+]
+
+
+@pytest.mark.parametrize(("document", "key"), BAD_SPECS)
+def test_a_bad_spec_document_is_a_site_error(document: Any, key: str) -> None:
+    with pytest.raises(SiteError) as refused:
+        spec_from_document(document, "server generation 3")
+    problem = refused.value.problems[0]
+    assert problem.where.file == "server generation 3" and problem.key.startswith(key), problem
+
+
+# -- one agent, in process, against a real server ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(tmp_path_factory.mktemp("agent")) as running:
+        yield running
+
+
+FAST = agent.Timing(heartbeat=0.2, wait=5, backoff=0.1, backoff_max=0.5)
+UNIT = {"name": "web", "image": "busybox", "stop_timeout": 3.0}
+
+
+def _publish(server: Server, node: str, units: list[dict[str, Any]]) -> int:
+    site = {"roles": {"r": {"role": "r", "image": "img-1", "mounts": [], "units": units}},
+            "nodes": {node: {"role": "r", "mac": "52:54:00:aa:00:01"}}}
+    with server.client() as admin:
+        reply = admin.post("/v1/site", json=site)
+        assert reply.status_code == 200, reply.text
+        for image in ("img-1", "img-2"):
+            assert admin.post(f"/v1/images/{image}").status_code == 200
+        return int(reply.json()["generation"])
+
+
+def _token(server: Server, node: str) -> str:
+    with server.client() as admin:
+        return str(admin.post(f"/v1/tokens/nodes/{node}").json()["token"])
+
+
+class Node:
+    """An agent with a supervisor's snapshot that says healthy once a spec came."""
+
+    def __init__(self, server: Server, node: str, token: str, booted: str = "img-1") -> None:
+        self.specs: list[RoleSpec | SiteError] = []
+        self.reboots: list[str] = []
+        self.lock = threading.Lock()
+        settings = agent.Settings(server.url, node, token, booted, boot_id="boot-1",
+                                  reboot_command="true", timing=FAST)
+        self.agent = Agent(settings, self.snapshot, self.specs.append, self.reboot)
+
+    def snapshot(self) -> dict[str, Any]:
+        good = [s for s in self.specs if isinstance(s, RoleSpec)]
+        units = [{"unit": u.name, "state": "running", "health": None} for u in good[-1].units
+                 ] if good else []
+        return {"generation": len(good), "reconciled": len(good), "units": units, "mounts": []}
+
+    def reboot(self, command: str) -> int:
+        self.reboots.append(command)
+        return 0
+
+
+@pytest.mark.integration
+def test_an_agent_reports_takes_its_spec_and_reboots_for_an_assignment(
+        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "hostos.agent")
+    generation = _publish(server, "ag1", [UNIT])
+    token = _token(server, "ag1")
+    node = Node(server, "ag1", token)
+    node.agent.start()
+    try:
+        wait_for(lambda: node.specs, 10)
+        spec = node.specs[0]
+        assert isinstance(spec, RoleSpec) and [u.name for u in spec.units] == ["web"]
+        with server.client() as admin:
+            record = wait_for(lambda: _steady(admin.get("/v1/nodes/ag1").json()), 10)
+        assert isinstance(record, dict)
+        assert record["booted_image"] == "img-1" and record["units"] == {"web": "running"}
+        assert record["generation"] == generation
+        # a new generation reaches the supervisor through the long-poll
+        _publish(server, "ag1", [UNIT, {**UNIT, "name": "db"}])
+        wait_for(lambda: len(node.specs) == 2, 10)
+        assert node.reboots == []
+        with server.client() as admin:
+            assert admin.put("/v1/nodes/ag1/assignment",
+                             json={"image": "img-2"}).status_code == 200
+            wait_for(lambda: node.reboots, 10)
+            slots = admin.get("/v1/nodes/ag1").json()
+        assert node.reboots == ["true"]  # once: the boot goes on, the reboot is under way
+        assert slots["assigned_image"] == "img-2"
+    finally:
+        node.agent.stop()
+    text = caplog.text
+    assert "rebooting" in text and "steady-state" in text
+    assert token not in text and token.split(".")[-1] not in text
+
+
+def _steady(record: dict[str, Any]) -> dict[str, Any] | None:
+    return record if record.get("steady_boot_id") == "boot-1" else None
+
+
+@pytest.mark.integration
+def test_a_bad_spec_is_handed_over_as_its_problems(server: Server) -> None:
+    _publish(server, "ag2", [{"name": "web"}])  # no image: the server keeps specs as given
+    node = Node(server, "ag2", _token(server, "ag2"))
+    node.agent.start()
+    try:
+        wait_for(lambda: node.specs, 10)
+    finally:
+        node.agent.stop()
+    assert isinstance(node.specs[0], SiteError)
+    assert "spec.units[0]" in str(node.specs[0])
+
+
+@pytest.mark.integration
+def test_another_nodes_token_is_refused_and_said_once(
+        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    _publish(server, "ag3", [UNIT])
+    other = _token(server, "ag4")
+    node = Node(server, "ag3", other)
+    node.agent.start()
+    try:
+        wait_for(lambda: "forbidden" in caplog.text, 10)
+    finally:
+        node.agent.stop()
+    assert node.specs == []
+    assert caplog.text.count("agent-heartbeat") == 1  # not at every retry
+    assert other not in caplog.text and ADMIN_TOKEN not in caplog.text
