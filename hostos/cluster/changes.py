@@ -45,6 +45,9 @@ class Changes:
     def __init__(self, kv: KV) -> None:
         self.kv = kv
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # each future's topics, so that unsubscribing costs its own topics, not every topic
+        # (with 10,000 agents waiting on `node:<id>` as well, that scan was 10,000 per call)
+        self._topics: dict[asyncio.Future[None], tuple[str, ...]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,21 +64,24 @@ class Changes:
 
     @property
     def waiting(self) -> int:
-        return len({f for futures in self._waiters.values() for f in futures})
+        return sum(1 for future in self._topics if not future.done())
 
     def subscribe(self, topics: Iterable[str]) -> asyncio.Future[None]:
         """A future that completes on the next write touching any of topics (call in the
         event loop; pair with unsubscribe)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for topic in topics:
+        self._topics[future] = tuple(topics)
+        for topic in self._topics[future]:
             self._waiters.setdefault(topic, set()).add(future)
         return future
 
     def unsubscribe(self, future: asyncio.Future[None]) -> None:
-        for topic in [t for t, futures in self._waiters.items() if future in futures]:
-            self._waiters[topic].discard(future)
-            if not self._waiters[topic]:
-                del self._waiters[topic]
+        for topic in self._topics.pop(future, ()):
+            futures = self._waiters.get(topic)
+            if futures is not None:
+                futures.discard(future)
+                if not futures:
+                    del self._waiters[topic]
 
     def _wake(self, topics: set[str] | None) -> None:
         """In the event loop: complete the futures of topics (None: every future)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +12,7 @@ import pytest
 
 from hostos.cluster import keys
 from hostos.cluster.changes import SITE, Changes, node_topic, topics_of
-from hostos.cluster.kv import KV, Compacted, Entry
+from hostos.cluster.kv import KV, Compacted, Entry, open_kv
 from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument, SlotTable
 from hostos.cluster.state import GENERATIONS_KEPT, NotFound, State
 
@@ -141,6 +142,29 @@ def test_changes_wake_a_waiter_from_the_watcher_thread(kv: KV) -> None:
             changes.stop()
 
     assert asyncio.run(scenario())
+
+
+def test_unsubscribing_one_of_many_waiters_leaves_the_others() -> None:
+    async def scenario() -> None:
+        store = open_kv("sqlite://:memory:")
+        changes = Changes(store)  # not started: woken by hand
+        futures = [changes.subscribe([SITE, node_topic(f"n{i}")]) for i in range(10_000)]
+        started = time.monotonic()
+        for future in futures[1:-1]:
+            changes.unsubscribe(future)
+        assert time.monotonic() - started < 2  # each costs its own topics, not all 10,000
+        assert changes.waiting == 2
+        changes._wake({node_topic("n0")})
+        await asyncio.wait_for(futures[0], 1)
+        assert not futures[-1].done() and changes.waiting == 1
+        changes._wake({SITE})
+        await asyncio.wait_for(futures[-1], 1)
+        for future in (futures[0], futures[-1], futures[0]):  # twice: no harm
+            changes.unsubscribe(future)
+        assert changes.waiting == 0 and not changes._waiters
+        store.close()
+
+    asyncio.run(scenario())
 
 
 def test_steady_state_marks_the_current_boot(state: State) -> None:
