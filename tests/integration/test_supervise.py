@@ -336,3 +336,81 @@ def _state(pid: int) -> str:
             return stat.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+def test_with_a_server_the_spec_comes_from_there_and_changes_live(node: Node,
+                                                                  tmp_path: Path) -> None:
+    """`supervise --server`: no site; the server's spec runs, a new generation is applied
+    without a restart, and the node's record says its units and steady-state."""
+    import json
+    import socket
+    import urllib.request
+
+    from hostos.load import load_site
+    from hostos.resolve import resolve_role, spec_document
+
+    node.units({"a": SERVICE, "b": SERVICE})  # the site the server's spec is made from
+    admin_token, token_file = uuid.uuid4().hex, tmp_path / "node-token"
+    (tmp_path / "admin-token").write_text(admin_token + "\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with open(tmp_path / "server.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hostos", "serve", "--listen", url[len("http://"):],
+             "--store", f"sqlite://{tmp_path / 'cluster.db'}",
+             "--admin-token-file", str(tmp_path / "admin-token")],
+            stdout=log, stderr=subprocess.STDOUT)
+
+    def call(method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {admin_token}",
+                     "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.loads(reply.read())
+
+    def publish(units: list[str]) -> None:
+        spec = spec_document(resolve_role(load_site(str(node.root)), "r"))
+        spec["units"] = [u for u in spec["units"] if u["name"] in units]
+        call("POST", "/v1/site", {"roles": {"r": spec}, "nodes": {"sn1": {"role": "r"}}})
+
+    try:
+        wait_until(lambda: _answers(url + "/healthz"), 30, "the server")
+        publish(["a"])
+        token_file.write_text(call("POST", "/v1/tokens/nodes/sn1")["token"] + "\n")
+        with open(node.log, "ab") as log:  # no site argument: the spec is the server's
+            node.proc = subprocess.Popen(
+                [sys.executable, "-m", "hostos", "supervise", "--server", url, "--token-file",
+                 str(token_file), "--node", "sn1", "--booted-image", "img-1", "--engine",
+                 node.engine.name, "--namespace", node.namespace, "--resync", "5"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        wait_until(lambda: node.converged({"a"}), 60, "a from the server")
+        record = wait_until(lambda: _steady(call("GET", "/v1/nodes/sn1")), 30, "steady")
+        assert record["booted_image"] == "img-1" and record["units"] == {"a": "running"}
+        pid = node.proc.pid
+        publish(["a", "b"])
+        wait_until(lambda: node.converged({"a", "b"}), 60, "b, live")
+        assert node.proc.pid == pid and node.proc.poll() is None
+        assert node.stop() == 0
+    finally:
+        server.terminate()
+        server.wait(15)
+    logs = node.logs()
+    assert "event=config generation=2" in logs
+    assert token_file.read_text().strip() not in logs
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _steady(record: dict[str, Any]) -> dict[str, Any] | None:
+    return record if record["boot_id"] and record["steady_boot_id"] == record["boot_id"] \
+        else None
