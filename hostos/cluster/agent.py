@@ -281,11 +281,13 @@ class Agent:
             self.threads.append(thread)
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop both loops; a long-poll under way ends with the process (daemon threads)."""
+        """Stop both loops: the heartbeat's within timeout (a request under way ends), the
+        config loop's long-poll with the process (a daemon thread), not holding up a stop."""
         self.stop_event.set()
         self.wake.set()
         for thread in self.threads:
-            thread.join(timeout)
+            if thread.name != "agent-config":
+                thread.join(timeout)
 
     # -- heartbeats and what follows them --------------------------------------------------
 
