@@ -243,3 +243,25 @@ def test_another_nodes_token_is_refused_and_said_once(
     assert node.specs == []
     assert caplog.text.count("agent-heartbeat") == 1  # not at every retry
     assert other not in caplog.text and ADMIN_TOKEN not in caplog.text
+
+
+def test_the_supervisor_takes_a_served_spec_and_keeps_it_over_a_bad_one() -> None:
+    from hostos.supervisor import Settings, Supervisor
+
+    settings = Settings("units", node="cn001",
+                        agent=agent.Settings("http://127.0.0.1:1", "cn001", "t"))
+    supervisor = Supervisor(settings)
+    spec = resolve_role(load_site(str(EXAMPLE_SITE)), "demo")
+    supervisor._handle("spec", spec_from_document(spec_document(spec)))
+    assert supervisor.dirty and supervisor.spec is not None
+    assert [u.name for u in supervisor.spec.units] == [u.name for u in spec.units]
+    assert supervisor.snapshot()["generation"] == 1 and supervisor.snapshot()["reconciled"] == 0
+    supervisor.dirty = False
+    with pytest.raises(SiteError) as bad:
+        spec_from_document({"role": "demo", "units": [{"name": "web"}]}, "server generation 2")
+    supervisor._handle("spec", bad.value)
+    assert not supervisor.dirty and supervisor.generation == 1  # the last good spec stays
+    assert "server generation 2" in supervisor.snapshot()["site_error"]
+    supervisor._handle("spec", spec_from_document(spec_document(spec)))
+    assert not supervisor.dirty and supervisor.generation == 1  # the same spec again: no news
+    assert supervisor.snapshot()["site_error"] == ""
