@@ -28,6 +28,7 @@ qemu start to the first unit running.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -119,13 +120,17 @@ class Console:
         return found
 
 
+BOOTS = itertools.count(1)
+
+
 def boot_once(image: Image, server: nfs.NfsServer, mem: int, smp: int, work: Path) -> Boot:
-    export = server.export
-    for old in ("site", "data"):
-        subprocess.run(["rm", "-rf", str(export / old)], check=True)
-    (export / "data").mkdir()
-    sites.demo_site(export / "site", "10.0.2.2:/export/data", server.mount_options())
-    append = (f"hostos.node={sites.NODE} hostos.site=10.0.2.2:/export/site "
+    # New directories for every boot: nfs-ganesha keeps handing out a removed directory's
+    # handle for the same name, and the next guest would find its site gone.
+    n = next(BOOTS)
+    site, data = f"site-{n}", f"data-{n}"
+    (server.export / data).mkdir()
+    sites.demo_site(server.export / site, f"10.0.2.2:/export/{data}", server.mount_options())
+    append = (f"hostos.node={sites.NODE} hostos.site=10.0.2.2:/export/{site} "
               f"hostos.site_opts={server.mount_options()},soft")
     qmp = str(work / "qmp.sock")
     console = Console()
@@ -135,7 +140,8 @@ def boot_once(image: Image, server: nfs.NfsServer, mem: int, smp: int, work: Pat
     guest.start()
     console.started = guest.started
     try:
-        result.ok, result.why = _follow(guest, console, export / "data" / "hello.txt", result)
+        result.ok, result.why = _follow(guest, console, server.export / data / "hello.txt",
+                                        result)
     finally:
         if guest.running():
             guest.kill()
