@@ -140,6 +140,37 @@ def test_supervisor_command(cmdline: str, want: str) -> None:
                    "--podman-socket /run/podman/podman.sock")
 
 
+@pytest.mark.parametrize(("cmdline", "want"), [
+    ("hostos.node=cn001 hostos.server=http://10.0.0.1:8080",
+     "--node cn001 --server http://10.0.0.1:8080"),
+    ("hostos.server=http://10.0.0.1:8080 BOOTIF=01-52-54-00-12-34-56",
+     "--server http://10.0.0.1:8080"),  # the agent takes the MAC from BOOTIF itself
+    ("hostos.role=login hostos.server=http://s:80 hostos.node=n1", "--node n1 --server http://s:80"),
+])
+def test_supervisor_command_with_a_server(cmdline: str, want: str) -> None:
+    out = sh(f"parse_cmdline '{cmdline}'; supervisor_command").strip()
+    assert out == (f"hostos supervise {want} --token-file /run/hostos/token "
+                   "--engine podman --podman-socket /run/podman/podman.sock")
+
+
+def test_a_server_node_without_a_name_uses_the_dhcp_host_name() -> None:
+    out = sh("parse_cmdline 'hostos.server=http://s:80'; DHCP_HOSTNAME=cn042; "
+             "supervisor_command").strip()
+    assert out.startswith("hostos supervise --node cn042 --server http://s:80 ")
+    assert sh("parse_cmdline 'hostos.server=http://s:80'; supervisor_command || echo none"
+              ).strip() == "none"
+
+
+def test_the_token_from_the_command_line_goes_into_a_file_only_root_reads(
+        tmp_path: Path) -> None:
+    token = tmp_path / "run" / "token"
+    out = sh(f"HOSTOS_TOKEN_FILE={token}; parse_cmdline 'hostos.token=hn1.n1.secret "
+             "hostos.server=http://s:80'; log() { :; }; server_token; echo ok").strip()
+    assert out == "ok"
+    assert token.read_text() == "hn1.n1.secret\n"
+    assert token.stat().st_mode & 0o777 == 0o600
+
+
 def test_supervisor_command_falls_back_to_the_dhcp_host_name() -> None:
     assert "--node cn042 " in sh("DHCP_HOSTNAME=cn042; supervisor_command")
     assert sh("supervisor_command || echo none").strip() == "none"
