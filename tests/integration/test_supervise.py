@@ -281,8 +281,9 @@ def test_failed_mount_holds_only_its_dependants_with_fallback_and_back(node: Nod
         src.mkdir()
         (src / "where").write_text("export\n")
         src2.mkdir()
-        wait_until(lambda: set(node.running()) == {"uses", "free", "strict"}
-                   and node.running()["uses"] != first, 40, "moved back onto the mount")
+        # one look at the engine per try: between two, `uses` may be mid-recreate
+        wait_until(lambda: (seen := node.running()).keys() == {"uses", "free", "strict"}
+                   and seen["uses"] != first, 40, "moved back onto the mount")
         moved = node.running()["uses"]
         wait_until(lambda: b"export" in b"".join(node.engine.logs(moved, False, None)), 10)
         status = node.status() or {}
