@@ -56,8 +56,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 IMAGE_CLI = [str(PYTHON), "-c", "from hostos.image.cli import image_app; image_app()"]
 BOOT_TIMEOUT = 300.0
 SECTION = "image-bench"
-REPRODUCE = ("bash scripts/setup && .venv/bin/python bench/image.py --runs 3 --smp 1,2 "
-             "--write docs/benchmarks.md")
+REPRODUCE = "bash scripts/setup && .venv/bin/python bench/image.py"  # + this run's arguments
 MILESTONES = {  # name → console line (regex), in boot order
     "kernel": r"Linux version ",
     "/init": r"hostos-init: stage 1",
@@ -257,7 +256,7 @@ def report(size: Sizes, runs: dict[int, list[Boot]], mem: int, least: int | None
         "Reproduce (as root):",
         "",
         "```sh",
-        REPRODUCE,
+        " ".join([REPRODUCE, *sys.argv[1:]]),
         "```",
         "",
         f"Measured {now} at {commit_line()}; {args.runs} boots per CPU count; the machine: "
