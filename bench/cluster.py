@@ -65,6 +65,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from report import commit_line, machine, write_section  # noqa: E402
 
+from hostos.run import terminate  # noqa: E402
+
 PYTHON = ROOT / ".venv" / "bin" / "python"
 ETCD = "/usr/bin/etcd"
 SECTION = "cluster-bench"
@@ -533,13 +535,7 @@ class Proc:
         return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 15)
 
 
 def start_etcd(tmp: Path) -> Proc:

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO
+from typing import IO, Any
 
 from hostos.errors import RuntimeFailure
 
@@ -160,3 +160,16 @@ def _text(data: str | bytes | None) -> str:
     if data is None:
         return ""
     return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def terminate(process: subprocess.Popen[Any], grace: float) -> None:
+    """Stop a process we started: SIGTERM, then SIGKILL if it is still there after grace
+    seconds; reaped either way.  Nothing happens to one that has ended."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

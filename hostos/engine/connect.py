@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from hostos.engine.base import Engine, EngineError, Observed
-from hostos.run import CommandFailed, spawn
+from hostos.run import CommandFailed, spawn, terminate
 
 log = logging.getLogger("hostos.engine")
 
@@ -314,14 +314,7 @@ def _url(socket_or_url: str) -> str:
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(SERVICE_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    terminate(process, SERVICE_STOP_TIMEOUT)
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from hostos.run import terminate
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 START_SECONDS = 30.0
@@ -108,12 +110,7 @@ def serving(tmp: Path, store: str | None = None, **where: Any) -> Iterator[Serve
 
 
 def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    terminate(server.process, 15)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "etcd"])
