@@ -11,10 +11,11 @@ Per store, in one run, one after the other on the same machine:
 
 The admin publishes a site (role `bench-a`: the rollout's nodes, role `bench-b`: the rest),
 registers two images, issues every node its token and assigns it `img-1` (its first boot),
-all through the API.  The agents then run in a few load-generator processes (asyncio, one
-HTTP/1.1 keep-alive connection per agent for its heartbeats and one for its long-poll; the
-server closes a connection idle for 5 s, so a heartbeat after a longer pause opens a new
-one).  Each agent does what the node agent does: a heartbeat every `--heartbeat` seconds, a
+all through the API.  The agents then run in a few load-generator processes (asyncio; per
+agent one HTTP/1.1 keep-alive connection for its long-poll, and for its heartbeats one that
+is kept only when they come more often than the server's 5 s keep-alive: at a longer
+interval, like the node agent, each heartbeat opens a connection and asks to close it).
+Each agent does what the node agent does: a heartbeat every `--heartbeat` seconds, a
 long-poll `GET /v1/nodes/<id>/config?after=G&wait=W&image=I` that returns a new generation or
 a new assignment, and when its assignment is not its booted image: `pre-reboot`, a reboot of
 `--reboot` seconds (silent, its connections dropped), then a heartbeat on the new image and
@@ -272,8 +273,11 @@ class Agent:
         started = time.time()
         body = {"booted_image": self.booted, "boot_id": self.boot_id,
                 "units": {"app": "healthy"}, "generation": self.generation}
+        # like the node agent: a connection per heartbeat when it would sit idle past the
+        # server's keep-alive anyway (no socket held open between heartbeats)
+        closing = {"Connection": "close"} if self.settings.heartbeat > IDLE_REUSE else None
         reply = await self.call(self.beat_conn, "heartbeat", "PUT",
-                                f"/v1/nodes/{self.id}/status", body)
+                                f"/v1/nodes/{self.id}/status", body, headers=closing)
         if reply is None:
             return
         end = time.time()

@@ -1,9 +1,11 @@
 """One thread follows the store and wakes the asyncio tasks waiting for a change.
 
-A long-poll subscribes to topics (`site`, `node:<id>`), checks the store, and awaits its
-future only if nothing is new yet: subscribing before the check means a write between the
-check and the wait still wakes it.  However many agents wait, that costs one future each and
-one `KV.watch` for the whole server process, never a thread or a store watch per request.
+A long-poll subscribes to topics (`site`, `node:<id>`), checks the mirror (`mirror.py`, the
+watcher's in-memory view of the store), and awaits its future only if nothing is new yet:
+subscribing before the check means a change between the check and the wait still wakes it,
+and the watcher updates the mirror before it wakes anyone.  However many agents wait, that
+costs one future each and one `KV.watch` for the whole server process, never a thread or a
+store watch per request.
 """
 
 from __future__ import annotations
@@ -12,38 +14,28 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from hostos.cluster import keys
-from hostos.cluster.kv import KV, Compacted, Entry
+from hostos.cluster.kv import KV, Compacted
+from hostos.cluster.mirror import SITE, Mirror, node_topic
 
 log = logging.getLogger(__name__)
 
-SITE = "site"
+__all__ = ["SITE", "Changes", "node_topic"]
 WATCH_SECONDS = 1.0  # how long one KV.watch blocks: the bound on stop()'s wait
 RETRY_SECONDS = 1.0  # after a failed watch (the store is away)
-
-
-def node_topic(node_id: str) -> str:
-    return f"node:{node_id}"
-
-
-def topics_of(entries: Iterable[Entry]) -> set[str]:
-    """The topics the written keys touch."""
-    topics: set[str] = set()
-    for entry in entries:
-        if entry.key == keys.SITE_CURRENT:
-            topics.add(SITE)
-        elif entry.key.startswith(keys.NODES):
-            topics.add(node_topic(keys.last_segment(entry.key)))
-    return topics
 
 
 class Changes:
     """Topic → waiting futures, woken from the watcher thread through the event loop."""
 
-    def __init__(self, kv: KV) -> None:
+    def __init__(self, kv: KV, prepare: Callable[[int], object] | None = None) -> None:
+        """prepare(generation) runs in the watcher thread when the site generation changes,
+        before any waiter is woken (the server reads the new generation there, once)."""
         self.kv = kv
+        self.mirror = Mirror()
+        self._prepare = prepare
+        self._after = 0
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         # each future's topics, so that unsubscribing costs its own topics, not every topic
         # (with 10,000 agents waiting on `node:<id>` as well, that scan was 10,000 per call)
@@ -53,6 +45,7 @@ class Changes:
         self._thread: threading.Thread | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.mirror, self._after = Mirror.load(self.kv)
         self._loop = loop
         self._thread = threading.Thread(target=self._follow, name="kv-watcher", daemon=True)
         self._thread.start()
@@ -98,22 +91,37 @@ class Changes:
                 self._loop.call_soon_threadsafe(self._wake, topics)
 
     def _follow(self) -> None:
-        after = self.kv.revision()
+        after = self._after
         while not self._stop.is_set():
             try:
                 entries = self.kv.watch("", after, WATCH_SECONDS)
             except Compacted as exc:  # etcd dropped the history: wake all to re-read
-                log.info("store history compacted (%s): following from now", exc)
-                after = self.kv.revision()
+                log.info("store history compacted (%s): reading it again", exc)
+                self._reload()
+                after = self._after
                 self._post(None)
                 continue
             except Exception as exc:  # the store is away: wake all to re-read, then retry
                 log.warning("watching the store failed: %s", exc)
                 self._stop.wait(RETRY_SECONDS)
                 with contextlib.suppress(Exception):
-                    after = self.kv.revision()
+                    self._reload()
+                    after = self._after
                 self._post(None)
                 continue
             if entries:
                 after = max(after, *(e.revision for e in entries))
-                self._post(topics_of(entries))
+                self._post(self._taken(self.mirror.apply(entries)))
+
+    def _reload(self) -> None:
+        self.mirror, self._after = Mirror.load(self.kv)
+        self._taken({SITE})
+
+    def _taken(self, topics: set[str]) -> set[str]:
+        if SITE in topics and self._prepare is not None:
+            try:
+                self._prepare(self.mirror.generation)
+            except Exception as exc:  # the waiters read it themselves then
+                log.warning("reading site generation %s failed: %s", self.mirror.generation,
+                            exc)
+        return topics

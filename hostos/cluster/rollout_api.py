@@ -19,8 +19,9 @@ from pydantic import BaseModel, Field
 
 from hostos.cluster import controller
 from hostos.cluster.auth import Scope as Access
+from hostos.cluster.nodeapi import require
 from hostos.cluster.rollout import NodeState, RolloutError, RolloutSpec
-from hostos.cluster.server import Who, error_response, require
+from hostos.cluster.server import Who, error_response
 from hostos.cluster.state import NotFound, State
 
 

@@ -29,17 +29,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hostos import __version__
 from hostos.cluster import auth, ipxe, keys
+from hostos.cluster.apierror import HTTP_KINDS, KNOWN, ApiError
 from hostos.cluster.auth import Principal
 from hostos.cluster.auth import Scope as Access
-from hostos.cluster.changes import SITE, Changes, node_topic
-from hostos.cluster.records import Heartbeat, ImageRecord, NodeRecord, RecordError, SiteDocument
-from hostos.cluster.state import Contention, NodeConfig, NotFound, State
+from hostos.cluster.changes import Changes
+from hostos.cluster.nodeapi import NodePath, NodeTraffic, require
+from hostos.cluster.records import ImageRecord, NodeRecord, SiteDocument
+from hostos.cluster.state import NotFound, State
 from hostos.logfmt import kv
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("hostos.access")
 
 MiB = 1 << 20
+JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -51,20 +54,12 @@ class Settings:
     max_body: int = MiB
     max_site_body: int = 16 * MiB
     max_wait: float = 300.0  # seconds a config long-poll may wait
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, kind: str, value: str) -> None:
-        super().__init__(value)
-        self.status, self.kind, self.value = status, kind, value
+    node_path: bool = True  # heartbeats and long-polls on the lean path (nodeapi.py)
 
 
 def error_response(status: int, kind: str, value: str) -> JSONResponse:
     return JSONResponse({"kind": kind, "value": value}, status_code=status)
 
-
-HTTP_KINDS = {401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 413: "too_large"}
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -84,27 +79,22 @@ def _add_error_handlers(app: FastAPI) -> None:
                              for e in exc.errors())
         return error_response(422, "bad_request", problems)
 
-    async def bad_value(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(400, "bad_request", str(exc))
-
-    async def not_found(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(404, "not_found", str(exc))
-
-    async def contended(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(503, "contention", str(exc))
+    def answer(status: int, kind: str) -> Callable[[Request, Exception], Any]:
+        async def handler(_: Request, exc: Exception) -> JSONResponse:
+            return error_response(status, kind, str(exc))
+        return handler
 
     app.add_exception_handler(ApiError, api)
     app.add_exception_handler(HTTPException, http)
     app.add_exception_handler(RequestValidationError, invalid)
-    for error in (RecordError, keys.BadName, ipxe.ScriptError):
-        app.add_exception_handler(error, bad_value)
+    for error, status, kind in KNOWN:
+        app.add_exception_handler(error, answer(status, kind))
+
     async def failed(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed: %s: %s", request.method, request.url.path,
                   type(exc).__name__, exc)
         return error_response(500, "server_error", f"{type(exc).__name__}: {exc}")
 
-    app.add_exception_handler(NotFound, not_found)
-    app.add_exception_handler(Contention, contended)
     app.add_exception_handler(Exception, failed)  # the store away, a bug: still JSON
 
 
@@ -126,7 +116,8 @@ class _HttpMiddleware:
 
 class AccessLog(_HttpMiddleware):
     """One logfmt line per request: method, path, status, time, caller. Never headers, the
-    query string or a body, so no token reaches the log."""
+    query string or a body, so no token reaches the log. A node's heartbeats and long-polls
+    answered 2xx or 304 are logged at debug level: a fleet sends thousands a second."""
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started, status = time.monotonic(), 500
@@ -140,10 +131,13 @@ class AccessLog(_HttpMiddleware):
         try:
             await self.app(scope, receive, sending)
         finally:
-            who = scope.get("state", {}).get("principal")
-            access.info(kv("http", method=scope["method"], path=scope["path"], status=status,
-                           ms=round((time.monotonic() - started) * 1000, 1),
-                           who=str(who) if who else None))
+            routine = status < 400 and scope["path"].endswith(("/status", "/config"))
+            level = logging.DEBUG if routine else logging.INFO
+            if access.isEnabledFor(level):
+                who = scope.get("state", {}).get("principal")
+                access.log(level, kv("http", method=scope["method"], path=scope["path"],
+                                     status=status, who=str(who) if who else None,
+                                     ms=round((time.monotonic() - started) * 1000, 1)))
 
 
 class TooLargeAsJson(_HttpMiddleware):
@@ -168,10 +162,17 @@ class TooLargeAsJson(_HttpMiddleware):
 
 
 class _App(FastAPI):
+    node_path: NodeTraffic | None = None  # set: the node routes on the lean path
+    node_max_body = MiB
+
     def build_middleware_stack(self) -> ASGIApp:
         """FastAPI's stack (its body limit outermost) inside the access log and the JSON
-        413, so that every answer is logged and every error is JSON."""
-        return AccessLog(TooLargeAsJson(super().build_middleware_stack()))
+        413, so that every answer is logged and every error is JSON; the node path between
+        the access log and the rest."""
+        stack: ASGIApp = TooLargeAsJson(super().build_middleware_stack())
+        if self.node_path is not None:
+            stack = NodePath(stack, self.node_path, self.node_max_body)
+        return AccessLog(stack)
 
 
 # -- request bodies (their OpenAPI schemas) -------------------------------------------------
@@ -193,22 +194,24 @@ class ImageRegistration(BaseModel):
     cmdline: str | None = None  # default: the kernel arguments of the image's boot.ipxe
 
 
-Caller = Callable[[Request], Principal]
 JsonBody = Annotated[dict[str, Any], Body()]
 FleetLockHeader = Annotated[str | None, Header(alias="fleet-lock-protocol")]
 
 
 def _caller(request: Request) -> Principal:
     """The authenticated caller (401 without a valid token)."""
-    authenticate: Caller = request.app.state.authenticate
-    return authenticate(request)
+    traffic: NodeTraffic = request.app.state.traffic
+    who = traffic.authenticate(request.headers.get("authorization"))
+    request.state.principal = who
+    return who
 
 
 Who = Annotated[Principal, Depends(_caller)]
 
 
 def create_app(state: State, settings: Settings) -> FastAPI:
-    changes = Changes(state.kv)
+    changes = Changes(state.kv, prepare=state.generation)
+    traffic = NodeTraffic(state, changes, settings.admin_token, settings.max_wait)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -217,49 +220,26 @@ def create_app(state: State, settings: Settings) -> FastAPI:
             yield
         finally:
             changes.stop()
+            traffic.close()
 
     app = _App(title="hostos cluster server", version=__version__, lifespan=lifespan,
-                  max_body_size=settings.max_body)
+               max_body_size=settings.max_body)
+    app.node_path = traffic if settings.node_path else None
+    app.node_max_body = settings.max_body
     app.state.changes = changes
+    app.state.traffic = traffic
     _add_error_handlers(app)
-    app.state.authenticate = _authenticator(state, settings)
-    _site_routes(app, state, settings)
-    _node_routes(app, state, settings, changes)
+    _site_routes(app, state, settings, traffic)
+    _node_routes(app, state, traffic)
     _fleetlock_routes(app, state)
-    _boot_routes(app, state, settings, changes)
+    _boot_routes(app, state, settings, traffic)
     return app
-
-
-def _authenticator(state: State, settings: Settings) -> Caller:
-    admin_hash = auth.token_hash(settings.admin_token)
-
-    def caller(request: Request) -> Principal:
-        token = auth.bearer(request.headers.get("authorization"))
-        if token is None:
-            raise ApiError(401, "unauthorized", "this needs a bearer token")
-        node_id = auth.token_node(token)
-        try:
-            stored = state.token_hash(node_id) if node_id else None
-        except keys.BadName:
-            stored = None
-        who = auth.identify(token, admin_hash, stored)
-        if who is None:
-            raise ApiError(401, "unauthorized", "the token is not the admin's or a node's")
-        request.state.principal = who
-        return who
-
-    return caller
-
-
-def require(who: Principal, scope: Access, node_id: str | None = None) -> None:
-    if not auth.allowed(who, scope, node_id):
-        target = f" for node {node_id}" if node_id else ""
-        raise ApiError(403, "forbidden", f"{who} may not do this{target}")
 
 
 # -- the site, images, tokens (admin) ------------------------------------------------------
 
-def _site_routes(app: FastAPI, state: State, settings: Settings) -> None:
+def _site_routes(app: FastAPI, state: State, settings: Settings,
+                 traffic: NodeTraffic) -> None:
     @app.post("/v1/site", max_body_size=settings.max_site_body)
     def publish(body: JsonBody, who: Who) -> dict[str, Any]:
         """Publish a resolved site: a new generation when its hash changed."""
@@ -305,13 +285,13 @@ def _site_routes(app: FastAPI, state: State, settings: Settings) -> None:
         """A new token for the node (the previous one stops working)."""
         require(who, Access.admin)
         token = auth.new_node_token(keys.checked(node_id, "node id"))
-        state.store_token_hash(node_id, auth.token_hash(token))
+        traffic.store_token_hash(node_id, auth.token_hash(token))
         return {"node": node_id, "token": token}
 
     @app.delete("/v1/tokens/nodes/{node_id}")
     def revoke(node_id: str, who: Who) -> dict[str, bool]:
         require(who, Access.admin)
-        return {"revoked": state.revoke_token(node_id)}
+        return {"revoked": traffic.revoke_token(node_id)}
 
 
 def read_image(root: Path, name: str, cmdline: str | None) -> ImageRecord:
@@ -349,7 +329,7 @@ def _sha256(path: Path) -> str:
 
 # -- nodes -----------------------------------------------------------------------------------
 
-def _node_routes(app: FastAPI, state: State, settings: Settings, changes: Changes) -> None:
+def _node_routes(app: FastAPI, state: State, traffic: NodeTraffic) -> None:
     @app.get("/v1/nodes")
     def nodes(who: Who) -> list[dict[str, Any]]:
         """Every node the inventory or a heartbeat knows."""
@@ -362,12 +342,10 @@ def _node_routes(app: FastAPI, state: State, settings: Settings, changes: Change
         return _known(state.node(node_id), node_id).to_json()
 
     @app.put("/v1/nodes/{node_id}/status")
-    def heartbeat(node_id: str, body: JsonBody, who: Who) -> dict[str, Any]:
+    def heartbeat(node_id: str, body: JsonBody, who: Who) -> Response:
         """A heartbeat: booted image, unit health, mount state; answers the node record
         (with the image the node should boot)."""
-        require(who, Access.node_write, node_id)
-        keys.checked(node_id, "node id")
-        return state.heartbeat(node_id, Heartbeat.from_json(body)).to_json()
+        return Response(traffic.heartbeat(node_id, body, who), media_type=JSON)
 
     @app.put("/v1/nodes/{node_id}/assignment")
     def assign(node_id: str, body: Assignment, who: Who) -> dict[str, Any]:
@@ -377,47 +355,18 @@ def _node_routes(app: FastAPI, state: State, settings: Settings, changes: Change
 
     @app.get("/v1/nodes/{node_id}/config", responses={304: {"description": "nothing new"}})
     async def config(node_id: str, who: Who, after: int = 0, wait: float = 0,
-                     image: str | None = None) -> Any:
+                     image: str | None = None) -> Response:
         """The node's config once the generation is above `after` (or, with `image`, once
         the assigned image is not `image`); waits up to `wait` seconds, then 304."""
-        require(who, Access.node_read, node_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, min(wait, settings.max_wait))
-        # the node's own record changes with each heartbeat: follow it only for `image`
-        topics = [SITE] if image is None else [SITE, node_topic(node_id)]
-        while True:
-            future = changes.subscribe(topics)
-            try:
-                ready = await run_in_threadpool(_ready_config, state, node_id, after, image)
-                if ready is not None:
-                    return ready.to_json()
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return Response(status_code=304)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(future, remaining)
-            finally:
-                changes.unsubscribe(future)
+        answer = await traffic.config(node_id, who, after, wait, image)
+        return Response(status_code=304) if answer is None else Response(answer,
+                                                                         media_type=JSON)
 
 
 def _known(record: NodeRecord | None, node_id: str) -> NodeRecord:
     if record is None:
         raise NotFound(f"no node '{node_id}' in the inventory or among heartbeats")
     return record
-
-
-def _ready_config(state: State, node_id: str, after: int, image: str | None) -> NodeConfig | None:
-    """The config to answer now, None to wait; NotFound when a newer generation has no
-    such node."""
-    config = state.config(node_id)
-    if config is None:
-        current = state.current_generation()
-        if current > after:
-            raise NotFound(f"node '{node_id}' is not in site generation {current}")
-        return None
-    if config.generation > after or (image is not None and config.assigned_image != image):
-        return config
-    return None
 
 
 # -- FleetLock -------------------------------------------------------------------------------
@@ -449,7 +398,8 @@ def _fleetlock_routes(app: FastAPI, state: State) -> None:
 
 # -- iPXE, images, health --------------------------------------------------------------------
 
-def _boot_routes(app: FastAPI, state: State, settings: Settings, changes: Changes) -> None:
+def _boot_routes(app: FastAPI, state: State, settings: Settings,
+                 traffic: NodeTraffic) -> None:
 
     @app.get("/boot.ipxe", response_class=PlainTextResponse)
     def chain(request: Request) -> str:
@@ -469,7 +419,7 @@ def _boot_routes(app: FastAPI, state: State, settings: Settings, changes: Change
         token = None
         if settings.boot_tokens:
             token = auth.new_node_token(node.id)
-            state.store_token_hash(node.id, auth.token_hash(token))
+            traffic.store_token_hash(node.id, auth.token_hash(token))
         return ipxe.boot_script(image, node_id=node.id, mac_id=keys.mac_id(mac),
                                 server_url=server, token=token)
 
@@ -489,7 +439,7 @@ def _boot_routes(app: FastAPI, state: State, settings: Settings, changes: Change
         revision = await run_in_threadpool(state.kv.revision)
         generation = await run_in_threadpool(state.current_generation)
         return {"ok": True, "revision": revision, "generation": generation,
-                "waiting": changes.waiting}  # read in the event loop, which owns it
+                "waiting": traffic.changes.waiting}  # read in the event loop, which owns it
 
 
 def _role_image(state: State, role: str) -> str | None:

@@ -247,15 +247,10 @@ class State:
     def config(self, node_id: str) -> NodeConfig | None:
         """The node's config in the current generation; None when it is not in it."""
         site = self.generation()
-        entry = site.nodes.get(node_id) if site else None
-        if site is None or entry is None:
+        if site is None or node_id not in site.nodes:
             return None
-        role = str(entry.get("role", ""))
         record = self._record(node_id)
-        labels = entry.get("labels", {})
-        return NodeConfig(site.generation, site.hash, node_id, role, site.roles.get(role),
-                          labels if isinstance(labels, Mapping) else {},
-                          record.assigned_image if record else None)
+        return config_of(site, node_id, record.assigned_image if record else None)
 
     def heartbeat(self, node_id: str, beat: Heartbeat) -> NodeRecord:
         key = keys.node(node_id)
@@ -383,6 +378,18 @@ class State:
 
     def revoke_token(self, node_id: str) -> bool:
         return self.kv.delete(keys.node_token(node_id))
+
+
+def config_of(site: Generation, node_id: str, assigned: str | None) -> NodeConfig | None:
+    """The node's config in site, with the image assigned to it; None when site does not
+    list the node."""
+    entry = site.nodes.get(node_id)
+    if entry is None:
+        return None
+    role = str(entry.get("role", ""))
+    labels = entry.get("labels", {})
+    return NodeConfig(site.generation, site.hash, node_id, role, site.roles.get(role),
+                      labels if isinstance(labels, Mapping) else {}, assigned)
 
 
 def _node(entry: Entry | None, node_id: str) -> NodeRecord:

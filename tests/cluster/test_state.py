@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from hostos.cluster import keys
-from hostos.cluster.changes import SITE, Changes, node_topic, topics_of
+from hostos.cluster.changes import SITE, Changes, node_topic
 from hostos.cluster.kv import KV, Compacted, Entry, open_kv
+from hostos.cluster.mirror import Mirror
 from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument, SlotTable
 from hostos.cluster.state import GENERATIONS_KEPT, NotFound, State
 
@@ -122,10 +123,39 @@ def test_tokens(state: State) -> None:
     assert state.revoke_token("cn001") and state.token_hash("cn001") is None
 
 
-def test_topics_of_writes() -> None:
-    entries = [Entry("site/current", b"", 1), Entry("site/gen/2", b"", 1),
-               Entry("nodes/cn001", b"", 2), Entry("fleetlock/g", b"", 3)]
-    assert topics_of(entries) == {SITE, node_topic("cn001")}
+def test_the_mirror_wakes_a_node_only_when_its_assignment_changes() -> None:
+    mirror = Mirror()
+    assert mirror.apply([Entry("site/current", b'{"generation":2}', 1),
+                         Entry("site/gen/2", b"{}", 1), Entry("fleetlock/g", b"{}", 3),
+                         Entry("nodes/cn001", b'{"assigned_image":null}', 2)]) == \
+        {SITE, node_topic("cn001")}
+    # a heartbeat rewrites the record, the assignment stays: nobody is woken
+    assert mirror.apply([Entry("nodes/cn001", b'{"assigned_image":null,"last_seen":5}', 4)]) \
+        == set()
+    assert mirror.apply([Entry("nodes/cn001", b'{"assigned_image":"img-2"}', 5)]) == \
+        {node_topic("cn001")}
+    assert mirror.apply([Entry("site/current", b'{"generation":2}', 6)]) == set()
+    assert (mirror.generation, mirror.assigned) == (2, {"cn001": "img-2"})
+    assert mirror.apply([Entry("nodes/cn001", b"", 7)]) == {node_topic("cn001")}  # deleted
+    assert mirror.assigned == {"cn001": None}
+
+
+def test_the_mirror_follows_token_hashes() -> None:
+    mirror = Mirror()
+    mirror.apply([Entry("tokens/nodes/cn001", b'{"sha256":"ab"}', 1),
+                  Entry("tokens/nodes/cn002", b'{"sha256":"cd"}', 2)])
+    mirror.apply([Entry("tokens/nodes/cn002", b"", 3), Entry("tokens/nodes/cn003", b"x", 4)])
+    assert mirror.tokens == {"cn001": "ab"}
+
+
+def test_the_mirror_loads_what_the_store_holds(state: State) -> None:
+    state.publish(site())
+    state.heartbeat("cn002", Heartbeat(boot_id="b"))
+    state.store_token_hash("cn001", "ab")
+    mirror, revision = Mirror.load(state.kv)
+    assert revision == state.kv.revision()
+    assert (mirror.generation, mirror.tokens) == (1, {"cn001": "ab"})
+    assert mirror.assigned == {"cn002": None}
 
 
 def test_changes_wake_a_waiter_from_the_watcher_thread(kv: KV) -> None:
@@ -135,7 +165,7 @@ def test_changes_wake_a_waiter_from_the_watcher_thread(kv: KV) -> None:
         try:
             future = changes.subscribe([node_topic("cn001")])
             assert changes.waiting == 1
-            threading.Timer(0.2, lambda: kv.put("nodes/cn001", b"{}")).start()
+            threading.Timer(0.2, lambda: kv.put("nodes/cn001", b'{"assigned_image":"i"}')).start()
             await asyncio.wait_for(future, 10)
             return changes.waiting == 0
         finally:
