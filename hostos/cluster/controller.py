@@ -9,9 +9,12 @@ revisions it read.  So a grant is never written without the rollout that explain
 second replica that wrongly believes it leads loses the compare, and an operator's command
 (which writes the rollout key) makes the round in flight start over from a fresh read.
 
-Rounds are woken by writes to node records, rollouts and slot tables (a store watch) and by
-a short tick (deadlines pass without any write).  A replica that fails to refresh its claim,
-or finds another holder, stops acting before its next write.
+Rounds are woken by writes to rollouts, slot tables and the records of nodes in an active
+rollout (a store watch; the heartbeats of the rest of the fleet wake nothing) and by a short
+tick (deadlines pass without any write).  The node records a round plans on come from the
+watch itself (`NodeCache`), not from reading the fleet's records each round; the records of
+nodes it grants are read from the store, and compared in the transaction.  A replica that
+fails to refresh its claim, or finds another holder, stops acting before its next write.
 
 The rollout commands (`start_rollout`, `command`) live here too: they are read-modify-writes
 of the same key, with the same compare-and-swap.
@@ -43,12 +46,12 @@ log = logging.getLogger(__name__)
 CAMPAIGN = "rollout-controller"
 TTL = 10.0  # seconds a dead leader's claim outlives it
 TICK = 1.0  # seconds between rounds when nothing is written
-SETTLE = 0.2  # seconds a round waits after a wake-up, so a burst of heartbeats is one round
+SETTLE = 0.02  # seconds a round waits after a wake-up, so a burst of writes is one round
 GRANTS_PER_TXN = 50  # etcd refuses more than 128 operations in one transaction
 LOG_KEPT = 50  # actions kept with the rollout, for `hostos rollout status`
 ATTEMPTS = 20
 HEALTHY = frozenset({"healthy", "running"})  # unit health values that count as healthy
-WATCHED = (keys.NODES, keys.ROLLOUTS_CURRENT, keys.FLEETLOCK)
+WATCHED = (keys.ROLLOUTS_CURRENT, keys.FLEETLOCK)  # and the nodes of active rollouts
 
 
 class Conflict(RolloutError):
@@ -252,6 +255,46 @@ def command(state: State, role: str, name: str) -> Stored:
 
 # -- the loop ------------------------------------------------------------------------------
 
+class NodeCache:
+    """The node records as the controller's watch saw them, each decoded once per revision."""
+
+    def __init__(self) -> None:
+        self.loaded = False
+        self._entries: dict[str, Entry] = {}
+        self._decoded: dict[str, tuple[int, NodeRecord]] = {}
+
+    def load(self, kv: KV) -> int:
+        """Read every node record; the revision to watch after (taken first: a write
+        meanwhile is seen twice, never missed)."""
+        revision = kv.revision()
+        self._entries = {keys.last_segment(e.key): e for e in kv.range(keys.NODES)}
+        self._decoded.clear()
+        self.loaded = True
+        return revision
+
+    def apply(self, entries: Sequence[Entry]) -> set[str]:
+        """Take in watched entries; the ids of the nodes written (or deleted)."""
+        written = set()
+        for entry in entries:
+            if entry.key.startswith(keys.NODES):
+                node_id = keys.last_segment(entry.key)
+                written.add(node_id)
+                if entry.value:
+                    self._entries[node_id] = entry
+                else:
+                    self._entries.pop(node_id, None)
+        return written
+
+    def record(self, node_id: str) -> NodeRecord | None:
+        entry = self._entries.get(node_id)
+        if entry is None:
+            return None
+        decoded = self._decoded.get(node_id)
+        if decoded is None or decoded[0] != entry.revision:
+            decoded = entry.revision, NodeRecord.from_json(keys.decode(entry.value))
+            self._decoded[node_id] = decoded
+        return decoded[1]
+
 
 class Controller:
     """The rollout loop of one server process; acts only while it holds the claim."""
@@ -265,6 +308,9 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._leading_until = 0.0  # monotonic: act only before this
         self._refreshed = float("-inf")
+        self._nodes = NodeCache()
+        self._after = 0  # the store revision the watch has seen
+        self._watched: frozenset[str] = frozenset()  # the nodes of active rollouts
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="rollout-controller",
@@ -303,7 +349,7 @@ class Controller:
         return won
 
     def _run(self) -> None:
-        after = self._revision()
+        self._after = self._revision()
         while not self._stop.is_set():
             busy = False
             if self.campaign():
@@ -312,13 +358,14 @@ class Controller:
                 except Exception as exc:  # the store away, a record of the wrong shape
                     log.warning(logfmt("controller-round-failed",
                                        error=f"{type(exc).__name__}: {exc}"))
+                    self._nodes.loaded = False  # read them again
                     self._stop.wait(self.tick)
-            if busy:
-                continue
             if not self.leading:
+                self._nodes.loaded = False  # a leader-to-be reads them when it leads
                 self._stop.wait(min(self.ttl / 3, self.tick * 3))
                 continue
-            after = self._wait(after)
+            # after a write, what it wrote is in the watch at once: into the cache first
+            self.follow(SETTLE if busy else self.tick)
             self._stop.wait(SETTLE)
 
     def _revision(self) -> int:
@@ -330,26 +377,36 @@ class Controller:
                 self._stop.wait(self.tick)
         return 0
 
-    def _wait(self, after: int) -> int:
-        """Until a watched key is written or the tick passes; the revision seen."""
-        deadline = time.monotonic() + self.tick
+    def _lost_track(self) -> None:
+        """The watch cannot go on from where it was: read the node records again."""
+        self._nodes.loaded = False
+        self._after = self._revision()
+
+    def follow(self, timeout: float) -> None:
+        """Follow the store until a watched key is written or timeout passes, keeping the
+        node cache up (the loop does this between rounds; a test driving rounds by hand
+        calls it after its writes)."""
+        deadline = time.monotonic() + timeout
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return after
+                return
             try:
-                entries = self.kv.watch("", after, remaining)
+                entries = self.kv.watch("", self._after, remaining)
             except Compacted:
-                return self._revision()
+                self._lost_track()
+                return
             except Exception as exc:
                 log.warning(logfmt("controller-watch-failed", error=str(exc)))
                 self._stop.wait(min(remaining, self.tick))
-                return self._revision()
+                self._lost_track()
+                return
             if entries:
-                after = max(after, *(e.revision for e in entries))
-                if any(e.key.startswith(WATCHED) for e in entries):
-                    return after
-        return after
+                self._after = max(self._after, *(e.revision for e in entries))
+                written = self._nodes.apply(entries)
+                if not written.isdisjoint(self._watched) or \
+                        any(e.key.startswith(WATCHED) for e in entries):
+                    return
 
     def round(self) -> bool:
         """Plan every active rollout once; True when something was written or a compare
@@ -357,17 +414,20 @@ class Controller:
         read_all = [(e, Stored.from_json(keys.decode(e.value)))
                     for e in self.kv.range(keys.ROLLOUTS_CURRENT)]
         active = [(e, s) for e, s in read_all if s.rollout.state not in rollout.FINAL]
+        self._watched = frozenset(n for _, s in active for n in s.rollout.nodes)
         if not active:
             return False
-        records = {r.id: r for r in self.state.nodes()}
+        if not self._nodes.loaded:
+            self._after = self._nodes.load(self.kv)
         busy = False
         for entry, stored in active:
-            busy |= self._role_round(entry, stored, records)
+            busy |= self._role_round(entry, stored)
         return busy
 
-    def _role_round(self, entry: Entry, stored: Stored, records: Mapping[str, NodeRecord]) -> bool:
+    def _role_round(self, entry: Entry, stored: Stored) -> bool:
         now = self.state.clock()
-        views = [view_of(records[i]) for i in stored.rollout.nodes if i in records]
+        records = (self._nodes.record(i) for i in stored.rollout.nodes)
+        views = [view_of(r) for r in records if r is not None]
         decision = rollout.plan(stored.rollout, views, now, silent_after=self.silent_after)
         if decision.rollout == stored.rollout and not decision.actions:
             return False

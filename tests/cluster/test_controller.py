@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,11 +154,30 @@ def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: Stat
     assert not leader.round()  # nothing moved: nothing written
     for node in ("n1", "n2"):
         beat(state, node, "img-2")
+    assert not leader.round()  # the round plans on what the watch brought: nothing yet
+    leader.follow(5)
     assert leader.round()
     found = controller.read(state.kv, "compute")
     assert found is not None
     assert [p.state.value for p in found[0].rollout.nodes.values()] == \
         ["done", "done", "granted", "granted"]
+
+
+def test_only_writes_to_nodes_of_the_rollout_wake_the_controller(state: State) -> None:
+    controller.start_rollout(state, spec(max_unavailable=1))
+    leader = Controller(state, holder="a")
+    assert leader.campaign() and leader.round()  # rollout of n1..n4: n1 granted
+    leader.follow(5)  # the round's own writes
+    state.heartbeat("other", Heartbeat(booted_image="img-1"))  # not in the rollout
+    started = time.monotonic()
+    leader.follow(0.5)
+    assert time.monotonic() - started >= 0.5
+    beat(state, "n1", "img-2")
+    started = time.monotonic()
+    leader.follow(5)
+    assert time.monotonic() - started < 4
+    assert leader.round()  # n1 is done: n2 is granted
+    assert state.slots("compute").holders == ("n2",)
 
 
 def test_only_the_claim_holder_acts(state: State) -> None:
@@ -168,7 +188,7 @@ def test_only_the_claim_holder_acts(state: State) -> None:
     entry = state.kv.get(keys.rollout("compute"))
     assert entry is not None
     stored = Stored.from_json(keys.decode(entry.value))
-    assert not first._role_round(entry, stored, {r.id: r for r in state.nodes()})
+    assert not first._role_round(entry, stored)
     assert state.slots("compute").holders == ()
 
 
