@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SITE", "Changes", "node_topic"]
 WATCH_SECONDS = 1.0  # how long one KV.watch blocks: the bound on stop()'s wait
 RETRY_SECONDS = 1.0  # after a failed watch (the store is away)
+GATHER_SECONDS = 0.005  # after a batch, writes gather this long before the next watch
 
 
 class Changes:
@@ -112,6 +113,9 @@ class Changes:
             if entries:
                 after = max(after, *(e.revision for e in entries))
                 self._post(self._taken(self.mirror.apply(entries)))
+                # a fleet's heartbeats write ~1,000 times a second: a watch per write costs
+                # more than the waiters' few milliseconds
+                self._stop.wait(GATHER_SECONDS)
 
     def _reload(self) -> None:
         self.mirror, self._after = Mirror.load(self.kv)

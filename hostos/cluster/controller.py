@@ -407,6 +407,7 @@ class Controller:
                 if not written.isdisjoint(self._watched) or \
                         any(e.key.startswith(WATCHED) for e in entries):
                     return
+                self._stop.wait(SETTLE)  # the fleet's heartbeats: gathered, not one by one
 
     def round(self) -> bool:
         """Plan every active rollout once; True when something was written or a compare

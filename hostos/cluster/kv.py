@@ -40,11 +40,19 @@ class Compacted(Exception):
         self.compacted = compacted
 
 
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: compares, and reads or writes, per txn
+
+
 class KV(Protocol):
     """The store.  Every method is safe to call from several threads at once."""
 
     def get(self, key: str) -> Entry | None:
         """The key's entry, or None when it does not exist."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry | None]:
+        """Each key's entry (None: it does not exist), read at one revision; at most
+        MAX_TXN_OPS keys."""
         ...
 
     def range(self, prefix: str) -> list[Entry]:
@@ -138,6 +146,11 @@ def etcd_prefix(path: str) -> str:
     if path in ("", "/"):
         return DEFAULT_ETCD_PREFIX
     return "/" + path.strip("/") + "/"
+
+
+def check_many(keys: Sequence[str]) -> None:
+    if len(keys) > MAX_TXN_OPS:
+        raise ValueError(f"get_many of {len(keys)} keys: at most {MAX_TXN_OPS} at once")
 
 
 def check_txn(puts: Mapping[str, bytes], deletes: Sequence[str]) -> None:

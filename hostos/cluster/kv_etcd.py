@@ -27,7 +27,7 @@ from typing import Any
 import requests
 from etcd3gw.client import Etcd3Client
 
-from hostos.cluster.kv import Compacted, Compare, Entry, check_txn, latest_per_key
+from hostos.cluster.kv import Compacted, Compare, Entry, check_many, check_txn, latest_per_key
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,20 @@ class EtcdKV:
     def get(self, key: str) -> Entry | None:
         kvs = self._range({"key": _b64(self._prefix + key)}).get("kvs", [])
         return self._entry(kvs[0]) if kvs else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry | None]:
+        """One read-only transaction of a range request per key: one round trip."""
+        check_many(keys)
+        if not keys:
+            return {}
+        reply = self._post("/kv/txn", {"success": [
+            {"request_range": {"key": _b64(self._prefix + key)}} for key in keys]})
+        found: dict[str, Entry | None] = dict.fromkeys(keys)
+        for response in reply.get("responses", []):
+            for kv in response.get("response_range", {}).get("kvs", []):
+                entry = self._entry(kv)
+                found[entry.key] = entry
+        return found
 
     def range(self, prefix: str) -> list[Entry]:
         kvs = self._range(self._under(prefix)).get("kvs", [])

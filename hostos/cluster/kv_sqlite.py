@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hostos.cluster.kv import Compare, Entry, check_txn
+from hostos.cluster.kv import Compare, Entry, check_many, check_txn
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -63,6 +63,16 @@ class SqliteKV:
                 "SELECT key, value, revision FROM kv WHERE key = ? AND deleted = 0",
                 (key,)).fetchone()
         return _entry(row) if row else None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Entry | None]:
+        check_many(keys)
+        marks = ", ".join("?" * len(keys))
+        with self._changed:
+            rows = self._db.execute(
+                f"SELECT key, value, revision FROM kv WHERE key IN ({marks}) AND deleted = 0",
+                tuple(keys)).fetchall() if keys else []
+        found = {row[0]: _entry(row) for row in rows}
+        return {key: found.get(key) for key in keys}
 
     def range(self, prefix: str) -> list[Entry]:
         where, args = _under(prefix)

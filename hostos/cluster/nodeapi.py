@@ -10,8 +10,9 @@ same `NodeTraffic` methods, so both paths give the same answers; `Settings.node_
 serves them through FastAPI alone (the tests run both).
 
 `NodeTraffic` answers from memory where it can: tokens and long-poll readiness from the
-watcher's mirror (`mirror.py`), a role's spec encoded once per generation.  Store writes (the
-heartbeat's compare-and-swap) run in a thread pool of their own.
+watcher's mirror (`mirror.py`), a role's spec encoded once per generation.  Heartbeats are
+written in batches (`beats.py`); the store reads of a long-poll without a wait run in a
+thread pool of their own.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from hostos.cluster import auth, keys
 from hostos.cluster.apierror import ApiError, error_body, known
 from hostos.cluster.auth import Principal
 from hostos.cluster.auth import Scope as Access
+from hostos.cluster.beats import HeartbeatWriter
 from hostos.cluster.changes import SITE, Changes, node_topic
-from hostos.cluster.records import Heartbeat
+from hostos.cluster.records import Heartbeat, NodeRecord
 from hostos.cluster.state import NodeConfig, NotFound, State, config_of
 
 log = logging.getLogger("hostos.cluster.server")
@@ -57,8 +59,10 @@ class NodeTraffic:
         self._admin_hash = auth.token_hash(admin_token)
         self._specs: dict[tuple[int, str, str], bytes] = {}
         self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store")
+        self._beats = HeartbeatWriter(state)
 
     def close(self) -> None:
+        self._beats.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def in_thread(self, call: Callable[..., T], *args: Any) -> T:
@@ -100,11 +104,18 @@ class NodeTraffic:
     # -- heartbeats -----------------------------------------------------------------------
 
     def heartbeat(self, node_id: str, body: Any, who: Principal) -> bytes:
-        """A heartbeat (blocking: the store's compare-and-swap): the node record, encoded."""
+        """A heartbeat from a thread (FastAPI's route): the node's record once stored."""
+        return encode_record(self._beats.submit(*self._beat(node_id, body, who)).result())
+
+    async def heartbeat_answer(self, node_id: str, body: Any, who: Principal) -> bytes:
+        """A heartbeat from the event loop, queued for the next batch (beats.py)."""
+        return encode_record(await self._beats.submit_async(*self._beat(node_id, body, who)))
+
+    def _beat(self, node_id: str, body: Any, who: Principal) -> tuple[str, Heartbeat, int | None]:
         require(who, Access.node_write, node_id)
         keys.checked(node_id, "node id")
-        record = self.state.heartbeat(node_id, Heartbeat.from_json(body))
-        return json.dumps(record.to_json(), separators=(",", ":")).encode()
+        known = self.changes.mirror.generation or None  # 0: not followed yet, read it
+        return node_id, Heartbeat.from_json(body), known
 
     # -- config long-polls ----------------------------------------------------------------
 
@@ -112,8 +123,8 @@ class NodeTraffic:
                      image: str | None) -> bytes | None:
         """The node's config, encoded, once its generation is above `after` (or, with
         `image`, once the assigned image is not `image`); None when `wait` seconds passed
-        first. Without a wait the store answers; a wait is decided on the mirror, which the
-        watcher updates before it wakes the waiters."""
+        first. An answer at once comes from the store; whether to wait, and the answer
+        after a wake, from the mirror, which the watcher updates before it wakes anyone."""
         require(who, Access.node_read, node_id)
         keys.checked(node_id, "node id")
         if wait <= 0:
@@ -123,10 +134,18 @@ class NodeTraffic:
         deadline = loop.time() + min(wait, self.max_wait)
         # the node's own topic wakes on a new assignment only (the mirror's rule)
         topics = [SITE] if image is None else [SITE, node_topic(node_id)]
+        first = True
         while True:
             future = self.changes.subscribe(topics)
             try:
                 ready = self._mirrored_config(node_id, after, image)
+                if ready is not None and first:
+                    # answered at once: the mirror may lag a write just made (a publish a
+                    # moment ago), so the store says what is current; a woken poll needs
+                    # no such read, the watcher updated the mirror before waking it
+                    ready = await self.in_thread(_stored_config, self.state, node_id, after,
+                                                 image)
+                first = False
                 if ready is not None:
                     return self.encode(ready)
                 remaining = deadline - loop.time()
@@ -154,6 +173,10 @@ class NodeTraffic:
         rest = json.dumps({k: v for k, v in config.to_json().items() if k != "spec"},
                           separators=(",", ":")).encode()
         return b'{"spec":' + spec + b"," + rest[1:]
+
+
+def encode_record(record: NodeRecord) -> bytes:
+    return json.dumps(record.to_json(), separators=(",", ":")).encode()
 
 
 def _stored_config(state: State, node_id: str, after: int, image: str | None) -> NodeConfig | None:
@@ -203,7 +226,7 @@ class NodePath:
         scope.setdefault("state", {})["principal"] = who
         if what == "status":
             body = await _json_body(receive, self.max_body)
-            return 200, await self.traffic.in_thread(self.traffic.heartbeat, node_id, body, who)
+            return 200, await self.traffic.heartbeat_answer(node_id, body, who)
         after, wait, image = _config_query(scope["query_string"])
         answer = await self.traffic.config(node_id, who, after, wait, image)
         return (304, b"") if answer is None else (200, answer)

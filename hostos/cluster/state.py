@@ -215,9 +215,10 @@ class State:
         entry = site.nodes.get(node_id) if site else None
         return None if entry is None else _with_inventory(NodeRecord(node_id), entry)
 
-    def _view(self, record: NodeRecord) -> NodeRecord:
-        """record with its role and MAC from the current inventory, when it is listed."""
-        site = self.generation()
+    def _view(self, record: NodeRecord, generation: int | None = None) -> NodeRecord:
+        """record with its role and MAC from the inventory of `generation` (default: the
+        current one), when it is listed."""
+        site = self.generation(generation)
         entry = site.nodes.get(record.id) if site else None
         return record if entry is None else _with_inventory(record, entry)
 
@@ -252,7 +253,10 @@ class State:
         record = self._record(node_id)
         return config_of(site, node_id, record.assigned_image if record else None)
 
-    def heartbeat(self, node_id: str, beat: Heartbeat) -> NodeRecord:
+    def heartbeat(self, node_id: str, beat: Heartbeat,
+                  generation: int | None = None) -> NodeRecord:
+        """Write a heartbeat into the node's record; the record, with its role and MAC from
+        the inventory of `generation` (the caller's current one, to save reading it)."""
         key = keys.node(node_id)
 
         def change(read: dict[str, Entry | None]) -> tuple[Writes, NodeRecord]:
@@ -261,7 +265,22 @@ class State:
             new = beat.applied_to(old, self.clock())
             return {key: keys.encode(new.to_json())}, new
 
-        return self._view(self._update([key], change))
+        return self._view(self._update([key], change), generation)
+
+    def heartbeats(self, beats: Mapping[str, Heartbeat],
+                   generation: int | None = None) -> dict[str, NodeRecord]:
+        """Several nodes' heartbeats in one read and one transaction (at most MAX_TXN_OPS);
+        when another writer changed one of the records meanwhile, each is written alone
+        with its own compare-and-swap. Each node's record, as `heartbeat` answers it."""
+        names = {node_id: keys.node(node_id) for node_id in beats}
+        read = self.kv.get_many(list(names.values()))
+        now = self.clock()
+        new = {n: beats[n].applied_to(_node(read[k], n), now) for n, k in names.items()}
+        compares = [Compare(k, e.revision if e else 0) for k, e in read.items()]
+        puts = {names[n]: keys.encode(r.to_json()) for n, r in new.items()}
+        if self.kv.txn(compares, puts) is None:
+            return {n: self.heartbeat(n, beat, generation) for n, beat in beats.items()}
+        return {n: self._view(r, generation) for n, r in new.items()}
 
     # -- images and assignments ------------------------------------------------------------
 

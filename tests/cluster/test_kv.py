@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from etcd3gw.client import Etcd3Client
 
-from hostos.cluster.kv import KV, Compacted, Compare, Entry, open_kv
+from hostos.cluster.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry, open_kv
 from hostos.cluster.kv_sqlite import SqliteKV
 
 # -- reads and writes ----------------------------------------------------------------------
@@ -26,6 +26,21 @@ def test_put_then_get_gives_the_value_and_its_revision(kv: KV) -> None:
     revision = kv.put("nodes/a", b'{"id": "a"}')
     assert kv.get("nodes/a") == Entry("nodes/a", b'{"id": "a"}', revision)
     assert kv.revision() == revision
+
+
+def test_get_many_reads_each_key_missing_and_deleted_ones_as_none(kv: KV) -> None:
+    first = kv.put("nodes/a", b"A")
+    kv.txn((), {"nodes/b": b"B", "nodes/c": b"C"})
+    kv.delete("nodes/c")
+    got = kv.get_many(["nodes/c", "nodes/a", "nodes/x", "nodes/b"])
+    assert list(got) == ["nodes/c", "nodes/a", "nodes/x", "nodes/b"]
+    assert got["nodes/a"] == Entry("nodes/a", b"A", first)
+    assert got["nodes/b"] == kv.get("nodes/b") and got["nodes/c"] is None
+    assert got["nodes/x"] is None and kv.get_many([]) == {}
+    many = [f"nodes/n{i}" for i in range(MAX_TXN_OPS)]
+    assert set(kv.get_many(many).values()) == {None}
+    with pytest.raises(ValueError, match="at most"):
+        kv.get_many([*many, "nodes/one-more"])
 
 
 def test_range_is_sorted_by_key_and_stays_under_its_prefix(kv: KV) -> None:
