@@ -46,7 +46,7 @@ class Changes:
         self._thread: threading.Thread | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.mirror, self._after = Mirror.load(self.kv)
+        self._reload()
         self._loop = loop
         self._thread = threading.Thread(target=self._follow, name="kv-watcher", daemon=True)
         self._thread.start()

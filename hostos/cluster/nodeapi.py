@@ -39,7 +39,7 @@ from hostos.cluster.state import NodeConfig, NotFound, State, config_of
 log = logging.getLogger("hostos.cluster.server")
 
 T = TypeVar("T")
-STORE_THREADS = 16  # heartbeats writing at once (SQLite serializes them; etcd does not)
+STORE_THREADS = 16  # store reads of long-polls answered at once (a fleet starting up)
 SPECS_CACHED = 64  # encoded role specs kept: (generation, role) pairs
 
 
@@ -215,7 +215,7 @@ class NodePath:
         self.app, self.traffic, self.max_body = app, traffic, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _route(scope) if scope["type"] == "http" else None
+        route = node_route(scope) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -241,7 +241,7 @@ class NodePath:
         return (304, b"") if answer is None else (200, answer)
 
 
-def _route(scope: Scope) -> tuple[str, str] | None:
+def node_route(scope: Scope) -> tuple[str, str] | None:
     """("status" | "config", node id) for the two node routes, None for any other request."""
     parts = scope["path"].split("/")
     if len(parts) != 5 or parts[:3] != ["", "v1", "nodes"] or not parts[3]:

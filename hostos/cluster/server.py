@@ -33,7 +33,7 @@ from hostos.cluster.apierror import HTTP_KINDS, KNOWN, ApiError
 from hostos.cluster.auth import Principal
 from hostos.cluster.auth import Scope as Access
 from hostos.cluster.changes import Changes
-from hostos.cluster.nodeapi import NodePath, NodeTraffic, require
+from hostos.cluster.nodeapi import NodePath, NodeTraffic, node_route, require
 from hostos.cluster.records import ImageRecord, NodeRecord, SiteDocument
 from hostos.cluster.state import NotFound, State
 from hostos.logfmt import kv
@@ -131,7 +131,7 @@ class AccessLog(_HttpMiddleware):
         try:
             await self.app(scope, receive, sending)
         finally:
-            routine = status < 400 and scope["path"].endswith(("/status", "/config"))
+            routine = status < 400 and node_route(scope) is not None
             level = logging.DEBUG if routine else logging.INFO
             if access.isEnabledFor(level):
                 who = scope.get("state", {}).get("principal")
