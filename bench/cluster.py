@@ -15,12 +15,13 @@ all through the API.  The agents then run in a few load-generator processes (asy
 agent one HTTP/1.1 keep-alive connection for its long-poll, and for its heartbeats one that
 is kept only when they come more often than the server's 5 s keep-alive: at a longer
 interval, like the node agent, each heartbeat opens a connection and asks to close it).
-Each agent does what the node agent does: a heartbeat `--heartbeat` seconds after the last
-one's answer, a long-poll `GET /v1/nodes/<id>/config?after=G&wait=W&image=I` that returns a
-new generation or a new assignment, and when its assignment is not its booted image:
-`pre-reboot`, a reboot of `--reboot` seconds (silent, its connections dropped), then a
-heartbeat on the new image and `steady-state`.  (The node agent sends a heartbeat before its
-pre-reboot; these agents go straight to the pre-reboot, one request less per reboot.)
+Each agent does what the node agent does: a heartbeat `--heartbeat` seconds (or the longer
+interval the server's answer asks of a large fleet) after the last one's answer, a long-poll
+`GET /v1/nodes/<id>/config?after=G&wait=W&image=I` that returns a new generation or a new
+assignment, and when its assignment is not its booted image: `pre-reboot`, a reboot of
+`--reboot` seconds (silent, its connections dropped), then a heartbeat on the new image and
+`steady-state`.  (The node agent sends a heartbeat before its pre-reboot; these agents go
+straight to the pre-reboot, one request less per reboot.)
 
 Measured:
 - heartbeats: the rate served while every agent beats at its interval (a steady window),
@@ -66,6 +67,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from report import commit_line, machine, write_section  # noqa: E402
 
+from hostos.cluster import pacing  # noqa: E402
 from hostos.run import terminate  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -231,6 +233,7 @@ class Agent:
         self.generation = 0
         self.steady_sent = False
         self.beaten = False
+        self.paced = 0.0  # the heartbeat interval the server last asked (pacing.py)
         self.down = False
         self.rebooting: asyncio.Task[None] | None = None
         self.poller: asyncio.Task[None] | None = None
@@ -239,6 +242,11 @@ class Agent:
     @property
     def ready(self) -> bool:
         return self.beaten and self.generation > 0
+
+    @property
+    def interval(self) -> float:
+        """Like the node agent: its own interval, or the server's pace when longer."""
+        return max(self.settings.heartbeat, self.paced)
 
     def start(self, delay: float) -> None:
         self.tasks.append(asyncio.create_task(self._beats(delay)))
@@ -275,7 +283,7 @@ class Agent:
                 "units": {"app": "healthy"}, "generation": self.generation}
         # like the node agent: a connection per heartbeat when it would sit idle past the
         # server's keep-alive anyway (no socket held open between heartbeats)
-        closing = {"Connection": "close"} if self.settings.heartbeat > IDLE_REUSE else None
+        closing = {"Connection": "close"} if self.interval > IDLE_REUSE else None
         reply = await self.call(self.beat_conn, "heartbeat", "PUT",
                                 f"/v1/nodes/{self.id}/status", body, headers=closing)
         if reply is None:
@@ -283,6 +291,8 @@ class Agent:
         end = time.time()
         self.stats.beats.append((end, end - started))
         self.beaten = True
+        paced = reply[1].get("heartbeat_seconds") if reply[1] else None
+        self.paced = float(paced) if isinstance(paced, int | float) else 0.0
         if not self.steady_sent:
             lock = {"client_params": {"id": self.id, "group": "default"}}
             sent = time.time()
@@ -302,7 +312,7 @@ class Agent:
         while True:
             if not self.down:
                 await self.beat()
-            await asyncio.sleep(self.settings.heartbeat)
+            await asyncio.sleep(self.interval)
 
     async def _polls(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -339,6 +349,7 @@ class Agent:
 
     async def _reboot(self) -> None:
         lock = {"client_params": {"id": self.id, "group": "default"}}
+        told = time.time()  # the assignment arrived (heartbeat answer or long-poll)
         try:
             while self.assigned != self.booted:
                 reply = await self.call(self.lock_conn, "pre-reboot", "POST", "/v1/pre-reboot",
@@ -347,7 +358,8 @@ class Agent:
                     self.stats.lock_waits += reply is not None
                     await asyncio.sleep(1.0)
                     continue
-                record = {"id": self.id, "image": self.assigned, "locked": time.time()}
+                record = {"id": self.id, "image": self.assigned, "told": told,
+                          "locked": time.time()}
                 self.stats.reboots.append(record)
                 self.record = record
                 self.down = True  # a reboot: silent, every connection dropped
@@ -423,6 +435,7 @@ async def generator_main() -> None:
             reply({"agents": len(agents), "ready": sum(a.ready for a in agents),
                    "generations": dict(Counter(a.generation for a in agents)),
                    "booted": dict(Counter(a.booted for a in agents)),
+                   "intervals": dict(Counter(str(a.interval) for a in agents)),
                    "errors": sum(stats.errors.values())})
         elif op == "beats":
             since, until = command["since"], command["until"]
@@ -568,12 +581,14 @@ def write_images(images: Path) -> None:
             "initrd initramfs.img\nboot\n")
 
 
-def start_server(tmp: Path, name: str, store: str, token_file: Path, images: Path) -> Proc:
+def start_server(tmp: Path, name: str, store: str, token_file: Path, images: Path,
+                 heartbeat_rate: float) -> Proc:
     port, log_path = free_port(), tmp / f"{name}.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(
             [str(PYTHON), "-m", "hostos", "serve", "--listen", f"127.0.0.1:{port}",
-             "--store", store, "--admin-token-file", str(token_file), "--images", str(images)],
+             "--store", store, "--admin-token-file", str(token_file), "--images", str(images),
+             "--heartbeat-rate", f"{heartbeat_rate:g}"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=more_files)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(url + "/healthz"), f"hostos serve ({name})", process, log_path)
@@ -632,6 +647,7 @@ class Options:
     saturate_concurrency: int
     publishes: int
     phase_timeout: float
+    heartbeat_rate: float
 
 
 def node_ids(count: int) -> list[str]:
@@ -692,6 +708,19 @@ def max_out(reboots: Sequence[dict[str, Any]]) -> int:
     return most
 
 
+def handovers(reboots: Sequence[dict[str, Any]], slots: int) -> list[float]:
+    """Per freed slot, seconds from a steady-state request to the assignment reaching the
+    next node (the controller seeing it, granting, the node's long-poll answered): the i-th
+    steady-state frees the slot the (i + slots)-th assignment takes."""
+    steady = sorted(r["steady"] for r in reboots if "steady" in r)
+    told = sorted(r["told"] for r in reboots if "told" in r)
+    return [t - s for s, t in zip(steady, told[slots:], strict=False)]
+
+
+def spans(reboots: Sequence[dict[str, Any]], start: str, end: str) -> list[float]:
+    return [r[end] - r[start] for r in reboots if start in r and end in r]
+
+
 @dataclass
 class Rollout:
     nodes: int
@@ -701,6 +730,9 @@ class Rollout:
     state: str
     max_out: int
     on_new_image: int
+    handover: tuple[float, float] = (math.nan, math.nan)  # p50, max
+    lock: float = math.nan  # p50 told → pre-reboot answered
+    steady: float = math.nan  # p50 up → steady-state sent
 
     @property
     def ratio(self) -> float:
@@ -713,6 +745,7 @@ class StoreRun:
     servers: int
     agents: int
     ready_seconds: float = 0.0
+    interval: float = math.nan  # the heartbeat interval most agents were at (after pacing)
     offered: float = 0.0
     steady_rate: float = 0.0
     steady_latency: tuple[float, float] = (math.nan, math.nan)  # p50, p99
@@ -765,7 +798,6 @@ class Runner:
     def run(self) -> StoreRun:
         started, machine0 = time.monotonic(), machine_cpu_seconds()
         self.result.load = (os.getloadavg()[0], 0.0)
-        self.result.offered = self.agents / self.opts.heartbeat
         with self.running():
             self.start_processes()
             ids = node_ids(self.agents)
@@ -792,7 +824,8 @@ class Runner:
         token_file.write_text(self.token + "\n")
         if self.store == "sqlite":
             server = start_server(self.tmp, "serve-sqlite",
-                                  f"sqlite://{self.tmp / 'cluster.db'}", token_file, images)
+                                  f"sqlite://{self.tmp / 'cluster.db'}", token_file, images,
+                                  self.opts.heartbeat_rate)
             self.procs.append(server)
             self.servers = [server]
         else:
@@ -801,7 +834,7 @@ class Runner:
             store = etcd.url.replace("http://", "etcd://") + "/bench"
             for index in (1, 2):
                 server = start_server(self.tmp, f"serve-etcd-{index}", store, token_file,
-                                      images)
+                                      images, self.opts.heartbeat_rate)
                 self.procs.append(server)
                 self.servers.append(server)
         self.cpu0 = {p.name: p.cpu_seconds() for p in self.procs}
@@ -853,6 +886,13 @@ class Runner:
         self.result.ready_seconds = time.monotonic() - begin
         log(f"{self.store}: {len(ids)} agents up in {self.result.ready_seconds:.1f} s")
         self.sleep(min(self.opts.heartbeat, 15.0))  # every agent past its first beat
+        intervals: Counter[float] = Counter()
+        for reply in ask(self.generators, op="status"):
+            intervals.update({float(k): n for k, n in reply["intervals"].items()})
+        self.result.interval = intervals.most_common(1)[0][0] if intervals else math.nan
+        self.result.offered = self.agents / self.result.interval
+        log(f"{self.store}: agents beat every {self.result.interval:g} s "
+            f"({dict(intervals)})")
 
     def beats(self, since: float, until: float) -> list[float]:
         return [s for reply in ask(self.generators, op="beats", since=since, until=until)
@@ -945,12 +985,18 @@ class Runner:
         done_at = (float(status.get("updated_at") or time.time())
                    if status.get("state") == "done" else time.time())
         on_new = len({r["id"] for r in reboots if r["image"] == NEW_IMAGE and "up" in r})
+        gaps = handovers(reboots, slots)
         result = Rollout(nodes, slots, done_at - posted, bound, str(status.get("state")),
-                         max_out(reboots), on_new)
+                         max_out(reboots), on_new,
+                         (percentile(gaps, 50), max(gaps, default=math.nan)),
+                         percentile(spans(reboots, "told", "locked"), 50),
+                         percentile(spans(reboots, "up", "steady"), 50))
         self.result.rollouts.append(result)
         log(f"{self.store}: rollout of {nodes} nodes, {slots} at a time: "
             f"{result.wall:.1f} s ({result.ratio:.2f}{TIMES} the bound {bound:.0f} s), "
-            f"{result.state}, at most {result.max_out} out")
+            f"{result.state}, at most {result.max_out} out; slot handover p50 "
+            f"{result.handover[0]:.3f} s max {result.handover[1]:.3f} s, pre-reboot p50 "
+            f"{result.lock:.3f} s, up to steady-state p50 {result.steady:.3f} s")
         self.sleep(3.0)
 
     def report_reboots(self) -> list[dict[str, Any]]:
@@ -991,6 +1037,10 @@ def _name(run: StoreRun) -> str:
     return f"{store}, {run.agents} agents"
 
 
+def _handover(ro: Rollout) -> str:
+    return f"{_s(ro.handover[0])} / {_s(ro.handover[1])}; {_s(ro.lock)}; {_s(ro.steady)}"
+
+
 def _errors(run: StoreRun) -> int:
     return sum(run.errors.values()) + run.missed + run.not_ready + sum(
         1 for r in run.rollouts if r.state != "done" or r.on_new_image < r.nodes)
@@ -1027,7 +1077,9 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
     row("agents (load-generator processes)", [f"{r.agents} ({opts.generators})" for r in runs])
     row("all agents up (first heartbeat and config answered)",
         [f"{r.ready_seconds:.1f} s" for r in runs])
-    row(f"heartbeats offered (agents / {opts.heartbeat:g} s; less while answers are slow)",
+    row(f"heartbeat interval of most agents (theirs: {opts.heartbeat:g} s; the server's pace "
+        f"at {opts.heartbeat_rate:g}/s when longer)", [f"{r.interval:g} s" for r in runs])
+    row("heartbeats offered (agents / interval; less while answers are slow)",
         [f"{r.offered:.0f}/s" for r in runs])
     row(f"heartbeats served, {opts.steady:g} s window",
         [f"{r.steady_rate:.0f}/s" for r in runs])
@@ -1038,8 +1090,8 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
             "flight", [f"{r.capacity:.0f}/s" for r in runs])
         row("closed-loop heartbeat latency p50 / p99",
             [f"{_s(r.capacity_latency[0])} / {_s(r.capacity_latency[1])}" for r in runs])
-        row(f"agents that capacity would hold at one heartbeat per {opts.heartbeat:g} s",
-            [f"{r.capacity * opts.heartbeat:.0f}" for r in runs])
+        row(f"agents that capacity would hold at one heartbeat per {opts.heartbeat:g} s "
+            "(unpaced)", [f"{r.capacity * opts.heartbeat:.0f}" for r in runs])
     for index in range(max((len(r.fanouts) for r in runs), default=0)):
         row(f"fan-out, publish {index + 1}: p50 / p95 / p99 / max",
             [" / ".join(_s(percentile(r.fanouts[index], p)) for p in (50, 95, 99, 100))
@@ -1062,6 +1114,9 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
         label = (f"rollout N={first.nodes} S={first.slots}: wall / bound" if first
                  else "rollout")
         row(label, cells)
+        row("  slot handover (steady-state → next node told) p50 / max; told → pre-reboot "
+            "answered p50; boot → steady-state sent p50",
+            [_handover(r.rollouts[index]) if index < len(r.rollouts) else "" for r in runs])
     row("pre-reboot answered 409 (slot not free yet)", [str(r.lock_waits) for r in runs])
     row("errors", [str(_errors(r)) for r in runs])
     row("TCP connections opened by the agents", [str(r.connects) for r in runs])
@@ -1082,7 +1137,8 @@ def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
         f"Measured {now} at {commit_line()}: `bench/cluster.py {' '.join(argv)}`.",
         "",
         f"- machine: {machine()}; the load generators, the servers and etcd all share it",
-        f"- agents: heartbeat every {opts.heartbeat:g} s, long-poll `wait={opts.wait:g}` "
+        f"- agents: heartbeat every {opts.heartbeat:g} s or at the server's pace "
+        f"(`--heartbeat-rate {opts.heartbeat_rate:g}`), long-poll `wait={opts.wait:g}` "
         f"with `image=`, reboot {opts.reboot:g} s",
         "",
         "### Targets",
@@ -1141,6 +1197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
                         help="each agent's heartbeat interval (default %(default)s, as "
                         "hostos.cluster.agent's)")
+    parser.add_argument("--heartbeat-rate", type=float, default=pacing.RATE, metavar="PER_S",
+                        help="the servers' --heartbeat-rate (default %(default)s)")
     parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                         help="the long-poll's wait= (default %(default)s)")
     parser.add_argument("--reboot", type=float, default=2.0, metavar="SECONDS",
@@ -1179,7 +1237,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(args.agents, args.heartbeat, args.wait, args.reboot, args.rollout_nodes,
                    args.slots, args.big_rollout_slots, args.generators, args.steady,
                    args.saturate, args.saturate_concurrency, args.publishes,
-                   args.phase_timeout)
+                   args.phase_timeout, args.heartbeat_rate)
     runs = []
     for store, agents in stores:
         tmp = Path(tempfile.mkdtemp(prefix=f"hostos-cluster-bench-{store}-"))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from hostos import __version__
+from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
 
 if TYPE_CHECKING:
     from hostos.engine.connect import EarlyEngine
@@ -465,13 +466,17 @@ def serve(
         help="the URL nodes reach this server at (default: the one they asked)")] = None,
     boot_tokens: Annotated[bool, typer.Option(
         help="put a fresh node token into every boot script")] = False,
+    heartbeat_rate: Annotated[float, typer.Option(
+        help="heartbeats a second to ask of the whole fleet: a fleet larger than 10 s of "
+             "them is told to beat less often")] = HEARTBEAT_RATE,
 ) -> None:
     """The cluster server: site generations, node heartbeats, FleetLock slots, iPXE boot."""
     from hostos.cluster.serve import BadOption, options, run
     from hostos.logfmt import setup
 
     try:
-        opts = options(listen, store, admin_token_file, images, public_url, boot_tokens)
+        opts = options(listen, store, admin_token_file, images, public_url, boot_tokens,
+                       heartbeat_rate)
     except BadOption as exc:
         fail(str(exc), EXIT_INPUT)
     setup()

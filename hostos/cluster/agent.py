@@ -4,9 +4,10 @@ Two threads talk to the cluster server over the standard library's `http.client`
 image carries nothing more, and the supervisor starts at every boot):
 
 - the heartbeat loop sends `PUT /v1/nodes/<id>/status` (booted image, unit health, mount
-  state, boot id, the site generation applied) every `Timing.heartbeat` seconds, and acts on
-  the answer's `assigned_image` as `decide` says: once the units are healthy in this boot,
-  `POST /v1/steady-state`; when the assigned image is not the booted one, `POST
+  state, boot id, the site generation applied) every `Timing.heartbeat` seconds, or at the
+  longer interval a large fleet's server asks in the answer's `heartbeat_seconds` (pacing.py),
+  and acts on the answer's `assigned_image` as `decide` says: once the units are healthy in
+  this boot, `POST /v1/steady-state`; when the assigned image is not the booted one, `POST
   /v1/pre-reboot` and, with the slot, the reboot command;
 - the config loop long-polls `GET /v1/nodes/<id>/config?after=<gen>&wait=…&image=<assigned>`
   and hands each new generation's spec, checked by `hostos.resolve.spec_from_document`, to
@@ -41,6 +42,7 @@ HEALTHY = frozenset({"healthy", "running"})  # as the controller counts a unit h
 FLEETLOCK = {"fleet-lock-protocol": "true"}
 CMDLINE = "/proc/cmdline"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+PACE_MAX = 3600.0  # seconds: a longer pace from the server is taken for a broken one
 
 
 # -- the decisions (pure) --------------------------------------------------------------------
@@ -211,7 +213,7 @@ def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | N
 
 @dataclass(frozen=True)
 class Timing:
-    heartbeat: float = 10.0  # seconds between heartbeats (the server calls 60 s silent)
+    heartbeat: float = 10.0  # seconds between heartbeats, at least (the server may ask more)
     wait: float = 60.0  # seconds a config long-poll waits on the server
     backoff: float = 1.0  # first retry after a failure, doubled up to backoff_max
     backoff_max: float = 30.0
@@ -268,6 +270,7 @@ class Agent:
         self.applied = 0  # the last one whose spec was handed over (a valid one)
         self.steady_sent = False
         self.rebooting_since: float | None = None
+        self.paced = 0.0  # the least heartbeat interval the server asked (0: none)
         self.said: dict[str, str] = {}  # loop → the last problem logged (each said once)
         self.threads: list[threading.Thread] = []
         self.node_path = f"/v1/nodes/{quote(settings.node, safe='')}"
@@ -291,9 +294,9 @@ class Agent:
 
     # -- heartbeats and what follows them --------------------------------------------------
 
-    def _loop(self, name: str, once: Callable[[], object], idle: float,
+    def _loop(self, name: str, once: Callable[[], object], idle: Callable[[], float],
               pause: threading.Event) -> None:
-        """once() until stopped: idle seconds after a success (unless pause is set), a
+        """once() until stopped: idle() seconds after a success (unless pause is set), a
         growing backoff after a failure; each problem logged once, and the way back."""
         backoff = Backoff(self.settings.timing)
         while not self.stop_event.is_set():
@@ -306,14 +309,28 @@ class Agent:
                 if backoff.succeeded():
                     log.info(kv("agent-reconnected", loop=name, server=self.settings.server))
                 self.said.pop(name, None)
-                delay = idle
+                delay = idle()
             if delay > 0:
                 pause.wait(delay)
             if pause is self.wake:
                 self.wake.clear()
 
     def _heartbeats(self) -> None:
-        self._loop("heartbeat", self.beat, self.settings.timing.heartbeat, self.wake)
+        self._loop("heartbeat", self.beat, self.interval, self.wake)
+
+    def interval(self) -> float:
+        """Seconds to the next heartbeat: the agent's own, or the server's pace when longer."""
+        return max(self.settings.timing.heartbeat, self.paced)
+
+    def _follow_pace(self, record: Any) -> None:
+        paced = record.get("heartbeat_seconds") if isinstance(record, dict) else None
+        if not isinstance(paced, int | float) or isinstance(paced, bool) or \
+                not 0 <= paced <= PACE_MAX:
+            paced = 0.0  # an older server, or a value no agent should follow
+        before = self.interval()
+        self.paced = float(paced)
+        if self.interval() != before:
+            log.info(kv("heartbeat-paced", seconds=self.interval()))
 
     def beat(self) -> Decision:
         """One heartbeat and the step it calls for. Unreachable, ServerRefused."""
@@ -321,6 +338,7 @@ class Agent:
         body = {"booted_image": self.settings.booted_image, "units": units, "mounts": mounts,
                 "boot_id": self.settings.boot_id, "generation": self.applied}
         record = self._call("PUT", f"{self.node_path}/status", body)
+        self._follow_pace(record)
         with self.lock:
             self.assigned = record.get("assigned_image") if isinstance(record, dict) else None
         decision = decide(self._facts(healthy))
@@ -368,7 +386,7 @@ class Agent:
     # -- the config long-poll --------------------------------------------------------------
 
     def _configs(self) -> None:
-        self._loop("config", self.poll, 0.0, self.stop_event)  # the server does the waiting
+        self._loop("config", self.poll, lambda: 0.0, self.stop_event)  # the server waits
 
     def poll(self) -> bool:
         """One long-poll; True when it brought news (a generation or an assignment)."""

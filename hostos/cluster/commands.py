@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from hostos.cluster import pacing
+
 if TYPE_CHECKING:
     from hostos.cluster.client import Client
 
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
-STALE_AFTER = 60.0  # seconds without a heartbeat after which a node shows as stale
 WATCH_SECONDS = 1.0  # between two reads of `rollout status --watch`
 WATCH_RETRIES = 30  # reads that may fail in a row while watching (a server restarting)
 ACTIVE = ("running", "rolling-back")
@@ -182,15 +183,17 @@ def _some(names: Sequence[str], shown: int = 8) -> str:
 
 
 def node_state(record: Mapping[str, Any], now: float) -> str:
-    """rebooting (assigned an image it has not booted yet), up, stale (silent for
-    STALE_AFTER), or unseen (never sent a heartbeat)."""
+    """rebooting (assigned an image it has not booted yet), up, stale (silent for three
+    heartbeats at the pace the server asked, and at least a minute: pacing.py), or unseen
+    (never sent a heartbeat)."""
     assigned, booted = record.get("assigned_image"), record.get("booted_image")
     seen = float(record.get("last_seen") or 0.0)
     if assigned and assigned != booted:
         return "rebooting"
     if seen <= 0:
         return "unseen"
-    return "up" if now - seen <= STALE_AFTER else "stale"
+    paced = float(record.get("heartbeat_seconds") or 0.0)
+    return "stale" if pacing.is_silent(seen, paced, now) else "up"
 
 
 def _ago(seen: float, now: float) -> str:

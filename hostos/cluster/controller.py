@@ -66,7 +66,8 @@ def view_of(record: NodeRecord) -> NodeView:
     reported in this boot, and every unit healthy (`healthy`, or `running` without a check)."""
     return NodeView(record.id, record.booted_image, steady=record.steady,
                     healthy=all(h in HEALTHY for h in record.units.values()),
-                    last_seen=record.last_seen if record.last_seen > 0 else float("-inf"))
+                    last_seen=record.last_seen if record.last_seen > 0 else float("-inf"),
+                    heartbeat=record.heartbeat_seconds)
 
 
 def previous_image(records: Sequence[NodeRecord], target: str,

@@ -22,12 +22,13 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hostos.cluster import auth, keys
+from hostos.cluster import auth, keys, pacing
 from hostos.cluster.apierror import ApiError, error_body, known
 from hostos.cluster.auth import Principal
 from hostos.cluster.auth import Scope as Access
@@ -53,8 +54,9 @@ class NodeTraffic:
     """Authentication, heartbeats and config long-polls, for both HTTP paths."""
 
     def __init__(self, state: State, changes: Changes, admin_token: str,
-                 max_wait: float) -> None:
+                 max_wait: float, heartbeat_rate: float = pacing.RATE) -> None:
         self.state, self.changes, self.max_wait = state, changes, max_wait
+        self.heartbeat_rate = heartbeat_rate
         self._admin_hash = auth.token_hash(admin_token)
         self._specs: dict[tuple[int, str, str], bytes] = {}
         self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store")
@@ -113,8 +115,10 @@ class NodeTraffic:
     def _beat(self, node_id: str, body: Any, who: Principal) -> tuple[str, Heartbeat, int | None]:
         require(who, Access.node_write, node_id)
         keys.checked(node_id, "node id")
-        known = self.changes.mirror.generation or None  # 0: not followed yet, read it
-        return node_id, Heartbeat.from_json(body), known
+        mirror = self.changes.mirror
+        known = mirror.generation or None  # 0: not followed yet, read it
+        pace = pacing.heartbeat_seconds(len(mirror.assigned), self.heartbeat_rate)
+        return node_id, replace(Heartbeat.from_json(body), interval=pace), known
 
     # -- config long-polls ----------------------------------------------------------------
 

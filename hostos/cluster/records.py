@@ -86,6 +86,7 @@ class NodeRecord:
     boot_id: str = ""
     generation: int = 0  # the site generation the node last applied
     steady_boot_id: str = ""  # the boot_id of the boot the node last reported steady-state in
+    heartbeat_seconds: float = 0.0  # the least heartbeat interval the server last asked (pacing)
 
     @property
     def steady(self) -> bool:
@@ -97,7 +98,8 @@ class NodeRecord:
                 "booted_image": self.booted_image, "assigned_image": self.assigned_image,
                 "last_seen": self.last_seen, "units": dict(self.units),
                 "mounts": dict(self.mounts), "boot_id": self.boot_id,
-                "generation": self.generation, "steady_boot_id": self.steady_boot_id}
+                "generation": self.generation, "steady_boot_id": self.steady_boot_id,
+                "heartbeat_seconds": self.heartbeat_seconds}
 
     @classmethod
     def from_json(cls, data: Any) -> NodeRecord:
@@ -108,7 +110,8 @@ class NodeRecord:
                    last_seen=_float(data, "last_seen"), units=_str_map(data, "units"),
                    mounts=_str_map(data, "mounts"), boot_id=_str(data, "boot_id", ""),
                    generation=_int(data, "generation", 0),
-                   steady_boot_id=_str(data, "steady_boot_id", ""))
+                   steady_boot_id=_str(data, "steady_boot_id", ""),
+                   heartbeat_seconds=_float(data, "heartbeat_seconds"))
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class Heartbeat:
     mounts: Mapping[str, str] = field(default_factory=dict)
     boot_id: str = ""
     generation: int = 0
+    interval: float = 0.0  # not the agent's: the pace the server answers with (pacing.py)
 
     @classmethod
     def from_json(cls, data: Any) -> Heartbeat:
@@ -133,7 +137,7 @@ class Heartbeat:
         mark stay)."""
         return replace(node, booted_image=self.booted_image, last_seen=now,
                        units=dict(self.units), mounts=dict(self.mounts), boot_id=self.boot_id,
-                       generation=self.generation)
+                       generation=self.generation, heartbeat_seconds=self.interval)
 
 
 @dataclass(frozen=True)

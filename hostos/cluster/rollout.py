@@ -23,7 +23,8 @@ Rules, in the order `plan` applies them:
   at start among the nodes heard from) go first and alone, and the rest start only when every
   canary is done.  Grants go in sorted node order.
 - Never more than `max_unavailable` nodes out: out = holding a slot, or silent (no heartbeat
-  for `silent_after` seconds, whatever their state).  A silent node may still be granted when
+  for `silent_after` seconds, or for three heartbeats at the pace the server asked of a large
+  fleet: pacing.py, whatever their state).  A silent node may still be granted when
   a slot is free, since it is out already: it boots the new image when it comes back, or
   fails at its deadline.
 - Paused and aborted rollouts grant nothing but still record nodes finishing; an aborted one
@@ -38,9 +39,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from hostos.cluster import pacing
 from hostos.cluster.records import RecordError
 
-SILENT_AFTER = 60.0  # seconds without a heartbeat after which a node counts as out
+SILENT_AFTER = pacing.SILENT_AFTER  # seconds without a heartbeat: out (or 3 paced beats)
 
 
 class RolloutError(ValueError):
@@ -177,6 +179,7 @@ class NodeView:
     steady: bool = False
     healthy: bool = False  # every unit of the role is healthy
     last_seen: float = float("-inf")  # wall clock of the last heartbeat
+    heartbeat: float = 0.0  # the least interval the server asked of it (pacing.py)
 
 
 class Kind(StrEnum):
@@ -335,7 +338,7 @@ def plan(rollout: Rollout, observed: Iterable[NodeView], now: float,
 
 
 def _silent(view: NodeView, now: float, silent_after: float) -> bool:
-    return now - view.last_seen > silent_after
+    return pacing.is_silent(view.last_seen, view.heartbeat, now, silent_after)
 
 
 def _advance_nodes(rollout: Rollout, view: Mapping[str, NodeView], silent: frozenset[str],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hostos.cluster import auth
+from hostos.cluster import auth, pacing
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class ServeOptions:
     images: Path | None
     public_url: str | None
     boot_tokens: bool
+    heartbeat_rate: float
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -85,8 +86,12 @@ def check_store(url: str) -> str:
 
 
 def options(listen: str, store: str, admin_token_file: str, images: str | None,
-            public_url: str | None, boot_tokens: bool) -> ServeOptions:
+            public_url: str | None, boot_tokens: bool,
+            heartbeat_rate: float = pacing.RATE) -> ServeOptions:
     host, port = parse_listen(listen)
+    if not heartbeat_rate > 0:
+        raise BadOption(f"--heartbeat-rate {heartbeat_rate:g}: expected heartbeats a second "
+                        f"above 0, e.g. {pacing.RATE:g}")
     store = check_store(store)
     try:
         token = auth.read_admin_token(admin_token_file)
@@ -98,7 +103,7 @@ def options(listen: str, store: str, admin_token_file: str, images: str | None,
     if public_url is not None and urlsplit(public_url).scheme not in ("http", "https"):
         raise BadOption(f"--public-url {public_url!r}: expected http://HOST[:PORT]")
     return ServeOptions(host, port, bind(host, port), store, token, image_dir, public_url,
-                        boot_tokens)
+                        boot_tokens, heartbeat_rate)
 
 
 def run(opts: ServeOptions) -> None:
@@ -114,7 +119,8 @@ def run(opts: ServeOptions) -> None:
     kv = open_kv(opts.store)
     controller = None
     try:
-        settings = Settings(opts.admin_token, opts.images, opts.public_url, opts.boot_tokens)
+        settings = Settings(opts.admin_token, opts.images, opts.public_url, opts.boot_tokens,
+                            heartbeat_rate=opts.heartbeat_rate)
         state = State(kv)
         app = create_app(state, settings)
         add_rollout_routes(app, state)

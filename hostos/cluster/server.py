@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hostos import __version__
-from hostos.cluster import auth, ipxe, keys
+from hostos.cluster import auth, ipxe, keys, pacing
 from hostos.cluster.apierror import HTTP_KINDS, KNOWN, ApiError
 from hostos.cluster.auth import Principal
 from hostos.cluster.auth import Scope as Access
@@ -55,6 +55,7 @@ class Settings:
     max_site_body: int = 16 * MiB
     max_wait: float = 300.0  # seconds a config long-poll may wait
     node_path: bool = True  # heartbeats and long-polls on the lean path (nodeapi.py)
+    heartbeat_rate: float = pacing.RATE  # heartbeats/s asked of the whole fleet (pacing.py)
 
 
 def error_response(status: int, kind: str, value: str) -> JSONResponse:
@@ -211,7 +212,8 @@ Who = Annotated[Principal, Depends(_caller)]
 
 def create_app(state: State, settings: Settings) -> FastAPI:
     changes = Changes(state.kv, prepare=state.generation)
-    traffic = NodeTraffic(state, changes, settings.admin_token, settings.max_wait)
+    traffic = NodeTraffic(state, changes, settings.admin_token, settings.max_wait,
+                          settings.heartbeat_rate)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +68,7 @@ def write_image(images: Path, name: str) -> Path:
 
 
 def start_server(tmp: Path, store: str, host: str = "127.0.0.1",
-                 port: int | None = None) -> Server:
+                 port: int | None = None, options: Sequence[str] = ()) -> Server:
     """A `hostos serve` on host:port (a free port by default) with images img-1 and img-2
     under tmp/images (made unless there: a restart on the same tmp finds them)."""
     images, token_file, log = tmp / "images", tmp / "admin-token", tmp / "server.log"
@@ -81,7 +81,8 @@ def start_server(tmp: Path, store: str, host: str = "127.0.0.1",
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "hostos", "serve", "--listen", f"{host}:{port}",
-             "--store", store, "--admin-token-file", str(token_file), "--images", str(images)],
+             "--store", store, "--admin-token-file", str(token_file), "--images", str(images),
+             *options],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://{host}:{port}", process, log, images, token_file)
     deadline = time.monotonic() + START_SECONDS

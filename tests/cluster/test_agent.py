@@ -3,8 +3,10 @@ the spec it hands over, and one agent in this process against a real `hostos ser
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,31 @@ def test_an_agent_reports_takes_its_spec_and_reboots_for_an_assignment(
 
 def _steady(record: dict[str, Any]) -> dict[str, Any] | None:
     return record if record.get("steady_boot_id") == "boot-1" else None
+
+
+@pytest.mark.integration
+def test_an_agent_beats_at_the_pace_its_server_asks(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """One node record at 2 heartbeats a second: the server asks 0.5 s, longer than the
+    agent's own 0.2 s, and the agent waits that long between heartbeats."""
+    caplog.set_level(logging.INFO, "hostos.agent")
+    with serving(tmp_path, options=["--heartbeat-rate", "2"]) as server:
+        _publish(server, "ag5", [UNIT])
+        node = Node(server, "ag5", _token(server, "ag5"))
+        beats: list[float] = []
+        beat = node.agent.beat
+        node.agent.beat = lambda: (beats.append(time.monotonic()), beat())[1]  # type: ignore[method-assign]
+        node.agent.start()
+        try:
+            wait_for(lambda: len(beats) >= 6, 10)
+        finally:
+            node.agent.stop()
+        with server.client() as admin:
+            record = admin.get("/v1/nodes/ag5").json()
+    assert record["heartbeat_seconds"] == 0.5 and node.agent.interval() == 0.5
+    gaps = [b - a for a, b in itertools.pairwise(beats[2:])]
+    assert gaps and min(gaps) >= 0.45, gaps
+    assert "heartbeat-paced seconds=0.5" in caplog.text
 
 
 @pytest.mark.integration

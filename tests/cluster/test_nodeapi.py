@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hostos.cluster import pacing
 from hostos.cluster.kv import open_kv
 from hostos.cluster.server import Settings, create_app
 from hostos.cluster.state import State
@@ -123,3 +124,45 @@ def test_both_paths_answer_alike(images: Path) -> None:
     assert lean[0][1]["booted_image"] == "img-1" and lean[0][1]["id"] == "cn001"
     assert lean[13][1]["generation"] == 2 and lean[13][1]["spec"]["env"] == {"M": "2"}
     assert lean[14][1]["assigned_image"] == "img-2"
+
+
+async def paced_beats(node_path: bool, images: Path) -> list[float]:
+    """The pace each heartbeat answers with while the fleet grows from one node record to
+    three, at 4 heartbeats a second."""
+    app = create_app(State(open_kv("sqlite://:memory:")),
+                     Settings("admin", images=images, node_path=node_path, heartbeat_rate=4.0))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.post("/v1/site", json=site("1"), headers=ADMIN)).status_code == 200
+            token = (await c.post("/v1/tokens/nodes/cn001", headers=ADMIN)).json()["token"]
+            node = {"Authorization": f"Bearer {token}"}
+            paces = []
+            for grown in ("cn002", "cn003"):
+                paces.append(await _pace_after(c, node, len(paces) + 1))
+                assert (await c.post("/v1/images/img-1", headers=ADMIN)).status_code == 200
+                assert (await c.put(f"/v1/nodes/{grown}/assignment", json={"image": "img-1"},
+                                    headers=ADMIN)).status_code == 200
+            paces.append(await _pace_after(c, node, 3))
+            listed = (await c.get("/v1/nodes", headers=ADMIN)).json()
+            assert [n["heartbeat_seconds"] for n in listed if n["id"] == "cn001"] == [0.8]
+            return paces
+
+
+async def _pace_after(c: httpx.AsyncClient, node: dict[str, str], records: int) -> float:
+    """The pace of cn001's heartbeat once the mirror holds `records` node records."""
+    wanted, pace = pacing.heartbeat_seconds(records, 4.0), -1.0
+    for _ in range(100):  # the mirror follows the store within the watch's delay
+        reply = await c.put("/v1/nodes/cn001/status", json={"booted_image": "img-1"},
+                            headers=node)
+        assert reply.status_code == 200, reply.text
+        pace = reply.json()["heartbeat_seconds"]
+        if pace == wanted:
+            break
+        await asyncio.sleep(0.02)
+    return float(pace)
+
+
+def test_heartbeats_answer_the_fleets_pace(images: Path) -> None:
+    for node_path in (True, False):
+        assert asyncio.run(paced_beats(node_path, images)) == [0.3, 0.5, 0.8]
