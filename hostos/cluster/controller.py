@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hostos.cluster import fleetlock, keys, rollout
-from hostos.cluster.kv import KV, Compacted, Compare, Entry
+from hostos.cluster.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry
 from hostos.cluster.records import NodeRecord, SlotTable
 from hostos.cluster.rollout import Decision, Kind, NodeView, Rollout, RolloutError, RolloutSpec
 from hostos.cluster.state import Contention, NotFound, State
@@ -120,6 +120,16 @@ class Writes:
     rollout: Rollout
     refused: list[str]  # nodes whose grant did not fit (slot table full, or the batch)
     changed: bool  # False: every grant was refused and nothing else moved: write nothing
+
+
+def read_nodes(kv: KV, ids: Sequence[str]) -> dict[str, Entry | None]:
+    """The stored records of nodes, MAX_TXN_OPS to a read (one round trip on etcd)."""
+    found: dict[str, Entry | None] = {}
+    for start in range(0, len(ids), MAX_TXN_OPS):
+        chunk = ids[start:start + MAX_TXN_OPS]
+        read = kv.get_many([keys.node(n) for n in chunk])
+        found.update((n, read[keys.node(n)]) for n in chunk)
+    return found
 
 
 def round_writes(before: Stored, decision: Decision, rollout_rev: int,
@@ -435,7 +445,7 @@ class Controller:
             return False
         role = stored.rollout.spec.role
         granted = [a.node for a in decision.grants if a.node]
-        nodes = {n: self.kv.get(keys.node(n)) for n in granted}
+        nodes = read_nodes(self.kv, granted)
         writes = round_writes(stored, decision, entry.revision,
                               self.kv.get(keys.fleetlock(role)), nodes, now)
         if not writes.changed or not self.leading:  # (the claim may have ended meanwhile)

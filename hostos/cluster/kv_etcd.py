@@ -17,14 +17,17 @@ zero value are left out (a PUT watch event has no `type`, a failed txn no `succe
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import logging
 import math
+import queue
+import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import requests
 from etcd3gw.client import Etcd3Client
 
 from hostos.cluster.kv import Compacted, Compare, Entry, check_many, check_txn, latest_per_key
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 10.0  # seconds for one ordinary request
 CONNECT_TIMEOUT = 5.0
 MIN_WAIT = 0.2  # seconds a watch waits at least: time for etcd to send what it has already
+WATCH_PATH = "/v3/watch"
 
 Json = dict[str, Any]
 
@@ -44,10 +48,12 @@ class EtcdKV:
     def __init__(self, host: str, port: int, prefix: str = "/hostos/") -> None:
         self._client = Etcd3Client(host=host, port=port, timeout=REQUEST_TIMEOUT,
                                    api_path="/v3/")
+        self._host, self._port = host, port
         self._prefix = prefix
         self._elections = prefix.rstrip("/") + ".election/"
         self._leases: dict[str, int] = {}  # election name → the lease this process holds it by
-        self._claims = threading.Lock()
+        self._claims = threading.Lock()  # the leases, and the watch streams
+        self._streams: dict[tuple[int | None, str], _Stream] = {}  # (thread, prefix) → stream
 
     def get(self, key: str) -> Entry | None:
         kvs = self._range({"key": _b64(self._prefix + key)}).get("kvs", [])
@@ -99,20 +105,39 @@ class EtcdKV:
         return int(reply.get("deleted", 0)) > 0
 
     def watch(self, prefix: str, after: int, timeout: float) -> list[Entry]:
-        create = {**self._under(prefix), "start_revision": after + 1}
+        """On the calling thread's stream for prefix, kept open from call to call while each
+        call goes on from where the last one ended (see `_Stream`)."""
+        stream = self._stream(prefix, after)
         try:
-            response = self._client.session.post(
-                self._client.get_url("/watch"), data=json.dumps({"create_request": create}),
-                stream=True, timeout=(CONNECT_TIMEOUT, max(timeout, MIN_WAIT)))
-        except requests.Timeout:
-            return []
-        with response:
-            try:
-                return latest_per_key(self._first_events(response.iter_lines(), after))
-            except requests.ConnectionError as error:
-                if _is_read_timeout(error):
-                    return []
-                raise
+            entries = stream.take(after, max(timeout, MIN_WAIT))
+        except BaseException:
+            self._drop(stream)
+            raise
+        return latest_per_key(entries)
+
+    def _stream(self, prefix: str, after: int) -> _Stream:
+        """The calling thread's stream for prefix, (re)opened at after + 1 unless it is there
+        already; streams of threads that ended are closed."""
+        me = threading.get_ident()
+        with self._claims:
+            alive = {t.ident for t in threading.enumerate()}
+            for key in [k for k in self._streams if k[0] not in alive]:
+                self._streams.pop(key).close()
+            stream = self._streams.get((me, prefix))
+            if stream is not None and stream.position == after:
+                return stream
+            if stream is not None:
+                stream.close()
+            stream = _Stream(self._host, self._port,
+                             {**self._under(prefix), "start_revision": after + 1}, self._entry)
+            self._streams[(me, prefix)] = stream
+            return stream
+
+    def _drop(self, stream: _Stream) -> None:
+        stream.close()
+        with self._claims:
+            for key in [k for k, s in self._streams.items() if s is stream]:
+                del self._streams[key]
 
     def campaign(self, name: str, holder: str, ttl: float) -> bool:
         key = self._elections + name
@@ -135,6 +160,9 @@ class EtcdKV:
                 except Exception as error:  # the claim still ends after its ttl
                     log.warning("could not revoke election lease %s: %s", lease, error)
             self._leases.clear()
+            for stream in self._streams.values():
+                stream.close()
+            self._streams.clear()
         self._client.session.close()
 
     def _claim(self, name: str, key: str, holder: str, seconds: int) -> bool:
@@ -159,27 +187,6 @@ class EtcdKV:
             return False
         reply = self._post("/lease/keepalive", {"ID": lease})
         return int(reply.get("result", {}).get("TTL", 0)) > 0
-
-    def _first_events(self, lines: Iterator[bytes], after: int) -> list[Entry]:
-        """Entries of the first watch response that carries events."""
-        for line in lines:
-            if not line.strip():
-                continue
-            result: Json = json.loads(line).get("result", {})
-            if result.get("compact_revision"):
-                raise Compacted(after, int(result["compact_revision"]))
-            if result.get("canceled"):
-                raise RuntimeError(f"etcd canceled the watch: {result.get('cancel_reason')}")
-            events = result.get("events", [])
-            if events:
-                return [self._event_entry(event) for event in events]
-        raise requests.ConnectionError("etcd closed the watch stream")
-
-    def _event_entry(self, event: Json) -> Entry:
-        entry = self._entry(event["kv"])
-        if event.get("type") == "DELETE":
-            return Entry(entry.key, b"", entry.revision)
-        return entry
 
     def _entry(self, kv: Json) -> Entry:
         key = _unb64(kv["key"]).decode()
@@ -206,6 +213,95 @@ class EtcdKV:
         return reply
 
 
+class _Stream:
+    """One etcd watch stream, read by a thread of its own into a queue.
+
+    A watch created at a revision etcd has passed starts "unsynced": etcd sends it what it
+    missed from a loop that runs every 100 ms, so a new HTTP watch per call (as each
+    follower's next call starts at a revision already written, under a fleet's heartbeats)
+    answered each write 50 ms late on average, at every hop of a rollout's slot handover
+    (steady-state → controller → grant → server → node).  A stream kept open stays synced:
+    etcd sends each write as it commits it.  `take` gives the events queued so far, waiting
+    for the first; its caller goes on from the highest revision returned, which is how the
+    stream is found again (`position`)."""
+
+    def __init__(self, host: str, port: int, create: Json,
+                 entry: Callable[[Json], Entry]) -> None:
+        self.position = int(create["start_revision"]) - 1  # every revision up to it delivered
+        self._entry = entry
+        self._queue: queue.SimpleQueue[list[Entry] | BaseException] = queue.SimpleQueue()
+        # its own connection (http.client: a socket this class can shut, which ends a read
+        # blocked on it; a pooled requests connection cannot be reached to do that)
+        self._conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
+        self._closed = threading.Event()
+        self._create = json.dumps({"create_request": create})
+        self._thread = threading.Thread(target=self._read, daemon=True, name="etcd-watch")
+        self._thread.start()
+
+    def take(self, after: int, timeout: float) -> list[Entry]:
+        """The entries written after `after` that came by within timeout (as soon as one
+        did, with whatever else had come); Compacted, or the stream's failure."""
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        items = [first]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                items.append(self._queue.get_nowait())
+        entries: list[Entry] = []
+        for item in items:
+            if isinstance(item, BaseException):
+                raise item
+            entries += (e for e in item if e.revision > after)
+        self.position = max((e.revision for e in entries), default=self.position)
+        return entries
+
+    def close(self) -> None:
+        self._closed.set()
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the reader, which closes it
+        else:
+            self._conn.close()
+
+    def _read(self) -> None:
+        try:
+            self._conn.request("POST", WATCH_PATH, body=self._create,
+                               headers={"Content-Type": "application/json"})
+            response = self._conn.getresponse()
+            if response.status != 200:
+                raise ConnectionError(f"etcd answered the watch with HTTP {response.status}: "
+                                      f"{response.read(500).decode(errors='replace')}")
+            if self._conn.sock is not None:
+                self._conn.sock.settimeout(None)  # a watch may be quiet for as long as it likes
+            while line := response.readline():
+                if line.strip():
+                    self._result(json.loads(line).get("result", {}))
+            raise ConnectionError("etcd closed the watch stream")
+        except BaseException as exc:  # the stream is over: the next take raises it
+            if not self._closed.is_set():
+                self._queue.put(exc)
+        finally:
+            self._conn.close()
+
+    def _result(self, result: Json) -> None:
+        if result.get("compact_revision"):
+            raise Compacted(self.position, int(result["compact_revision"]))
+        if result.get("canceled"):
+            raise RuntimeError(f"etcd canceled the watch: {result.get('cancel_reason')}")
+        events = result.get("events", [])
+        if events:
+            self._queue.put([self._event_entry(event) for event in events])
+
+    def _event_entry(self, event: Json) -> Entry:
+        entry = self._entry(event["kv"])
+        if event.get("type") == "DELETE":
+            return Entry(entry.key, b"", entry.revision)
+        return entry
+
+
 def _b64(data: str | bytes) -> str:
     raw = data.encode() if isinstance(data, str) else data
     return base64.b64encode(raw).decode()
@@ -222,9 +318,3 @@ def _increment_last_byte(prefix: bytes) -> bytes:
         return b"\x00"  # every key
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
-
-def _is_read_timeout(error: requests.ConnectionError) -> bool:
-    """requests wraps a read timeout while streaming as a ConnectionError."""
-    from urllib3.exceptions import ReadTimeoutError
-
-    return any(isinstance(arg, ReadTimeoutError) for arg in error.args)

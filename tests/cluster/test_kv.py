@@ -409,3 +409,38 @@ def test_etcd_watch_after_a_compacted_revision_says_so(etcd_url: str) -> None:
         with pytest.raises(Compacted, match=message):
             kv.watch("", first - 1, timeout=5)
         assert kv.watch("", last - 1, timeout=5) == [Entry("a", b"2", last)]
+
+
+def _watch_streams_started(etcd_url: str) -> int:
+    """etcd's own count of Watch streams opened since it started (its /metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(etcd_url + "/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    wanted = 'grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch"'
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith(wanted))
+
+
+@pytest.mark.integration
+def test_etcd_follows_a_prefix_on_one_stream_per_thread(etcd_url: str) -> None:
+    """A follower's calls, each going on from the last one's revision, share one etcd watch
+    stream (a new one per call starts behind and waits for etcd's 100 ms catch-up loop); a
+    jump elsewhere, another thread, or close ends or opens streams, and nothing is missed."""
+    with contextlib.closing(open_kv(etcd_url.replace("http://", "etcd://") + "/streams")) as kv:
+        after, seen, before = kv.revision(), [], _watch_streams_started(etcd_url)
+        for index in range(20):
+            kv.put(f"k{index % 3}", str(index).encode())
+            entries = kv.watch("", after, timeout=5)
+            seen += [e.value for e in entries]
+            after = max(e.revision for e in entries)
+        assert seen == [str(i).encode() for i in range(20)]
+        assert _watch_streams_started(etcd_url) - before == 1
+        assert kv.watch("", after, timeout=0.3) == []  # nothing new: the same stream waits
+        assert [e.value for e in kv.watch("", after - 2, timeout=5)] == [b"18", b"19"]
+        other: list[list[Entry]] = []
+        thread = threading.Thread(target=lambda: other.append(kv.watch("", after - 1, 5)))
+        thread.start()
+        thread.join()
+        assert [e.value for e in other[0]] == [b"19"]
+        assert _watch_streams_started(etcd_url) - before == 3
