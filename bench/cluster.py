@@ -981,6 +981,7 @@ class Runner:
                     break
                 self.sleep(every)
         reboots = [r for r in self.report_reboots() if r["locked"] >= posted]
+        (self.tmp / f"reboots-{role}.json").write_text(json.dumps(reboots))
         # done: when the controller wrote it so; else as long as it was watched
         done_at = (float(status.get("updated_at") or time.time())
                    if status.get("state") == "done" else time.time())

@@ -12,9 +12,13 @@ second replica that wrongly believes it leads loses the compare, and an operator
 Rounds are woken by writes to rollouts, slot tables and the records of nodes in an active
 rollout (a store watch; the heartbeats of the rest of the fleet wake nothing) and by a short
 tick (deadlines pass without any write).  The node records a round plans on come from the
-watch itself (`NodeCache`), not from reading the fleet's records each round; the records of
-nodes it grants are read from the store, and compared in the transaction.  A replica that
-fails to refresh its claim, or finds another holder, stops acting before its next write.
+watch itself (`StoreCache`: node records, current rollouts, slot tables), not from reading
+the store each round; a round that writes reads the slot table and the granted nodes'
+records fresh (agents write those too: one `get_many`), and everything its transaction
+writes is compared with the revision it planned on, so a round on a cache behind the store
+loses the compare, reads those keys again and starts over.  A
+replica that fails to refresh its claim, or finds another holder, stops acting before its
+next write.
 
 The rollout commands (`start_rollout`, `command`) live here too: they are read-modify-writes
 of the same key, with the same compare-and-swap.
@@ -30,9 +34,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from hostos.cluster import fleetlock, keys, rollout
 from hostos.cluster.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry
@@ -41,6 +45,7 @@ from hostos.cluster.rollout import Decision, Kind, NodeView, Rollout, RolloutErr
 from hostos.cluster.state import Contention, NotFound, State
 from hostos.logfmt import kv as logfmt
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 CAMPAIGN = "rollout-controller"
@@ -120,16 +125,6 @@ class Writes:
     rollout: Rollout
     refused: list[str]  # nodes whose grant did not fit (slot table full, or the batch)
     changed: bool  # False: every grant was refused and nothing else moved: write nothing
-
-
-def read_nodes(kv: KV, ids: Sequence[str]) -> dict[str, Entry | None]:
-    """The stored records of nodes, MAX_TXN_OPS to a read (one round trip on etcd)."""
-    found: dict[str, Entry | None] = {}
-    for start in range(0, len(ids), MAX_TXN_OPS):
-        chunk = ids[start:start + MAX_TXN_OPS]
-        read = kv.get_many([keys.node(n) for n in chunk])
-        found.update((n, read[keys.node(n)]) for n in chunk)
-    return found
 
 
 def round_writes(before: Stored, decision: Decision, rollout_rev: int,
@@ -266,45 +261,80 @@ def command(state: State, role: str, name: str) -> Stored:
 
 # -- the loop ------------------------------------------------------------------------------
 
-class NodeCache:
-    """The node records as the controller's watch saw them, each decoded once per revision."""
+class StoreCache:
+    """What the controller plans and writes on, as its own watch saw it: node records, current
+    rollouts and slot tables (each decoded once per revision).  A round reads nothing else:
+    whatever it writes is compared with the revision cached, so a cache behind the store
+    loses the compare and the round starts over once the watch caught up."""
+
+    PREFIXES = (keys.NODES, keys.ROLLOUTS_CURRENT, keys.FLEETLOCK)
 
     def __init__(self) -> None:
         self.loaded = False
         self._entries: dict[str, Entry] = {}
-        self._decoded: dict[str, tuple[int, NodeRecord]] = {}
+        self._decoded: dict[str, tuple[int, Any]] = {}
 
     def load(self, kv: KV) -> int:
-        """Read every node record; the revision to watch after (taken first: a write
+        """Read every cached key; the revision to watch after (taken first: a write
         meanwhile is seen twice, never missed)."""
         revision = kv.revision()
-        self._entries = {keys.last_segment(e.key): e for e in kv.range(keys.NODES)}
+        self._entries = {e.key: e for prefix in self.PREFIXES for e in kv.range(prefix)}
         self._decoded.clear()
         self.loaded = True
         return revision
 
-    def apply(self, entries: Sequence[Entry]) -> set[str]:
-        """Take in watched entries; the ids of the nodes written (or deleted)."""
+    def apply(self, entries: Iterable[Entry]) -> set[str]:
+        """Take in watched (or just written) entries; the ids of the nodes written."""
         written = set()
         for entry in entries:
+            if not entry.key.startswith(self.PREFIXES):
+                continue
             if entry.key.startswith(keys.NODES):
-                node_id = keys.last_segment(entry.key)
-                written.add(node_id)
-                if entry.value:
-                    self._entries[node_id] = entry
-                else:
-                    self._entries.pop(node_id, None)
+                written.add(keys.last_segment(entry.key))
+            seen = self._entries.get(entry.key)
+            if seen is not None and seen.revision > entry.revision:
+                continue  # an own write applied before the watch brought an older one
+            if entry.value:
+                self._entries[entry.key] = entry
+            else:
+                self._entries.pop(entry.key, None)
         return written
 
+    def refresh(self, kv: KV, wanted: Sequence[str]) -> dict[str, Entry | None]:
+        """Read keys from the store now (MAX_TXN_OPS to a read), into the cache too."""
+        found: dict[str, Entry | None] = {}
+        for start in range(0, len(wanted), MAX_TXN_OPS):
+            found.update(kv.get_many(list(wanted[start:start + MAX_TXN_OPS])))
+        for key, entry in found.items():
+            self._decoded.pop(key, None)
+            if entry is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = entry
+        return found
+
     def record(self, node_id: str) -> NodeRecord | None:
-        entry = self._entries.get(node_id)
+        return self._decode(keys.node(node_id), NodeRecord.from_json)
+
+    def rollouts(self) -> list[tuple[Entry, Stored]]:
+        """Each role's current rollout with the entry it was read from, by role."""
+        found = []
+        for key in sorted(k for k in self._entries if k.startswith(keys.ROLLOUTS_CURRENT)):
+            stored = self._decode(key, Stored.from_json)
+            if stored is not None:
+                found.append((self._entries[key], stored))
+        return found
+
+    def _decode(self, key: str, decode: Callable[[Any], T]) -> T | None:
+        entry = self._entries.get(key)
         if entry is None:
             return None
-        decoded = self._decoded.get(node_id)
+        decoded = self._decoded.get(key)
         if decoded is None or decoded[0] != entry.revision:
-            decoded = entry.revision, NodeRecord.from_json(keys.decode(entry.value))
-            self._decoded[node_id] = decoded
-        return decoded[1]
+            decoded = entry.revision, decode(keys.decode(entry.value))
+            self._decoded[key] = decoded
+        value: T = decoded[1]
+        return value
 
 
 class Controller:
@@ -319,7 +349,7 @@ class Controller:
         self._thread: threading.Thread | None = None
         self._leading_until = 0.0  # monotonic: act only before this
         self._refreshed = float("-inf")
-        self._nodes = NodeCache()
+        self._cache = StoreCache()
         self._after = 0  # the store revision the watch has seen
         self._watched: frozenset[str] = frozenset()  # the nodes of active rollouts
 
@@ -369,10 +399,10 @@ class Controller:
                 except Exception as exc:  # the store away, a record of the wrong shape
                     log.warning(logfmt("controller-round-failed",
                                        error=f"{type(exc).__name__}: {exc}"))
-                    self._nodes.loaded = False  # read them again
+                    self._cache.loaded = False  # read them again
                     self._stop.wait(self.tick)
             if not self.leading:
-                self._nodes.loaded = False  # a leader-to-be reads them when it leads
+                self._cache.loaded = False  # a leader-to-be reads them when it leads
                 self._stop.wait(min(self.ttl / 3, self.tick * 3))
                 continue
             # after a write, what it wrote is in the watch at once: into the cache first
@@ -390,7 +420,7 @@ class Controller:
 
     def _lost_track(self) -> None:
         """The watch cannot go on from where it was: read the node records again."""
-        self._nodes.loaded = False
+        self._cache.loaded = False
         self._after = self._revision()
 
     def follow(self, timeout: float) -> None:
@@ -414,7 +444,7 @@ class Controller:
                 return
             if entries:
                 self._after = max(self._after, *(e.revision for e in entries))
-                written = self._nodes.apply(entries)
+                written = self._cache.apply(entries)
                 if not written.isdisjoint(self._watched) or \
                         any(e.key.startswith(WATCHED) for e in entries):
                     return
@@ -423,14 +453,11 @@ class Controller:
     def round(self) -> bool:
         """Plan every active rollout once; True when something was written or a compare
         lost (so the next round comes at once)."""
-        read_all = [(e, Stored.from_json(keys.decode(e.value)))
-                    for e in self.kv.range(keys.ROLLOUTS_CURRENT)]
-        active = [(e, s) for e, s in read_all if s.rollout.state not in rollout.FINAL]
+        if not self._cache.loaded:
+            self._after = self._cache.load(self.kv)
+        active = [(e, s) for e, s in self._cache.rollouts()
+                  if s.rollout.state not in rollout.FINAL]
         self._watched = frozenset(n for _, s in active for n in s.rollout.nodes)
-        if not active:
-            return False
-        if not self._nodes.loaded:
-            self._after = self._nodes.load(self.kv)
         busy = False
         for entry, stored in active:
             busy |= self._role_round(entry, stored)
@@ -438,21 +465,27 @@ class Controller:
 
     def _role_round(self, entry: Entry, stored: Stored) -> bool:
         now = self.state.clock()
-        records = (self._nodes.record(i) for i in stored.rollout.nodes)
+        records = (self._cache.record(i) for i in stored.rollout.nodes)
         views = [view_of(r) for r in records if r is not None]
         decision = rollout.plan(stored.rollout, views, now, silent_after=self.silent_after)
         if decision.rollout == stored.rollout and not decision.actions:
             return False
         role = stored.rollout.spec.role
         granted = [a.node for a in decision.grants if a.node]
-        nodes = read_nodes(self.kv, granted)
-        writes = round_writes(stored, decision, entry.revision,
-                              self.kv.get(keys.fleetlock(role)), nodes, now)
+        # the slot table and the granted nodes' records, which agents write too, read now
+        fresh = self._cache.refresh(self.kv, [keys.fleetlock(role),
+                                              *(keys.node(n) for n in granted)])
+        nodes = {n: fresh[keys.node(n)] for n in granted}
+        writes = round_writes(stored, decision, entry.revision, fresh[keys.fleetlock(role)],
+                              nodes, now)
         if not writes.changed or not self.leading:  # (the claim may have ended meanwhile)
             return False
-        if self.kv.txn(writes.compares, writes.puts) is None:
+        revision = self.kv.txn(writes.compares, writes.puts)
+        if revision is None:
             log.info(logfmt("controller-retry", role=role, why="a record changed meanwhile"))
+            self._cache.refresh(self.kv, [c.key for c in writes.compares])
             return True
+        self._cache.apply(Entry(k, v, revision) for k, v in writes.puts.items())
         for action in decision.actions:
             if action.node not in writes.refused or action not in decision.grants:
                 log.info(logfmt(f"rollout-{action.kind.value}", id=stored.rollout.id,

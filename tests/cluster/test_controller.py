@@ -180,6 +180,27 @@ def test_only_writes_to_nodes_of_the_rollout_wake_the_controller(state: State) -
     assert state.slots("compute").holders == ("n2",)
 
 
+def test_a_round_on_a_cache_behind_the_store_starts_over_from_the_store(state: State) -> None:
+    """The cache lags a command written meanwhile (a pause): the round's grant loses the
+    compare, the keys it compared are read again, and the next round sees the pause
+    without the watch having delivered it."""
+    controller.start_rollout(state, spec(max_unavailable=1))
+    leader = Controller(state, holder="a")
+    assert leader.campaign() and leader.round()  # n1 granted: the cache holds the write
+    assert leader.round() is False  # nothing new: the own write was not planned again
+    beat(state, "n1", "img-2")
+    leader.follow(5)  # n1 done, as the cache sees it
+    controller.command(state, "compute", "pause")  # not followed: the cache is behind
+    assert leader.round()  # n2 granted on the cached (running) rollout: the compare lost
+    assert state.slots("compute").holders == ()  # nothing granted on the stale plan
+    assert leader.round()  # read again: paused, and n1 recorded done
+    assert leader.round() is False  # nothing to grant, nothing to retry
+    found = controller.read(state.kv, "compute")
+    assert found is not None and found[0].rollout.state.value == "paused"
+    assert found[0].rollout.nodes["n1"].state.value == "done"
+    assert state.slots("compute").holders == ()
+
+
 def test_only_the_claim_holder_acts(state: State) -> None:
     controller.start_rollout(state, spec())
     first, second = Controller(state, holder="a"), Controller(state, holder="b")
