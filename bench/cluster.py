@@ -291,8 +291,7 @@ class Agent:
         end = time.time()
         self.stats.beats.append((end, end - started))
         self.beaten = True
-        paced = reply[1].get("heartbeat_seconds") if reply[1] else None
-        self.paced = float(paced) if isinstance(paced, int | float) else 0.0
+        self.paced = pacing.asked(reply[1])
         if not self.steady_sent:
             lock = {"client_params": {"id": self.id, "group": "default"}}
             sent = time.time()
@@ -1220,7 +1219,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="site generations published for the fan-out (default 3)")
     parser.add_argument("--phase-timeout", type=float, default=180.0, metavar="SECONDS")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directories (logs, stores)")
+                        help="keep the temporary directories (logs, stores, each rollout's "
+                        "reboot records: reboots-ROLE.json)")
     parser.add_argument("--write", type=Path, metavar="FILE",
                         help="replace the cluster-bench section of FILE")
     args = parser.parse_args(argv)

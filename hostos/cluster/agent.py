@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from hostos.cluster import pacing
 from hostos.logfmt import kv
 
 log = logging.getLogger("hostos.agent")
@@ -42,7 +43,6 @@ HEALTHY = frozenset({"healthy", "running"})  # as the controller counts a unit h
 FLEETLOCK = {"fleet-lock-protocol": "true"}
 CMDLINE = "/proc/cmdline"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
-PACE_MAX = 3600.0  # seconds: a longer pace from the server is taken for a broken one
 
 
 # -- the decisions (pure) --------------------------------------------------------------------
@@ -323,12 +323,8 @@ class Agent:
         return max(self.settings.timing.heartbeat, self.paced)
 
     def _follow_pace(self, record: Any) -> None:
-        paced = record.get("heartbeat_seconds") if isinstance(record, dict) else None
-        if not isinstance(paced, int | float) or isinstance(paced, bool) or \
-                not 0 <= paced <= PACE_MAX:
-            paced = 0.0  # an older server, or a value no agent should follow
         before = self.interval()
-        self.paced = float(paced)
+        self.paced = pacing.asked(record)
         if self.interval() != before:
             log.info(kv("heartbeat-paced", seconds=self.interval()))
 

@@ -16,9 +16,8 @@ watch itself (`StoreCache`: node records, current rollouts, slot tables), not fr
 the store each round; a round that writes reads the slot table and the granted nodes'
 records fresh (agents write those too: one `get_many`), and everything its transaction
 writes is compared with the revision it planned on, so a round on a cache behind the store
-loses the compare, reads those keys again and starts over.  A
-replica that fails to refresh its claim, or finds another holder, stops acting before its
-next write.
+loses the compare, reads those keys again and starts over.  A replica that fails to refresh
+its claim, or finds another holder, stops acting before its next write.
 
 The rollout commands (`start_rollout`, `command`) live here too: they are read-modify-writes
 of the same key, with the same compare-and-swap.
@@ -262,10 +261,10 @@ def command(state: State, role: str, name: str) -> Stored:
 # -- the loop ------------------------------------------------------------------------------
 
 class StoreCache:
-    """What the controller plans and writes on, as its own watch saw it: node records, current
-    rollouts and slot tables (each decoded once per revision).  A round reads nothing else:
-    whatever it writes is compared with the revision cached, so a cache behind the store
-    loses the compare and the round starts over once the watch caught up."""
+    """What the controller plans on, as its own watch saw it: node records, current rollouts
+    and slot tables (each decoded once per revision), with its own writes put in at once.
+    The keys a round writes that agents write too are read again first (`refresh`), and
+    every write is compared with the revision planned on."""
 
     PREFIXES = (keys.NODES, keys.ROLLOUTS_CURRENT, keys.FLEETLOCK)
 
@@ -419,7 +418,7 @@ class Controller:
         return 0
 
     def _lost_track(self) -> None:
-        """The watch cannot go on from where it was: read the node records again."""
+        """The watch cannot go on from where it was: read the cache again."""
         self._cache.loaded = False
         self._after = self._revision()
 

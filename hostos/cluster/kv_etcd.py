@@ -43,7 +43,8 @@ Json = dict[str, Any]
 
 
 class EtcdKV:
-    """The KV protocol over one etcd endpoint; requests share one HTTP session."""
+    """The KV protocol over one etcd endpoint; requests share one HTTP session, each watching
+    thread has a stream of its own."""
 
     def __init__(self, host: str, port: int, prefix: str = "/hostos/") -> None:
         self._client = Etcd3Client(host=host, port=port, timeout=REQUEST_TIMEOUT,
@@ -52,7 +53,7 @@ class EtcdKV:
         self._prefix = prefix
         self._elections = prefix.rstrip("/") + ".election/"
         self._leases: dict[str, int] = {}  # election name → the lease this process holds it by
-        self._claims = threading.Lock()  # the leases, and the watch streams
+        self._lock = threading.Lock()  # the leases, and the watch streams
         self._streams: dict[tuple[int | None, str], _Stream] = {}  # (thread, prefix) → stream
 
     def get(self, key: str) -> Entry | None:
@@ -119,7 +120,7 @@ class EtcdKV:
         """The calling thread's stream for prefix, (re)opened at after + 1 unless it is there
         already; streams of threads that ended are closed."""
         me = threading.get_ident()
-        with self._claims:
+        with self._lock:
             alive = {t.ident for t in threading.enumerate()}
             for key in [k for k in self._streams if k[0] not in alive]:
                 self._streams.pop(key).close()
@@ -135,14 +136,14 @@ class EtcdKV:
 
     def _drop(self, stream: _Stream) -> None:
         stream.close()
-        with self._claims:
+        with self._lock:
             for key in [k for k, s in self._streams.items() if s is stream]:
                 del self._streams[key]
 
     def campaign(self, name: str, holder: str, ttl: float) -> bool:
         key = self._elections + name
         seconds = max(1, math.ceil(ttl))
-        with self._claims:
+        with self._lock:
             kvs = self._range({"key": _b64(key)}).get("kvs", [])
             if kvs and _unb64(kvs[0].get("value", "")).decode() != holder:
                 self._leases.pop(name, None)
@@ -153,7 +154,7 @@ class EtcdKV:
             return self._claim(name, key, holder, seconds)
 
     def close(self) -> None:
-        with self._claims:
+        with self._lock:
             for lease in self._leases.values():
                 try:
                     self._post("/kv/lease/revoke", {"ID": lease})

@@ -17,10 +17,12 @@ a paced fleet is not called silent for heartbeats it was asked not to send.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 RATE = 200.0  # heartbeats a second asked of the whole fleet (hostos serve --heartbeat-rate)
 SILENT_AFTER = 60.0  # seconds: a node silent for less is never counted out
 MISSED = 3  # heartbeats missed at the paced interval after which a node is silent
+PACE_MAX = 3600.0  # seconds: a longer pace in an answer is taken for a broken one
 
 
 def heartbeat_seconds(nodes: int, rate: float = RATE) -> float:
@@ -29,6 +31,16 @@ def heartbeat_seconds(nodes: int, rate: float = RATE) -> float:
     if nodes <= 0:
         return 0.0
     return math.ceil(nodes / rate * 10) / 10
+
+
+def asked(answer: Any) -> float:
+    """The pace a heartbeat's answer asks (its `heartbeat_seconds`); 0 for none: an older
+    server's answer, or a value no agent should follow."""
+    pace = answer.get("heartbeat_seconds") if isinstance(answer, dict) else None
+    if not isinstance(pace, int | float) or isinstance(pace, bool) or \
+            not 0 <= pace <= PACE_MAX:
+        return 0.0
+    return float(pace)
 
 
 def silent_after(interval: float, floor: float = SILENT_AFTER) -> float:

@@ -33,6 +33,7 @@ BAD = [
     (["--listen", "0.0.0.0:99999"], "--listen '0.0.0.0:99999': expected HOST:PORT"),
     (["--images", "/nonexistent/images"], "--images /nonexistent/images: not a directory"),
     (["--public-url", "10.0.0.1:8080"], "--public-url '10.0.0.1:8080': expected http://"),
+    (["--heartbeat-rate", "0"], "--heartbeat-rate 0: expected heartbeats a second above 0"),
 ]
 
 
