@@ -91,31 +91,48 @@ class Changes:
             with contextlib.suppress(RuntimeError):  # the loop closed while we stopped
                 self._loop.call_soon_threadsafe(self._wake, topics)
 
+    @property
+    def following(self) -> bool:
+        """The watcher thread runs (for /healthz: without it no long-poll would wake)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _follow(self) -> None:
+        """Until stop(): watch, update the mirror, wake.  No failure ends the thread: a
+        compacted history or a failed watch (the store away, a reload that failed too) wakes
+        every waiter to read the store itself, and the watch starts over from a fresh read."""
         after = self._after
         while not self._stop.is_set():
             try:
-                entries = self.kv.watch("", after, WATCH_SECONDS)
-            except Compacted as exc:  # etcd dropped the history: wake all to re-read
+                after = self._follow_once(after)
+            except Compacted as exc:  # etcd dropped the history
                 log.info("store history compacted (%s): reading it again", exc)
-                self._reload()
-                after = self._after
-                self._post(None)
-                continue
-            except Exception as exc:  # the store is away: wake all to re-read, then retry
-                log.warning("watching the store failed: %s", exc)
+                after = self._recover(after)
+            except Exception as exc:
+                log.warning("watching the store failed: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(RETRY_SECONDS)
-                with contextlib.suppress(Exception):
-                    self._reload()
-                    after = self._after
-                self._post(None)
-                continue
-            if entries:
-                after = max(after, *(e.revision for e in entries))
-                self._post(self._taken(self.mirror.apply(entries)))
-                # a fleet's heartbeats write ~1,000 times a second: a watch per write costs
-                # more than the waiters' few milliseconds
-                self._stop.wait(GATHER_SECONDS)
+                after = self._recover(after)
+
+    def _follow_once(self, after: int) -> int:
+        entries = self.kv.watch("", after, WATCH_SECONDS)
+        if not entries:
+            return after
+        after = max(after, *(e.revision for e in entries))
+        self._post(self._taken(self.mirror.apply(entries)))
+        # a fleet's heartbeats write ~1,000 times a second: a watch per write costs more
+        # than the waiters' few milliseconds
+        self._stop.wait(GATHER_SECONDS)
+        return after
+
+    def _recover(self, after: int) -> int:
+        """Read the mirror again and wake every waiter; where to watch from next (the old
+        place, when the store cannot be read either: the next watch tells)."""
+        try:
+            self._reload()
+            after = self._after
+        except Exception as exc:
+            log.warning("reading the store again failed: %s: %s", type(exc).__name__, exc)
+        self._post(None)
+        return after
 
     def _reload(self) -> None:
         self.mirror, self._after = Mirror.load(self.kv)

@@ -7,6 +7,7 @@ and exit 2 at once.
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,21 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 3  # long-polls still open then are cut; agents poll again
 BACKLOG = 2048  # connections the kernel queues: a fleet's agents reconnect at once
+
+
+def raise_file_limit() -> int:
+    """Raise the soft limit of open files to the hard one and return it: each agent holds a
+    long-poll connection and opens one per heartbeat, so 10,000 nodes need over 10,000
+    descriptors, and the usual soft limit is 1,024 (Go servers such as etcd do the same)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return soft
+    return wanted
 
 
 class BadOption(ValueError):
@@ -126,7 +142,8 @@ def run(opts: ServeOptions) -> None:
         add_rollout_routes(app, state)
         controller = Controller(state)  # acts only on the replica holding the claim
         controller.start()
-        log.info("hostos serve on %s:%s, store %s", opts.host, opts.port, opts.store)
+        log.info("hostos serve on %s:%s, store %s, open files up to %s", opts.host, opts.port,
+                 opts.store, raise_file_limit())
         config = uvicorn.Config(app, log_config=None, access_log=False, backlog=BACKLOG,
                                 timeout_graceful_shutdown=SHUTDOWN_SECONDS,
                                 server_header=False)

@@ -436,11 +436,16 @@ def _boot_routes(app: FastAPI, state: State, settings: Settings,
         return FileResponse(path, media_type="application/octet-stream")
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        """Up, the store's revision, the site generation, how many long-polls wait."""
+    async def healthz(response: Response) -> dict[str, Any]:
+        """Up, the store's revision, the site generation, how many long-polls wait; 503
+        when the store watcher is not following (no long-poll would be woken)."""
         revision = await run_in_threadpool(state.kv.revision)
         generation = await run_in_threadpool(state.current_generation)
-        return {"ok": True, "revision": revision, "generation": generation,
+        following = traffic.changes.following
+        if not following:
+            response.status_code = 503
+        return {"ok": following, "revision": revision, "generation": generation,
+                "following": following,
                 "waiting": traffic.changes.waiting}  # read in the event loop, which owns it
 
 

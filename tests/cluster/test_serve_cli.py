@@ -122,3 +122,13 @@ def test_help_of_the_server_commands(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+def test_the_server_raises_its_open_file_limit_to_the_hard_one() -> None:
+    """A fleet's connections need more than the usual soft limit of 1,024."""
+    code = ("import resource; from hostos.cluster.serve import raise_file_limit; "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096)); "
+            "print(raise_file_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["4096", "4096", "4096"]

@@ -180,7 +180,8 @@ def test_scopes(server: Server, admin: httpx.Client) -> None:
             reply = client.get("/v1/nodes/cn001/config")
             assert reply.status_code == 401 and reply.json()["kind"] == "unauthorized"
         assert anonymous.get("/v1/nodes").status_code == 401
-        assert anonymous.get("/healthz").status_code == 200
+        health = anonymous.get("/healthz")
+        assert health.status_code == 200 and health.json()["following"] is True
 
 
 def test_a_reissued_token_replaces_the_old_one(server: Server, admin: httpx.Client) -> None:

@@ -276,6 +276,53 @@ class CompactingKV:
         return getattr(self.kv, name)
 
 
+class FailingKV:
+    """A store whose first watch finds its history compacted while it cannot be read, and
+    whose second watch fails outright: neither may end the watcher."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv, self.watches, self.ranges = kv, 0, 0
+
+    def watch(self, prefix: str, after: int, timeout: float) -> list[Entry]:
+        self.watches += 1
+        if self.watches == 1:
+            raise Compacted(after, after + 5)
+        if self.watches == 2:
+            raise ConnectionResetError("the store went away")
+        return self.kv.watch(prefix, after, timeout)
+
+    def range(self, prefix: str) -> list[Entry]:
+        self.ranges += 1
+        if self.watches == 1:  # the reload after the compaction fails too
+            raise ConnectionRefusedError("the store is away")
+        return self.kv.range(prefix)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.kv, name)
+
+
+def test_no_failure_ends_the_watcher(kv: KV) -> None:
+    async def scenario() -> None:
+        store = FailingKV(kv)
+        changes = Changes(store)  # type: ignore[arg-type]
+        changes.start(asyncio.get_running_loop())
+        try:
+            first = changes.subscribe([node_topic("cn001")])
+            await asyncio.wait_for(first, 5)  # the compaction woke everyone to read again
+            while store.watches < 3:  # past the failed watch as well
+                await asyncio.sleep(0.05)
+            assert changes.following
+            again = changes.subscribe([node_topic("cn001")])
+            await asyncio.sleep(0.1)
+            kv.put("nodes/cn001", b'{"assigned_image":"i"}')
+            await asyncio.wait_for(again, 10)  # still followed: the write wakes its waiter
+        finally:
+            changes.stop()
+        assert not changes.following
+
+    asyncio.run(scenario())
+
+
 def test_a_compacted_history_wakes_every_waiter_to_read_again(kv: KV) -> None:
     async def scenario() -> None:
         changes = Changes(CompactingKV(kv))  # type: ignore[arg-type]
