@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 CAMPAIGN = "rollout-controller"
 TTL = 10.0  # seconds a dead leader's claim outlives it
 TICK = 1.0  # seconds between rounds when nothing is written
-SETTLE = 0.02  # seconds a round waits after a wake-up, so a burst of writes is one round
+SETTLE = 0.005  # seconds a round waits after a wake-up, so a burst of writes is one round
+GATHER = 0.02  # seconds between watch calls while only the rest of the fleet writes
 GRANTS_PER_TXN = 50  # etcd refuses more than 128 operations in one transaction
 LOG_KEPT = 50  # actions kept with the rollout, for `hostos rollout status`
 ATTEMPTS = 20
@@ -312,6 +313,9 @@ class StoreCache:
                 self._entries[key] = entry
         return found
 
+    def entry(self, key: str) -> Entry | None:
+        return self._entries.get(key)
+
     def record(self, node_id: str) -> NodeRecord | None:
         return self._decode(keys.node(node_id), NodeRecord.from_json)
 
@@ -447,7 +451,7 @@ class Controller:
                 if not written.isdisjoint(self._watched) or \
                         any(e.key.startswith(WATCHED) for e in entries):
                     return
-                self._stop.wait(SETTLE)  # the fleet's heartbeats: gathered, not one by one
+                self._stop.wait(GATHER)  # the fleet's heartbeats: gathered, not one by one
 
     def round(self) -> bool:
         """Plan every active rollout once; True when something was written or a compare
@@ -470,13 +474,10 @@ class Controller:
         if decision.rollout == stored.rollout and not decision.actions:
             return False
         role = stored.rollout.spec.role
-        granted = [a.node for a in decision.grants if a.node]
-        # the slot table and the granted nodes' records, which agents write too, read now
-        fresh = self._cache.refresh(self.kv, [keys.fleetlock(role),
-                                              *(keys.node(n) for n in granted)])
-        nodes = {n: fresh[keys.node(n)] for n in granted}
-        writes = round_writes(stored, decision, entry.revision, fresh[keys.fleetlock(role)],
-                              nodes, now)
+        nodes = {n: self._cache.entry(keys.node(n)) for n in (a.node for a in decision.grants)
+                 if n}
+        writes = round_writes(stored, decision, entry.revision,
+                              self._cache.entry(keys.fleetlock(role)), nodes, now)
         if not writes.changed or not self.leading:  # (the claim may have ended meanwhile)
             return False
         revision = self.kv.txn(writes.compares, writes.puts)

@@ -174,8 +174,8 @@ class NodeView:
 
     id: str
     booted_image: str | None = None
-    # the agent reported steady-state after its last boot: it gave back the FleetLock slot
-    # the grant took (POST /v1/steady-state), so "not a holder of the group's slots"
+    # the agent reported steady-state (POST /v1/steady-state) after its last boot; the slot
+    # a grant gave it goes back when the planner records it done (a RELEASE action)
     steady: bool = False
     healthy: bool = False  # every unit of the role is healthy
     last_seen: float = float("-inf")  # wall clock of the last heartbeat

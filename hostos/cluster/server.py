@@ -233,7 +233,7 @@ def create_app(state: State, settings: Settings) -> FastAPI:
     _add_error_handlers(app)
     _site_routes(app, state, settings, traffic)
     _node_routes(app, state, traffic)
-    _fleetlock_routes(app, state)
+    _fleetlock_routes(app, state, changes)
     _boot_routes(app, state, settings, traffic)
     return app
 
@@ -373,14 +373,16 @@ def _known(record: NodeRecord | None, node_id: str) -> NodeRecord:
 
 # -- FleetLock -------------------------------------------------------------------------------
 
-def _fleetlock_routes(app: FastAPI, state: State) -> None:
+def _fleetlock_routes(app: FastAPI, state: State, changes: Changes) -> None:
     def slot_call(body: FleetLockRequest, who: Principal, protocol: str | None,
                   take: bool) -> dict[str, Any]:
         if protocol != "true":
             raise ApiError(400, "missing_header", "fleet-lock-protocol: true is required")
         node_id = keys.checked(body.client_params.id, "client_params.id")
         require(who, Access.fleetlock, node_id)
-        group = state.group_of(node_id, body.client_params.group)
+        # the role from the generation the watcher follows (None before it has one: read)
+        group = state.group_of(node_id, body.client_params.group,
+                               changes.mirror.generation or None)
         outcome = (state.pre_reboot if take else state.steady_state)(node_id, group)
         if not outcome.ok:
             raise ApiError(409, "failed_lock", outcome.reason)

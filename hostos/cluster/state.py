@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 50  # compare-and-swap rounds before giving up (each loses only to a real write)
 DEFAULT_GROUP = "default"  # FleetLock's default group: means "the node's role" here
 ACTIVE_ROLLOUT = frozenset({"running", "rolling-back"})
+FINAL_ROLLOUT = frozenset({"done", "rolled-back"})  # rollout.FINAL, as stored
 GENERATIONS_CACHED = 4
 GENERATIONS_KEPT = 10  # in the store: enough to look back, bounded for etcd's space quota
 
@@ -86,12 +87,18 @@ class State:
                                                           tuple[Writes, T]]) -> T:
         """Read names, let change compute the writes and a result, write them if none of
         names was written meanwhile; again from the read when one was."""
+        return self._update_on(names, lambda read: (*change(read), names))
+
+    def _update_on(self, names: list[str], change: Callable[[dict[str, Entry | None]],
+                                                            tuple[Writes, T, list[str]]]) -> T:
+        """`_update`, where change also says which of the keys read its writes depend on:
+        only those are compared (a key read but not used cannot make the write lose)."""
         for _ in range(ATTEMPTS):
-            read = {name: self.kv.get(name) for name in names}
-            writes, result = change(read)
+            read = self.kv.get_many(names)
+            writes, result, used = change(read)
             if not writes:
                 return result
-            compares = [Compare(n, e.revision if e else 0) for n, e in read.items()]
+            compares = [Compare(n, _revision(read[n])) for n in used]
             puts = {k: v for k, v in writes.items() if v is not None}
             deletes = [k for k, v in writes.items() if v is None and read.get(k) is not None]
             if self.kv.txn(compares, puts, deletes) is not None:
@@ -329,21 +336,20 @@ class State:
 
     # -- FleetLock -------------------------------------------------------------------------
 
-    def group_of(self, node_id: str, group: str) -> str:
-        """FleetLock's "default" group (or none) means the node's role, when it has one."""
+    def group_of(self, node_id: str, group: str, generation: int | None = None) -> str:
+        """FleetLock's "default" group (or none) means the node's role in the inventory of
+        site `generation` (default: the current one, read from the store; the server passes
+        the one its watcher follows, a read less per request), when it has one."""
         if group and group != DEFAULT_GROUP:
             return keys.checked(group, "group")
-        node = self.node(node_id)
-        return node.role if node and node.role else DEFAULT_GROUP
+        site = self.generation(generation)
+        entry = site.nodes.get(node_id) if site else None
+        role = entry.get("role") if isinstance(entry, Mapping) else None
+        return str(role) if role else DEFAULT_GROUP
 
     def slot_limit(self, group: str) -> int:
         """The active rollout's max_unavailable for the group (a role), else 1."""
-        rollout = self._load(keys.rollout(group))
-        if isinstance(rollout, dict) and rollout.get("state", "running") in ACTIVE_ROLLOUT:
-            limit = rollout.get("max_unavailable")
-            if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
-                return limit
-        return 1
+        return _slot_limit(self.kv.get(keys.rollout(group)))
 
     def slots(self, group: str) -> SlotTable:
         data = self._load(keys.fleetlock(group))
@@ -351,13 +357,15 @@ class State:
 
     def pre_reboot(self, node_id: str, group: str) -> fleetlock.Outcome:
         """Take (or keep) a slot of group, as many as the slot limit allows."""
-        limit, key = self.slot_limit(group), keys.fleetlock(group)
+        key, rollout_key = keys.fleetlock(group), keys.rollout(group)
 
-        def change(read: dict[str, Entry | None]) -> tuple[Writes, fleetlock.Outcome]:
+        def change(read: dict[str, Entry | None]
+                   ) -> tuple[Writes, fleetlock.Outcome, list[str]]:
+            limit = _slot_limit(read[rollout_key])  # read with the table: one round trip
             outcome = fleetlock.acquire(_table(read[key]), node_id, group, limit)
-            return _slot_writes(key, outcome), outcome
+            return _slot_writes(key, outcome), outcome, [key]
 
-        return _logged(self._update([key], change))
+        return _logged(self._update_on([key, rollout_key], change))
 
     def release(self, node_id: str, group: str) -> fleetlock.Outcome:
         """Give back node_id's slot without marking it steady (the controller, for a node
@@ -371,20 +379,32 @@ class State:
         return _logged(self._update([key], change))
 
     def steady_state(self, node_id: str, group: str) -> fleetlock.Outcome:
-        """Give back the slot, and mark the node steady in its current boot (the rollout
-        counts a node done only once it is)."""
-        slot_key, node_key = keys.fleetlock(group), keys.node(node_id)
+        """Mark the node steady in its current boot (the rollout counts a node done only
+        once it is) and give back its slot.  A slot that a rollout's grant gave is given
+        back by the rollout controller instead, in the same transaction as the next grant:
+        then this request writes only the node's own record, and the steady-states of a
+        whole batch do not queue on the group's one slot table (see docs/cluster.md)."""
+        slot_key, node_key, rollout_key = (keys.fleetlock(group), keys.node(node_id),
+                                           keys.rollout(group))
 
-        def change(read: dict[str, Entry | None]) -> tuple[Writes, fleetlock.Outcome]:
-            outcome = fleetlock.release(_table(read[slot_key]), node_id, group)
-            writes = _slot_writes(slot_key, outcome)
+        def change(read: dict[str, Entry | None]
+                   ) -> tuple[Writes, fleetlock.Outcome, list[str]]:
+            writes: Writes = {}
             record = _node(read[node_key], node_id)
             if read[node_key] is not None and record.boot_id and not record.steady:
                 writes[node_key] = keys.encode(
                     replace(record, steady_boot_id=record.boot_id).to_json())
-            return writes, outcome
+            table = _table(read[slot_key])
+            if _granted_by_rollout(read[rollout_key], node_id) and table is not None \
+                    and node_id in table.holders:
+                return writes, fleetlock.Outcome(
+                    True, table, False, f"{node_id}'s slot of {group} goes back with the "
+                    "rollout's next grant"), [node_key, rollout_key]
+            outcome = fleetlock.release(table, node_id, group)
+            writes.update(_slot_writes(slot_key, outcome))
+            return writes, outcome, [slot_key, node_key]
 
-        return _logged(self._update([slot_key, node_key], change))
+        return _logged(self._update_on([slot_key, node_key, rollout_key], change))
 
     # -- node tokens -----------------------------------------------------------------------
 
@@ -417,6 +437,31 @@ def _node(entry: Entry | None, node_id: str) -> NodeRecord:
 
 def _table(entry: Entry | None) -> SlotTable | None:
     return SlotTable.from_json(keys.decode(entry.value)) if entry else None
+
+
+def _slot_limit(entry: Entry | None) -> int:
+    """The max_unavailable of a group's rollout while it is active, else 1."""
+    rollout = keys.decode(entry.value) if entry else None
+    if isinstance(rollout, dict) and rollout.get("state", "running") in ACTIVE_ROLLOUT:
+        limit = rollout.get("max_unavailable")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+            return limit
+    return 1
+
+
+def _revision(entry: Entry | None) -> int:
+    return entry.revision if entry else 0
+
+
+def _granted_by_rollout(entry: Entry | None, node_id: str) -> bool:
+    """The role's current rollout is not over and holds a slot for node_id: its controller
+    releases that slot once the node is done (or the rollout gives it back otherwise)."""
+    data = keys.decode(entry.value) if entry else None
+    if not isinstance(data, dict) or data.get("state") in FINAL_ROLLOUT:
+        return False
+    nodes = data.get("nodes")
+    progress = nodes.get(node_id) if isinstance(nodes, dict) else None
+    return isinstance(progress, dict) and progress.get("slot") is True
 
 
 def _slot_writes(key: str, outcome: fleetlock.Outcome) -> Writes:

@@ -192,13 +192,52 @@ def test_a_round_on_a_cache_behind_the_store_starts_over_from_the_store(state: S
     leader.follow(5)  # n1 done, as the cache sees it
     controller.command(state, "compute", "pause")  # not followed: the cache is behind
     assert leader.round()  # n2 granted on the cached (running) rollout: the compare lost
-    assert state.slots("compute").holders == ()  # nothing granted on the stale plan
+    # nothing granted on the stale plan; n1's slot waits for the round that records it done
+    assert state.slots("compute").holders == ("n1",)
     assert leader.round()  # read again: paused, and n1 recorded done
     assert leader.round() is False  # nothing to grant, nothing to retry
     found = controller.read(state.kv, "compute")
     assert found is not None and found[0].rollout.state.value == "paused"
     assert found[0].rollout.nodes["n1"].state.value == "done"
     assert state.slots("compute").holders == ()
+
+
+def test_a_granted_nodes_slot_goes_back_with_the_next_grant(state: State) -> None:
+    """steady-state of a node the rollout granted writes only its own record; the round
+    that records it done releases its slot and grants the next node in one transaction."""
+    controller.start_rollout(state, spec(max_unavailable=1))
+    leader = Controller(state, holder="a")
+    assert leader.campaign() and leader.round()  # n1 granted
+    slots = state.kv.get(keys.fleetlock("compute"))
+    state.heartbeat("n1", Heartbeat("img-2", {"app": "healthy"}, boot_id="n1-img-2"))
+    outcome = state.steady_state("n1", "compute")
+    assert outcome.ok and not outcome.changed
+    assert state.node("n1").steady  # type: ignore[union-attr]
+    assert state.kv.get(keys.fleetlock("compute")) == slots  # not written: no queue on it
+    leader.follow(5)
+    assert leader.round()
+    assert state.slots("compute").holders == ("n2",)
+    after = state.kv.get(keys.fleetlock("compute"))
+    rollout = state.kv.get(keys.rollout("compute"))
+    assert after is not None and rollout is not None and after.revision == rollout.revision
+
+
+def test_steady_state_releases_a_slot_no_rollout_gave(state: State) -> None:
+    """A FleetLock client's own slot, or one from a rollout that another has replaced, is
+    released by steady-state at once, rollout or not."""
+    assert state.pre_reboot("n1", "compute").ok  # no rollout: a plain FleetLock client
+    assert state.steady_state("n1", "compute").changed
+    assert state.slots("compute").holders == ()
+    controller.start_rollout(state, spec(max_unavailable=2))
+    assert state.pre_reboot("n3", "compute").ok  # in the rollout, but not granted by it
+    assert state.steady_state("n3", "compute").changed
+    assert state.slots("compute").holders == ()
+    leader = Controller(state, holder="a")
+    assert leader.campaign() and leader.round()  # n1 and n2 granted
+    controller.command(state, "compute", "abort")
+    controller.start_rollout(state, spec(max_unavailable=2))  # the aborted one replaced
+    assert state.steady_state("n1", "compute").changed  # no rollout holds its slot now
+    assert state.slots("compute").holders == ("n2",)
 
 
 def test_only_the_claim_holder_acts(state: State) -> None:
