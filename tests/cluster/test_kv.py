@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -444,3 +446,64 @@ def test_etcd_follows_a_prefix_on_one_stream_per_thread(etcd_url: str) -> None:
         thread.join()
         assert [e.value for e in other[0]] == [b"19"]
         assert _watch_streams_started(etcd_url) - before == 3
+
+
+class CuttingProxy:
+    """A TCP proxy in front of etcd that can close every connection it carries, as a server
+    closing its idle keep-alive connections does."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        for sock in self.open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.integration
+def test_a_connection_etcd_closed_is_read_again_on_a_new_one(etcd_url: str) -> None:
+    """Reads on a kept connection that the other side closed go again on a new one; a
+    write there is not sent twice (it may have been applied): its error is raised."""
+    proxy = CuttingProxy(int(etcd_url.rsplit(":", 1)[1]))
+    url = f"etcd://127.0.0.1:{proxy.port}/cut-{uuid.uuid4().hex[:8]}"
+    with contextlib.closing(open_kv(url)) as kv:
+        kv.put("a", b"1")
+        assert proxy.accepted == 1
+        proxy.cut()
+        time.sleep(0.1)
+        assert kv.get("a") is not None and kv.get_many(["a"])["a"] is not None
+        assert proxy.accepted == 2  # one new connection, kept again
+        proxy.cut()
+        time.sleep(0.1)
+        with pytest.raises(OSError):
+            kv.put("a", b"2")
+        kv.put("a", b"3")  # the next request has a connection of its own again
+        assert kv.get("a").value == b"3"  # type: ignore[union-attr]
+    proxy.listener.close()
