@@ -18,7 +18,9 @@ from hostos.cluster import auth, pacing
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 3  # long-polls still open then are cut; agents poll again
-BACKLOG = 2048  # connections the kernel queues: a fleet's agents reconnect at once
+# connections the kernel queues while the server is busy: a fleet's agents connect at once
+# after a server restart or a power-on; the kernel caps it at net.core.somaxconn
+BACKLOG = 65535
 
 
 def raise_file_limit() -> int:
