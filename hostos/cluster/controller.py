@@ -192,7 +192,7 @@ def start_rollout(state: State, spec: RolloutSpec) -> Stored:
     if state.image(spec.target_image) is None:
         raise NotFound(f"no image '{spec.target_image}' is registered "
                        "(POST /v1/images/<name> first)")
-    records = [r for r in state.nodes() if r.role == spec.role]
+    records = state.role_nodes(spec.role)  # not the whole fleet's records
     if not records:
         raise RolloutError(f"role {spec.role} has no nodes in the inventory")
     role_spec = site.roles[spec.role]

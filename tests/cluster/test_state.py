@@ -334,3 +334,14 @@ def test_a_compacted_history_wakes_every_waiter_to_read_again(kv: KV) -> None:
             changes.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_roles_nodes_are_read_without_the_rest_of_the_fleet(state: State) -> None:
+    state.publish(site(cn001="compute", cn002="compute", st001="storage"))
+    state.heartbeat("cn002", Heartbeat(booted_image="img-1"))
+    state.heartbeat("stray", Heartbeat(booted_image="img-1"))  # not in the inventory
+    expected = [n for n in state.nodes() if n.role == "compute"]
+    assert [n.id for n in expected] == ["cn001", "cn002"]
+    assert state.role_nodes("compute") == expected
+    assert state.role_nodes("storage") == [n for n in state.nodes() if n.role == "storage"]
+    assert state.role_nodes("none") == []
