@@ -594,6 +594,35 @@ def start_server(tmp: Path, name: str, store: str, token_file: Path, images: Pat
     return Proc(name, process, log_path, url)
 
 
+TCP_COUNTERS = ("ListenOverflows", "SyncookiesSent", "SyncookiesFailed")
+
+
+def tcp_counters() -> dict[str, int]:
+    """The kernel's counts (since boot, all sockets) of connections a listen queue could not
+    take: accept queue full (ListenOverflows), SYN queue full (SyncookiesSent), and a
+    cookie's ACK that came too late to be taken (SyncookiesFailed: answered with a reset)."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                pairs = zip(names.split()[1:], values.split()[1:], strict=False)
+                found = {k: int(v) for k, v in pairs if k in TCP_COUNTERS}
+    return found
+
+
+def sysctls() -> str:
+    """The kernel limits on listen queues (what BACKLOG is capped at)."""
+    names = ("net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog")
+    values = []
+    for name in names:
+        try:
+            values.append(f"{name}={Path('/proc/sys', *name.split('.')).read_text().strip()}")
+        except OSError:
+            values.append(f"{name}=?")
+    return ", ".join(values)
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process and its reaped children so far."""
     try:
@@ -761,6 +790,7 @@ class StoreRun:
     cpu: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)  # 1-min load average at the start, the most seen
+    kernel: dict[str, int] = field(default_factory=dict)  # TCP counters' growth in the run
     note: str = ""
 
 
@@ -795,7 +825,7 @@ class Runner:
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
 
     def run(self) -> StoreRun:
-        started, machine0 = time.monotonic(), machine_cpu_seconds()
+        started, machine0, tcp0 = time.monotonic(), machine_cpu_seconds(), tcp_counters()
         self.result.load = (os.getloadavg()[0], 0.0)
         with self.running():
             self.start_processes()
@@ -814,6 +844,8 @@ class Runner:
             self.collect()
         self.result.wall = time.monotonic() - started
         self.result.cpu["all processes on the machine"] = machine_cpu_seconds() - machine0
+        tcp1 = tcp_counters()
+        self.result.kernel = {k: tcp1[k] - tcp0.get(k, 0) for k in tcp1}
         self.result.load = (self.result.load[0], max(self.loads, default=0.0))
         return self.result
 
@@ -900,7 +932,10 @@ class Runner:
     def measure_beats(self) -> None:
         opts = self.opts
         since = time.time()
-        self.sleep(opts.steady)
+        # at least one whole interval: a fleet paced at 50 s that came up within 37 s beats
+        # in 37 s of every 50, so a shorter window counts a part of the fleet by chance
+        interval = self.result.interval if math.isfinite(self.result.interval) else 0.0
+        self.sleep(max(opts.steady, interval))
         until = time.time()
         steady = self.beats(since, until)
         self.result.steady_rate = len(steady) / (until - since)
@@ -1081,7 +1116,7 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
         f"at {opts.heartbeat_rate:g}/s when longer)", [f"{r.interval:g} s" for r in runs])
     row("heartbeats offered (agents / interval; less while answers are slow)",
         [f"{r.offered:.0f}/s" for r in runs])
-    row(f"heartbeats served, {opts.steady:g} s window",
+    row(f"heartbeats served (a window of {opts.steady:g} s or the interval, the longer)",
         [f"{r.steady_rate:.0f}/s" for r in runs])
     row("heartbeat latency p50 / p99", [f"{_s(r.steady_latency[0])} / "
                                         f"{_s(r.steady_latency[1])}" for r in runs])
@@ -1120,6 +1155,9 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
     row("pre-reboot answered 409 (slot not free yet)", [str(r.lock_waits) for r in runs])
     row("errors", [str(_errors(r)) for r in runs])
     row("TCP connections opened by the agents", [str(r.connects) for r in runs])
+    row("the kernel, meanwhile: accept queue full / SYN cookies sent / cookies failed "
+        "(reset)", [" / ".join(str(r.kernel.get(k, "?")) for k in TCP_COUNTERS)
+                    for r in runs])
     row("wall time of the store's run", [f"{r.wall:.0f} s" for r in runs])
     kinds = ["hostos serve", "etcd", "load generators", "all processes on the machine"]
     row("CPU used: " + ", ".join(kinds),
@@ -1136,7 +1174,8 @@ def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
         "",
         f"Measured {now} at {commit_line()}: `bench/cluster.py {' '.join(argv)}`.",
         "",
-        f"- machine: {machine()}; the load generators, the servers and etcd all share it",
+        f"- machine: {machine()}; the load generators, the servers and etcd all share it; "
+        f"listen queues: {sysctls()}",
         f"- agents: heartbeat every {opts.heartbeat:g} s or at the server's pace "
         f"(`--heartbeat-rate {opts.heartbeat_rate:g}`), long-poll `wait={opts.wait:g}` "
         f"with `image=`, reboot {opts.reboot:g} s",
@@ -1211,7 +1250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generators", type=int, default=2,
                         help="load-generator processes (default %(default)s)")
     parser.add_argument("--steady", type=float, default=30.0, metavar="SECONDS",
-                        help="the heartbeat window (default %(default)s)")
+                        help="the heartbeat window, at least the fleet's interval "
+                             "(default %(default)s)")
     parser.add_argument("--saturate", type=float, default=15.0, metavar="SECONDS",
                         help="the capacity window, 0 to skip (default %(default)s)")
     parser.add_argument("--saturate-concurrency", type=int, default=128)
