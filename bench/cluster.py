@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report import commit_line, machine, write_section  # noqa: E402
 
 from hostos.cluster import pacing  # noqa: E402
+from hostos.cluster.serve import quiet_gc  # noqa: E402
 from hostos.run import terminate  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -1226,6 +1227,10 @@ connection)."""
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--generator"]:
+        # thousands of agents in one process: full collections would stop its event loop
+        # for a second now and then and show up as the agents' own delays (the server does
+        # the same, hostos.cluster.serve.quiet_gc)
+        quiet_gc()
         asyncio.run(generator_main())
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

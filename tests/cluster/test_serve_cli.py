@@ -132,3 +132,11 @@ def test_the_server_raises_its_open_file_limit_to_the_hard_one() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.split() == ["4096", "4096", "4096"]
+
+
+def test_the_server_keeps_full_collections_rare() -> None:
+    code = ("import gc; from hostos.cluster.serve import quiet_gc, GC_FULL; quiet_gc(); "
+            "print(gc.get_threshold()[2] == GC_FULL > 10, gc.get_freeze_count() > 1000)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["True", "True"]
