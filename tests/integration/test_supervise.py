@@ -258,7 +258,7 @@ def _dockerd_lost(node: Node) -> None:
     time.sleep(1)
     with open("/var/log/hostos-dockerd.log", "ab") as log:
         subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+                         start_new_session=True, cwd="/")  # outlives the checkout
     wait_until(lambda: node.converged({"a", "b"}), 60, "reconverged after dockerd restart")
     assert "event=engine-lost" in node.logs() or "event=engine-unreachable" in node.logs()
 
