@@ -136,7 +136,7 @@ def quiet_gc() -> None:
     heartbeat p99 was 2.9 s and one slot handover 2.4 s). What is loaded at start (modules,
     the app) is frozen out of every pass; young and middle collections run as usual, so
     short-lived cycles are still freed, but a full one waits for 10,000 middle collections
-    instead of 10 (about an hour at 200 heartbeats/s; then it frees what cycles got old)."""
+    instead of 10 (not measured how often that comes; it frees what cycles got old)."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG, GC_MIDDLE, GC_FULL)
 
