@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from hostos.cluster import fleetlock, keys
+from hostos.cluster import fleetlock, keys, rollout
 from hostos.cluster.kv import KV, MAX_TXN_OPS, Compare, Entry
 from hostos.cluster.records import (
     Generation,
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 50  # compare-and-swap rounds before giving up (each loses only to a real write)
 DEFAULT_GROUP = "default"  # FleetLock's default group: means "the node's role" here
-ACTIVE_ROLLOUT = frozenset({"running", "rolling-back"})
-FINAL_ROLLOUT = frozenset({"done", "rolled-back"})  # rollout.FINAL, as stored
+ACTIVE_ROLLOUT = frozenset(s.value for s in rollout.GRANTING)  # as stored
+FINAL_ROLLOUT = frozenset(s.value for s in rollout.FINAL)
 GENERATIONS_CACHED = 4
 GENERATIONS_KEPT = 10  # in the store: enough to look back, bounded for etcd's space quota
 
@@ -359,10 +359,6 @@ class State:
         role = entry.get("role") if isinstance(entry, Mapping) else None
         return str(role) if role else DEFAULT_GROUP
 
-    def slot_limit(self, group: str) -> int:
-        """The active rollout's max_unavailable for the group (a role), else 1."""
-        return _slot_limit(self.kv.get(keys.rollout(group)))
-
     def slots(self, group: str) -> SlotTable:
         data = self._load(keys.fleetlock(group))
         return SlotTable() if data is None else SlotTable.from_json(data)
@@ -453,9 +449,9 @@ def _table(entry: Entry | None) -> SlotTable | None:
 
 def _slot_limit(entry: Entry | None) -> int:
     """The max_unavailable of a group's rollout while it is active, else 1."""
-    rollout = keys.decode(entry.value) if entry else None
-    if isinstance(rollout, dict) and rollout.get("state", "running") in ACTIVE_ROLLOUT:
-        limit = rollout.get("max_unavailable")
+    data = keys.decode(entry.value) if entry else None
+    if isinstance(data, dict) and data.get("state", "running") in ACTIVE_ROLLOUT:
+        limit = data.get("max_unavailable")
         if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
             return limit
     return 1
