@@ -79,7 +79,7 @@ RUN set -eux; \
         '"""hostos, as installed in the host image."""' \
         'import os, sys' \
         'os.environ.setdefault("TYPER_USE_RICH", "0")' \
-        'from hostos.launch import main' \
+        'from hostos.cli.launch import main' \
         'main()' > /staging/usr/local/bin/hostos; \
     chmod 0755 /staging/usr/local/bin/hostos
 

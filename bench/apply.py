@@ -74,12 +74,20 @@ TARGET_COMPOSE = 1.0
 TARGET_FLOOR = 1.15
 TARGET_NOOP_LARGE = 0.35
 
-REPRODUCE = ("bash bench/setup.sh && .venv/bin/python bench/apply.py --engine both --runs 5 "
-             "--write docs/benchmarks.md")
+REPRODUCE = (
+    "bash bench/setup.sh && .venv/bin/python bench/apply.py --engine both --runs 5 "
+    "--write docs/benchmarks.md"
+)
 
 # Variables that would point a tool at another engine or change its defaults.
-_ENV_DROP = ("DOCKER_HOST", "CONTAINER_HOST", "HOSTOS_ENGINE", "HOSTOS_NAMESPACE",
-             "COMPOSE_PROJECT_NAME", "COMPOSE_FILE")
+_ENV_DROP = (
+    "DOCKER_HOST",
+    "CONTAINER_HOST",
+    "HOSTOS_ENGINE",
+    "HOSTOS_NAMESPACE",
+    "COMPOSE_PROJECT_NAME",
+    "COMPOSE_FILE",
+)
 # docker-compose 1.x deadlocks when a project has more services than its parallel limit
 # (default 64): each service's task holds a slot while waiting for its container's task
 # (docker/compose#5864, #8226). Above twice the largest project it never binds; at 20
@@ -119,8 +127,13 @@ class Api:
         self._path = url.removeprefix("unix://")
         self._timeout = timeout
 
-    def call(self, method: str, path: str, params: dict[str, str] | None = None,
-             ok: Sequence[int] = (200, 201, 204)) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        ok: Sequence[int] = (200, 201, 204),
+    ) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         conn = _UnixConnection(self._path, self._timeout)
         try:
@@ -133,8 +146,10 @@ class Api:
         finally:
             conn.close()
         if response.status not in ok:
-            raise BenchError(f"{self.url}: {method} {path}: HTTP {response.status} "
-                             f"{body.decode(errors='replace').strip()}")
+            raise BenchError(
+                f"{self.url}: {method} {path}: HTTP {response.status} "
+                f"{body.decode(errors='replace').strip()}"
+            )
         if method == "HEAD" or not body:
             return headers
         return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
@@ -147,8 +162,9 @@ class Api:
         return rows
 
     def remove(self, container: str) -> None:
-        self.call("DELETE", f"/containers/{container}", {"force": "1", "v": "1"},
-                  ok=(200, 204, 404))
+        self.call(
+            "DELETE", f"/containers/{container}", {"force": "1", "v": "1"}, ok=(200, 204, 404)
+        )
 
     def version(self) -> dict[str, Any]:
         doc: dict[str, Any] = self.call("GET", "/version")
@@ -163,8 +179,10 @@ def running_ids(api: Api, label: str, want: int, what: str) -> set[str]:
         states: dict[str, int] = {}
         for row in rows:
             states[str(row.get("State"))] = states.get(str(row.get("State")), 0) + 1
-        raise BenchError(f"{what}: want {want} running containers with {label}, found "
-                         f"{len(rows)} ({', '.join(f'{n} {s}' for s, n in states.items())})")
+        raise BenchError(
+            f"{what}: want {want} running containers with {label}, found "
+            f"{len(rows)} ({', '.join(f'{n} {s}' for s, n in states.items())})"
+        )
     return running
 
 
@@ -195,9 +213,11 @@ def write_site(root: Path, count: int) -> Path:
     (site / "roles").mkdir(parents=True)
     for name in unit_names(count):
         (site / f"{name}.yaml").write_text(
-            f'image: {IMAGE}\ncommand: [sleep, "3600"]\nstop_timeout: 1s\n')
+            f'image: {IMAGE}\ncommand: [sleep, "3600"]\nstop_timeout: 1s\n'
+        )
     (site / "roles" / f"{NAME}.yaml").write_text(
-        f"role: {NAME}\nunits: [{', '.join(unit_names(count))}]\n")
+        f"role: {NAME}\nunits: [{', '.join(unit_names(count))}]\n"
+    )
     return site
 
 
@@ -212,8 +232,12 @@ def write_compose(root: Path, count: int, default_bridge: bool) -> Path:
     lines = ["x-podman:", "  in_pod: false", ""] if default_bridge else []
     lines.append("services:")
     for name in unit_names(count):
-        lines += [f"  {name}:", f"    image: {IMAGE}", '    command: [sleep, "3600"]',
-                  "    stop_grace_period: 1s"]
+        lines += [
+            f"  {name}:",
+            f"    image: {IMAGE}",
+            '    command: [sleep, "3600"]',
+            "    stop_grace_period: 1s",
+        ]
         if default_bridge:
             lines.append("    network_mode: bridge")
     path = folder / "docker-compose.yml"
@@ -282,16 +306,26 @@ def timed(cmd: Sequence[str], what: str, measure: bool = False) -> Run:
     env["COMPOSE_PARALLEL_LIMIT"] = str(COMPOSE_PARALLEL_LIMIT)
     begin = time.perf_counter()
     try:
-        done = subprocess.run(list(cmd), capture_output=True, text=True, env=env,
-                              stdin=subprocess.DEVNULL, check=False, timeout=COMMAND_TIMEOUT)
+        done = subprocess.run(
+            list(cmd),
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=COMMAND_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
-        raise BenchError(f"{what}: still running after {COMMAND_TIMEOUT:g}s, killed: "
-                         f"{' '.join(cmd[:11])}") from None
+        raise BenchError(
+            f"{what}: still running after {COMMAND_TIMEOUT:g}s, killed: {' '.join(cmd[:11])}"
+        ) from None
     seconds = time.perf_counter() - begin
     if done.returncode != 0:
         shown = " ".join(cmd) if len(cmd) < 12 else " ".join([*cmd[:11], "…"])
-        raise BenchError(f"{what}: exit {done.returncode}: {shown}\n"
-                         f"{(done.stdout + done.stderr).strip()[-1500:]}")
+        raise BenchError(
+            f"{what}: exit {done.returncode}: {shown}\n"
+            f"{(done.stdout + done.stderr).strip()[-1500:]}"
+        )
     return Run(seconds, done.stdout, done.stderr)
 
 
@@ -310,8 +344,17 @@ class Tool:
 
 def hostos_tool(engine: str, sites: dict[int, Path]) -> Tool:
     def up(count: int) -> list[str]:
-        return [str(HOSTOS), "apply", str(sites[count]), "--role", NAME, "--engine", engine,
-                "--namespace", NAME]
+        return [
+            str(HOSTOS),
+            "apply",
+            str(sites[count]),
+            "--role",
+            NAME,
+            "--engine",
+            engine,
+            "--namespace",
+            NAME,
+        ]
 
     def down(count: int, api: Api) -> None:
         timed([str(HOSTOS), "down", "--engine", engine, "--namespace", NAME], "hostos down")
@@ -329,8 +372,11 @@ def compose_tool(engine: str, files: dict[int, Path], defaults: bool = False) ->
         raise BenchError(f"no {engine} compose tool: run bash bench/setup.sh")
     name = "docker-compose" if engine == "docker" else "podman-compose"
     if defaults:
-        name += (" (compose defaults: project network)" if engine == "docker"
-                 else " (compose defaults: pod + project network)")
+        name += (
+            " (compose defaults: project network)"
+            if engine == "docker"
+            else " (compose defaults: pod + project network)"
+        )
 
     def base(count: int) -> list[str]:
         return [binary, "-p", NAME, "-f", str(files[count])]
@@ -338,18 +384,32 @@ def compose_tool(engine: str, files: dict[int, Path], defaults: bool = False) ->
     def down(count: int, api: Api) -> None:
         timed([*base(count), "down", "-t", "0"], f"{name} down")
 
-    return Tool(name, COMPOSE_LABEL, lambda count: [*base(count), "up", "-d"], down,
-                noop=not defaults)
+    return Tool(
+        name, COMPOSE_LABEL, lambda count: [*base(count), "up", "-d"], down, noop=not defaults
+    )
 
 
 def floor_tool(engine: str, api_version: str, floor_times: list[float]) -> Tool:
     """bench/floor.py as its own process; its in-process time goes to floor_times."""
 
     def up(count: int) -> list[str]:
-        return [str(PYTHON), str(FLOOR), "--engine", engine, "--url", SOCKETS[engine],
-                "--api-version", api_version, "--image", IMAGE, "--label", FLOOR_LABEL,
-                "--concurrency", str(CONCURRENCY),
-                *(f"{NAME}-floor-{n}" for n in unit_names(count))]
+        return [
+            str(PYTHON),
+            str(FLOOR),
+            "--engine",
+            engine,
+            "--url",
+            SOCKETS[engine],
+            "--api-version",
+            api_version,
+            "--image",
+            IMAGE,
+            "--label",
+            FLOOR_LABEL,
+            "--concurrency",
+            str(CONCURRENCY),
+            *(f"{NAME}-floor-{n}" for n in unit_names(count)),
+        ]
 
     def down(count: int, api: Api) -> None:
         force_remove(api, FLOOR_LABEL)
@@ -377,8 +437,7 @@ class Results:
         return self.samples.get((scenario, tool), [])
 
 
-def cold_rounds(api: Api, tools: Sequence[Tool], runs: int, warmup: int,
-                results: Results) -> None:
+def cold_rounds(api: Api, tools: Sequence[Tool], runs: int, warmup: int, results: Results) -> None:
     """cold-20 (and noop-20 on the fresh set) for each tool in turn, round after round."""
     for round_ in range(warmup + runs):
         measured = round_ >= warmup
@@ -402,8 +461,7 @@ def cold_rounds(api: Api, tools: Sequence[Tool], runs: int, warmup: int,
             log(f"{step} {tool.name}: cold {cold.seconds:.3f}s{noop_note}")
 
 
-def noop_large(api: Api, tools: Sequence[Tool], runs: int, warmup: int,
-               results: Results) -> None:
+def noop_large(api: Api, tools: Sequence[Tool], runs: int, warmup: int, results: Results) -> None:
     """noop-100: each tool converges 100 units (untimed), then repeats the same command."""
     for tool in [t for t in tools if t.noop]:
         what = f"{tool.name} up {NOOP_LARGE}"
@@ -416,8 +474,10 @@ def noop_large(api: Api, tools: Sequence[Tool], runs: int, warmup: int,
                 seconds = _noop(api, tool, NOOP_LARGE, running)
                 if round_ >= warmup:
                     results.add(f"noop-{NOOP_LARGE}", tool.name, seconds)
-                log(f"{tool.name}: noop-{NOOP_LARGE} {seconds:.3f}s"
-                    f"{' (warm-up)' if round_ < warmup else ''}")
+                log(
+                    f"{tool.name}: noop-{NOOP_LARGE} {seconds:.3f}s"
+                    f"{' (warm-up)' if round_ < warmup else ''}"
+                )
         finally:
             tool.down(NOOP_LARGE, api)
         must_be_gone(api, tool.label, f"{tool.name} teardown")
@@ -457,8 +517,9 @@ def engine_version(engine: str, api: Api) -> tuple[str, str]:
     doc = api.version()
     if engine == "docker":
         return str(doc["Version"]), str(doc["ApiVersion"])
-    libpod = next((c for c in doc.get("Components") or [] if c.get("Name") == "Podman Engine"),
-                  None)
+    libpod = next(
+        (c for c in doc.get("Components") or [] if c.get("Name") == "Podman Engine"), None
+    )
     version = str((libpod or doc).get("Version"))
     return version, version
 
@@ -505,8 +566,18 @@ def bench_engine(engine: str, runs: int, warmup: int, workdir: Path) -> EngineRu
         noop_large(api, [hostos, compose], runs, warmup, results)
         load_max = max(QUIET.loads, default=load_before)
         quiet = dataclasses.replace(QUIET, loads=list(QUIET.loads))
-    return EngineRun(engine, version, api_version, results, floor_times,
-                     compose.name, load_before, load_max, quiet, others)
+    return EngineRun(
+        engine,
+        version,
+        api_version,
+        results,
+        floor_times,
+        compose.name,
+        load_before,
+        load_max,
+        quiet,
+        others,
+    )
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -526,14 +597,17 @@ def _ratio(a: Sequence[float], b: Sequence[float]) -> float | None:
 
 def table(runs: Sequence[EngineRun]) -> list[str]:
     """One row per engine, scenario and tool: median, min, hostos ÷ it, target, met."""
-    out = ["| engine | scenario | tool | median | min | runs | hostos ÷ tool (medians) "
-           "| target | met |",
-           "|---|---|---|---:|---:|---:|---:|---|---|"]
+    out = [
+        "| engine | scenario | tool | median | min | runs | hostos ÷ tool (medians) "
+        "| target | met |",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
     for run in runs:
         res = run.results
         order = [f"cold-{COLD}", f"noop-{NOOP_SMALL}", f"noop-{NOOP_LARGE}"]
-        for (scenario, tool), xs in sorted(res.samples.items(),
-                                           key=lambda item: order.index(item[0][0])):
+        for (scenario, tool), xs in sorted(
+            res.samples.items(), key=lambda item: order.index(item[0][0])
+        ):
             hostos = res.get(scenario, "hostos")
             ratio, target, met = "", "", ""
             if tool == "hostos":
@@ -550,14 +624,18 @@ def table(runs: Sequence[EngineRun]) -> list[str]:
                     goal = TARGET_FLOOR
                 if goal is not None and value is not None:
                     target, met = f"≤ {goal:.2f}{TIMES}", _met(value <= goal)
-            out.append(f"| {run.engine} | {scenario} | {tool} | {_s(_median(xs))} "
-                       f"| {_s(min(xs))} | {len(xs)} | {ratio} | {target} | {met} |")
+            out.append(
+                f"| {run.engine} | {scenario} | {tool} | {_s(_median(xs))} "
+                f"| {_s(min(xs))} | {len(xs)} | {ratio} | {target} | {met} |"
+            )
             if tool == FLOOR_NAME and run.floor_in_process:
                 inner = run.floor_in_process
                 value = _ratio(hostos, inner)
-                out.append(f"| {run.engine} | {scenario} | floor, in-process (no interpreter "
-                           f"start) | {_s(_median(inner))} | {_s(min(inner))} | {len(inner)} "
-                           f"| {'n/a' if value is None else f'{value:.2f}{TIMES}'} | | |")
+                out.append(
+                    f"| {run.engine} | {scenario} | floor, in-process (no interpreter "
+                    f"start) | {_s(_median(inner))} | {_s(min(inner))} | {len(inner)} "
+                    f"| {'n/a' if value is None else f'{value:.2f}{TIMES}'} | | |"
+                )
     return out
 
 
@@ -571,19 +649,36 @@ def targets(runs: Sequence[EngineRun]) -> list[str]:
         res = run.results
         hostos_cold = res.get(f"cold-{COLD}", "hostos")
         checks = [
-            (f"cold-{COLD}: hostos ≤ {TARGET_COMPOSE:.2f}{TIMES} {run.compose}",
-             _ratio(hostos_cold, res.get(f"cold-{COLD}", run.compose)), TARGET_COMPOSE, TIMES),
-            (f"cold-{COLD}: hostos ≤ {TARGET_FLOOR:.2f}{TIMES} the floor",
-             _ratio(hostos_cold, res.get(f"cold-{COLD}", FLOOR_NAME)), TARGET_FLOOR, TIMES),
+            (
+                f"cold-{COLD}: hostos ≤ {TARGET_COMPOSE:.2f}{TIMES} {run.compose}",
+                _ratio(hostos_cold, res.get(f"cold-{COLD}", run.compose)),
+                TARGET_COMPOSE,
+                TIMES,
+            ),
+            (
+                f"cold-{COLD}: hostos ≤ {TARGET_FLOOR:.2f}{TIMES} the floor",
+                _ratio(hostos_cold, res.get(f"cold-{COLD}", FLOOR_NAME)),
+                TARGET_FLOOR,
+                TIMES,
+            ),
         ]
         noop = res.get(f"noop-{NOOP_LARGE}", "hostos")
-        checks.append((f"noop-{NOOP_LARGE}: hostos apply ≤ {TARGET_NOOP_LARGE:.2f} s",
-                       _median(noop) if noop else None, TARGET_NOOP_LARGE, " s"))
+        checks.append(
+            (
+                f"noop-{NOOP_LARGE}: hostos apply ≤ {TARGET_NOOP_LARGE:.2f} s",
+                _median(noop) if noop else None,
+                TARGET_NOOP_LARGE,
+                " s",
+            )
+        )
         for label, value, goal, unit in checks:
-            shown = "n/a" if value is None else (f"{value:.2f}{TIMES}" if unit == TIMES
-                                                else _s(value))
-            out.append(f"| {run.engine} | {label} | {shown} | "
-                       f"{'n/a' if value is None else _met(value <= goal)} |")
+            shown = (
+                "n/a" if value is None else (f"{value:.2f}{TIMES}" if unit == TIMES else _s(value))
+            )
+            out.append(
+                f"| {run.engine} | {label} | {shown} | "
+                f"{'n/a' if value is None else _met(value <= goal)} |"
+            )
     return out
 
 
@@ -597,23 +692,29 @@ def machine() -> list[str]:
         pass
     cpu = "?"
     with suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "?")
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        )
     os_name = "?"
     try:
         found = re.search(r'^PRETTY_NAME="?([^"\n]*)', Path("/etc/os-release").read_text(), re.M)
         os_name = found.group(1) if found else "?"
     except OSError:
         pass
-    return [f"- machine: {os_name}, kernel {platform.release()}, {os.cpu_count()} CPUs "
-            f"({cpu}), {mem} memory"]
+    return [
+        f"- machine: {os_name}, kernel {platform.release()}, {os.cpu_count()} CPUs "
+        f"({cpu}), {mem} memory"
+    ]
 
 
 def _output(cmd: Sequence[str]) -> str:
     try:
-        done = subprocess.run(list(cmd), capture_output=True, text=True, check=False,
-                              cwd=ROOT)
+        done = subprocess.run(list(cmd), capture_output=True, text=True, check=False, cwd=ROOT)
     except OSError:
         return "?"
     return done.stdout.strip() if done.returncode == 0 else "?"
@@ -622,10 +723,12 @@ def _output(cmd: Sequence[str]) -> str:
 def tools_line() -> str:
     podman_compose = _output([str(PODMAN_COMPOSE), "--version"]).splitlines()
     docker_compose = _output(["docker-compose", "version", "--short"])
-    return (f"- tools: {_output([str(HOSTOS), '--version'])} (Python "
-            f"{platform.python_version()}, docker-py {metadata.version('docker')}, "
-            f"podman-py {metadata.version('podman')}), docker-compose {docker_compose}, "
-            f"{podman_compose[0] if podman_compose else 'podman-compose ?'}")
+    return (
+        f"- tools: {_output([str(HOSTOS), '--version'])} (Python "
+        f"{platform.python_version()}, docker-py {metadata.version('docker')}, "
+        f"podman-py {metadata.version('podman')}), docker-compose {docker_compose}, "
+        f"{podman_compose[0] if podman_compose else 'podman-compose ?'}"
+    )
 
 
 def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
@@ -641,22 +744,35 @@ def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
     for run in runs:
         api = "API" if run.engine == "docker" else "libpod API"
         q = run.quiet
-        lines.append(f"- {run.engine}: {run.version} ({api} {run.api_version}); "
-                     f"{run.others} other containers on the engine at the start; load average "
-                     f"{run.load_before:.2f} at the start, at most {run.load_max:.2f} before a "
-                     f"measured command; {q.contended} of {q.measured} measured commands ran on "
-                     f"a busy machine (over {q.busy_limit:g} CPU in use after waiting up to "
-                     f"{q.max_wait:g} s; {q.waited:.0f} s waited in all)")
+        lines.append(
+            f"- {run.engine}: {run.version} ({api} {run.api_version}); "
+            f"{run.others} other containers on the engine at the start; load average "
+            f"{run.load_before:.2f} at the start, at most {run.load_max:.2f} before a "
+            f"measured command; {q.contended} of {q.measured} measured commands ran on "
+            f"a busy machine (over {q.busy_limit:g} CPU in use after waiting up to "
+            f"{q.max_wait:g} s; {q.waited:.0f} s waited in all)"
+        )
     lines.append(tools_line())
     if any(run.engine == "docker" for run in runs):
-        lines.append(f"- docker-compose ran with COMPOSE_PARALLEL_LIMIT={COMPOSE_PARALLEL_LIMIT}: "
-                     "with its default of 64 it deadlocks on the 100-service project "
-                     "(docker/compose#5864); at 20 services the limit never binds")
-    lines += ["", "### Targets", "", *targets(runs), "",
-              "### All figures", "", *table(runs), "",
-              "Every figure is the wall time of one whole process. `hostos ÷ tool` is the "
-              "median of hostos over the median of that tool in the same scenario "
-              "(below 1: hostos is faster)."]
+        lines.append(
+            f"- docker-compose ran with COMPOSE_PARALLEL_LIMIT={COMPOSE_PARALLEL_LIMIT}: "
+            "with its default of 64 it deadlocks on the 100-service project "
+            "(docker/compose#5864); at 20 services the limit never binds"
+        )
+    lines += [
+        "",
+        "### Targets",
+        "",
+        *targets(runs),
+        "",
+        "### All figures",
+        "",
+        *table(runs),
+        "",
+        "Every figure is the wall time of one whole process. `hostos ÷ tool` is the "
+        "median of hostos over the median of that tool in the same scenario "
+        "(below 1: hostos is faster).",
+    ]
     return "\n".join(lines)
 
 
@@ -711,15 +827,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=["docker", "podman", "both"], default="both")
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed runs before them (default 1)")
-    parser.add_argument("--idle-cpu", type=float, default=QUIET.busy_limit, metavar="CPUS",
-                        help="before each measured command, wait until no more than this "
-                        "many CPUs are in use (default %(default)s)")
-    parser.add_argument("--idle-wait", type=float, default=QUIET.max_wait, metavar="SECONDS",
-                        help="but no longer than this (default %(default)s)")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the marked section of FILE (created if missing)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed runs before them (default 1)"
+    )
+    parser.add_argument(
+        "--idle-cpu",
+        type=float,
+        default=QUIET.busy_limit,
+        metavar="CPUS",
+        help="before each measured command, wait until no more than this "
+        "many CPUs are in use (default %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-wait",
+        type=float,
+        default=QUIET.max_wait,
+        metavar="SECONDS",
+        help="but no longer than this (default %(default)s)",
+    )
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help="replace the marked section of FILE (created if missing)",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be at least 1 and --warmup at least 0")

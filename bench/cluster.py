@@ -68,8 +68,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report import commit_line, machine, write_section  # noqa: E402
 
 from hostos.cluster import pacing  # noqa: E402
-from hostos.cluster.serve import quiet_gc  # noqa: E402
-from hostos.run import terminate  # noqa: E402
+from hostos.cluster.server.serve import quiet_gc  # noqa: E402
+from hostos.process import terminate  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 ETCD = "/usr/bin/etcd"
@@ -118,24 +118,32 @@ class Conn:
             self.writer.close()
         self.reader = self.writer = None
 
-    async def request(self, method: str, path: str, body: Any = None,
-                      headers: dict[str, str] | None = None,
-                      timeout: float = 60.0) -> tuple[int, bytes]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[int, bytes]:
         async with self.lock:
             try:
-                return await asyncio.wait_for(self._request(method, path, body, headers),
-                                              timeout)
+                return await asyncio.wait_for(self._request(method, path, body, headers), timeout)
             except TimeoutError:
                 self.close()
-                raise HttpError(f"{method} {path.split('?')[0]}: no answer in {timeout:g} s")\
-                    from None
+                raise HttpError(
+                    f"{method} {path.split('?')[0]}: no answer in {timeout:g} s"
+                ) from None
 
-    async def _request(self, method: str, path: str, body: Any,
-                       headers: dict[str, str] | None) -> tuple[int, bytes]:
+    async def _request(
+        self, method: str, path: str, body: Any, headers: dict[str, str] | None
+    ) -> tuple[int, bytes]:
         payload = b"" if body is None else json.dumps(body).encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n")
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        )
         message = head.encode() + self.auth + b"\r\n" + payload
         reused = self.writer is not None and time.monotonic() - self.used < IDLE_REUSE
         if not reused:
@@ -143,8 +151,7 @@ class Conn:
         for attempt in (1, 2):
             try:
                 if self.writer is None:
-                    self.reader, self.writer = await asyncio.open_connection(self.host,
-                                                                             self.port)
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
                     self.connects += 1
                 assert self.reader is not None and self.writer is not None
                 self.writer.write(message)
@@ -154,8 +161,9 @@ class Conn:
                 self.close()
                 if reused and attempt == 1:  # the server closed it just now: once more
                     continue
-                raise HttpError(f"{method} {path.split('?')[0]}: {type(exc).__name__}: "
-                                f"{exc}") from None
+                raise HttpError(
+                    f"{method} {path.split('?')[0]}: {type(exc).__name__}: {exc}"
+                ) from None
             self.used = time.monotonic()
             if not keep:
                 self.close()
@@ -221,8 +229,9 @@ class Settings:
 
 
 class Agent:
-    def __init__(self, node: str, token: str, server: str, settings: Settings,
-                 stats: Stats) -> None:
+    def __init__(
+        self, node: str, token: str, server: str, settings: Settings, stats: Stats
+    ) -> None:
         self.id, self.token, self.settings, self.stats = node, token, settings, stats
         host, port = split_url(server)
         self.beat_conn = Conn(host, port, token)  # heartbeats and steady-state
@@ -264,29 +273,43 @@ class Agent:
     def connects(self) -> int:
         return self.beat_conn.connects + self.poll_conn.connects + self.lock_conn.connects
 
-    async def call(self, conn: Conn, what: str, method: str, path: str, body: Any = None,
-                   ok: Sequence[int] = (200,), headers: dict[str, str] | None = None,
-                   timeout: float = 60.0) -> tuple[int, Any] | None:
+    async def call(
+        self,
+        conn: Conn,
+        what: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        ok: Sequence[int] = (200,),
+        headers: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[int, Any] | None:
         try:
             status, data = await conn.request(method, path, body, headers, timeout)
         except HttpError as exc:
             self.stats.error(f"{what}: no answer", f"{self.id}: {exc}")
             return None
         if status not in ok:
-            self.stats.error(f"{what}: HTTP {status}",
-                             f"{self.id}: {data.decode(errors='replace')}")
+            self.stats.error(
+                f"{what}: HTTP {status}", f"{self.id}: {data.decode(errors='replace')}"
+            )
             return None
         return status, (json.loads(data) if data else None)
 
     async def beat(self) -> None:
         started = time.time()
-        body = {"booted_image": self.booted, "boot_id": self.boot_id,
-                "units": {"app": "healthy"}, "generation": self.generation}
+        body = {
+            "booted_image": self.booted,
+            "boot_id": self.boot_id,
+            "units": {"app": "healthy"},
+            "generation": self.generation,
+        }
         # like the node agent: a connection per heartbeat when it would sit idle past the
         # server's keep-alive anyway (no socket held open between heartbeats)
         closing = {"Connection": "close"} if self.interval > IDLE_REUSE else None
-        reply = await self.call(self.beat_conn, "heartbeat", "PUT",
-                                f"/v1/nodes/{self.id}/status", body, headers=closing)
+        reply = await self.call(
+            self.beat_conn, "heartbeat", "PUT", f"/v1/nodes/{self.id}/status", body, headers=closing
+        )
         if reply is None:
             return
         end = time.time()
@@ -296,8 +319,17 @@ class Agent:
         if not self.steady_sent:
             lock = {"client_params": {"id": self.id, "group": "default"}}
             sent = time.time()
-            if await self.call(self.beat_conn, "steady-state", "POST", "/v1/steady-state",
-                               lock, headers=FLEETLOCK) is not None:
+            if (
+                await self.call(
+                    self.beat_conn,
+                    "steady-state",
+                    "POST",
+                    "/v1/steady-state",
+                    lock,
+                    headers=FLEETLOCK,
+                )
+                is not None
+            ):
                 self.steady_sent = True
                 if self.record is not None:
                     self.record["steady"], self.record = sent, None
@@ -319,10 +351,18 @@ class Agent:
         while True:
             asked = self.assigned if self.generation else None
             image = f"&image={asked}" if asked else ""
-            path = (f"/v1/nodes/{self.id}/config?after={self.generation}"
-                    f"&wait={self.settings.wait:g}{image}")
-            reply = await self.call(self.poll_conn, "config", "GET", path, ok=(200, 304),
-                                    timeout=self.settings.wait + 60)
+            path = (
+                f"/v1/nodes/{self.id}/config?after={self.generation}"
+                f"&wait={self.settings.wait:g}{image}"
+            )
+            reply = await self.call(
+                self.poll_conn,
+                "config",
+                "GET",
+                path,
+                ok=(200, 304),
+                timeout=self.settings.wait + 60,
+            )
             if reply is None:
                 await asyncio.sleep(1.0)
                 continue
@@ -352,14 +392,25 @@ class Agent:
         told = time.time()  # the assignment arrived (heartbeat answer or long-poll)
         try:
             while self.assigned != self.booted:
-                reply = await self.call(self.lock_conn, "pre-reboot", "POST", "/v1/pre-reboot",
-                                        lock, ok=(200, 409), headers=FLEETLOCK)
+                reply = await self.call(
+                    self.lock_conn,
+                    "pre-reboot",
+                    "POST",
+                    "/v1/pre-reboot",
+                    lock,
+                    ok=(200, 409),
+                    headers=FLEETLOCK,
+                )
                 if reply is None or reply[0] == 409:
                     self.stats.lock_waits += reply is not None
                     await asyncio.sleep(1.0)
                     continue
-                record = {"id": self.id, "image": self.assigned, "told": told,
-                          "locked": time.time()}
+                record = {
+                    "id": self.id,
+                    "image": self.assigned,
+                    "told": told,
+                    "locked": time.time(),
+                }
                 self.stats.reboots.append(record)
                 self.record = record
                 self.down = True  # a reboot: silent, every connection dropped
@@ -389,17 +440,22 @@ async def saturate(agents: Sequence[Agent], seconds: float, stats: Stats) -> dic
         try:
             while time.monotonic() < end:
                 started = time.time()
-                body = {"booted_image": agent.booted, "boot_id": agent.boot_id,
-                        "units": {"app": "healthy"}, "generation": agent.generation}
+                body = {
+                    "booted_image": agent.booted,
+                    "boot_id": agent.boot_id,
+                    "units": {"app": "healthy"},
+                    "generation": agent.generation,
+                }
                 try:
-                    status, data = await conn.request("PUT", f"/v1/nodes/{agent.id}/status",
-                                                      body)
+                    status, data = await conn.request("PUT", f"/v1/nodes/{agent.id}/status", body)
                 except HttpError as exc:
                     stats.error("heartbeat (closed loop): no answer", f"{agent.id}: {exc}")
                     continue
                 if status != 200:
-                    stats.error(f"heartbeat (closed loop): HTTP {status}",
-                                f"{agent.id}: {data.decode(errors='replace')}")
+                    stats.error(
+                        f"heartbeat (closed loop): HTTP {status}",
+                        f"{agent.id}: {data.decode(errors='replace')}",
+                    )
                     continue
                 done.append(time.time() - started)
         finally:
@@ -414,11 +470,12 @@ async def generator_main() -> None:
     reader = asyncio.StreamReader(limit=1 << 26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     config = json.loads(await reader.readline())
-    settings = Settings(config["heartbeat"], config["wait"], config["reboot"],
-                        config["servers"])
+    settings = Settings(config["heartbeat"], config["wait"], config["reboot"], config["servers"])
     stats = Stats()
-    agents = [Agent(node, token, settings.servers[server], settings, stats)
-              for node, token, server in config["agents"]]
+    agents = [
+        Agent(node, token, settings.servers[server], settings, stats)
+        for node, token, server in config["agents"]
+    ]
 
     def reply(doc: Any) -> None:
         sys.stdout.write(json.dumps(doc) + "\n")
@@ -432,23 +489,34 @@ async def generator_main() -> None:
                 agent.start(random.uniform(0, command["ramp"]))
             reply({"ok": True})
         elif op == "status":
-            reply({"agents": len(agents), "ready": sum(a.ready for a in agents),
-                   "generations": dict(Counter(a.generation for a in agents)),
-                   "booted": dict(Counter(a.booted for a in agents)),
-                   "intervals": dict(Counter(str(a.interval) for a in agents)),
-                   "errors": sum(stats.errors.values())})
+            reply(
+                {
+                    "agents": len(agents),
+                    "ready": sum(a.ready for a in agents),
+                    "generations": dict(Counter(a.generation for a in agents)),
+                    "booted": dict(Counter(a.booted for a in agents)),
+                    "intervals": dict(Counter(str(a.interval) for a in agents)),
+                    "errors": sum(stats.errors.values()),
+                }
+            )
         elif op == "beats":
             since, until = command["since"], command["until"]
             reply({"latencies": [s for end, s in stats.beats if since <= end < until]})
         elif op == "saturate":
-            chosen = agents[:command["concurrency"]]
+            chosen = agents[: command["concurrency"]]
             reply(await saturate(chosen, command["seconds"], stats))
         elif op == "seen":
             reply({"times": stats.seen.get(command["generation"], [])})
         elif op == "report":
-            reply({"errors": dict(stats.errors), "samples": stats.samples,
-                   "reboots": stats.reboots, "lock_waits": stats.lock_waits,
-                   "connects": sum(a.connects for a in agents)})
+            reply(
+                {
+                    "errors": dict(stats.errors),
+                    "samples": stats.samples,
+                    "reboots": stats.reboots,
+                    "lock_waits": stats.lock_waits,
+                    "connects": sum(a.connects for a in agents),
+                }
+            )
         elif op == "stop":
             for agent in agents:
                 agent.stop()
@@ -463,9 +531,13 @@ class Generator:
     def __init__(self, config: dict[str, Any], log_path: Path) -> None:
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(PYTHON), str(Path(__file__).resolve()), "--generator"], cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-            preexec_fn=more_files)
+            [str(PYTHON), str(Path(__file__).resolve()), "--generator"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            preexec_fn=more_files,
+        )
         assert self.process.stdin is not None
         self.process.stdin.write((json.dumps(config) + "\n").encode())
         self.process.stdin.flush()
@@ -479,8 +551,9 @@ class Generator:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
-            raise BenchError(f"a load generator exited {self.process.poll()}; its log: "
-                             f"{self.log.name}")
+            raise BenchError(
+                f"a load generator exited {self.process.poll()}; its log: {self.log.name}"
+            )
         return json.loads(line)
 
     def stop(self) -> None:
@@ -523,8 +596,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Any, what: str, process: subprocess.Popen[bytes], log_path: Path,
-               timeout: float = START_SECONDS) -> None:
+def wait_until(
+    check: Any,
+    what: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float = START_SECONDS,
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -562,10 +640,20 @@ def start_etcd(tmp: Path) -> Proc:
     url, log_path = f"http://127.0.0.1:{free_port()}", tmp / "etcd.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [binary, "--data-dir", str(tmp / "etcd-data"), "--listen-client-urls", url,
-             "--advertise-client-urls", url,
-             "--listen-peer-urls", f"http://127.0.0.1:{free_port()}"],
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                binary,
+                "--data-dir",
+                str(tmp / "etcd-data"),
+                "--listen-client-urls",
+                url,
+                "--advertise-client-urls",
+                url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{free_port()}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     wait_until(lambda: answers(url + "/health"), "etcd", process, log_path)
     return Proc("etcd", process, log_path, url)
 
@@ -578,18 +666,37 @@ def write_images(images: Path) -> None:
         (directory / "initramfs.img").write_bytes(b"initramfs " * 100)
         (directory / "boot.ipxe").write_text(
             "#!ipxe\nkernel vmlinuz initrd=initramfs.img console=ttyS0 quiet\n"
-            "initrd initramfs.img\nboot\n")
+            "initrd initramfs.img\nboot\n"
+        )
 
 
-def start_server(tmp: Path, name: str, store: str, token_file: Path, images: Path,
-                 heartbeat_rate: float) -> Proc:
+def start_server(
+    tmp: Path, name: str, store: str, token_file: Path, images: Path, heartbeat_rate: float
+) -> Proc:
     port, log_path = free_port(), tmp / f"{name}.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [str(PYTHON), "-m", "hostos", "serve", "--listen", f"127.0.0.1:{port}",
-             "--store", store, "--admin-token-file", str(token_file), "--images", str(images),
-             "--heartbeat-rate", f"{heartbeat_rate:g}"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=more_files)
+            [
+                str(PYTHON),
+                "-m",
+                "hostos",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--store",
+                store,
+                "--admin-token-file",
+                str(token_file),
+                "--images",
+                str(images),
+                "--heartbeat-rate",
+                f"{heartbeat_rate:g}",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=more_files,
+        )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(url + "/healthz"), f"hostos serve ({name})", process, log_path)
     return Proc(name, process, log_path, url)
@@ -644,8 +751,11 @@ def open_files(pid: int) -> int:
 def file_limit(pid: int) -> str:
     """The process's soft limit of open files, as /proc says it."""
     try:
-        line = next(x for x in Path(f"/proc/{pid}/limits").read_text().splitlines()
-                    if x.startswith("Max open files"))
+        line = next(
+            x
+            for x in Path(f"/proc/{pid}/limits").read_text().splitlines()
+            if x.startswith("Max open files")
+        )
     except (OSError, StopIteration):
         return "?"
     return line.split()[3]
@@ -684,16 +794,25 @@ def node_ids(count: int) -> list[str]:
 
 
 def site(ids: Sequence[str], rollout_nodes: int, publish: int) -> dict[str, Any]:
-    roles = {role: {"role": role, "image": OLD_IMAGE, "units": [],
-                    "env": {"BENCH_PUBLISH": str(publish)}}
-             for role in (ROLLOUT_ROLE, REST_ROLE)}
-    nodes = {node: {"role": ROLLOUT_ROLE if i < rollout_nodes else REST_ROLE}
-             for i, node in enumerate(ids)}
+    roles = {
+        role: {
+            "role": role,
+            "image": OLD_IMAGE,
+            "units": [],
+            "env": {"BENCH_PUBLISH": str(publish)},
+        }
+        for role in (ROLLOUT_ROLE, REST_ROLE)
+    }
+    nodes = {
+        node: {"role": ROLLOUT_ROLE if i < rollout_nodes else REST_ROLE}
+        for i, node in enumerate(ids)
+    }
     return {"roles": roles, "nodes": nodes}
 
 
-async def admin_calls(servers: Sequence[str], token: str,
-                      calls: Sequence[tuple[str, str, Any]], concurrency: int = 32) -> list[Any]:
+async def admin_calls(
+    servers: Sequence[str], token: str, calls: Sequence[tuple[str, str, Any]], concurrency: int = 32
+) -> list[Any]:
     """Admin requests spread over the servers, `concurrency` at a time; every answer must
     be 200."""
     queue = list(enumerate(calls))
@@ -838,8 +957,11 @@ class Runner:
                 self.measure_fanout(ids)
                 self.measure_rollout(ROLLOUT_ROLE, self.opts.rollout_nodes, self.opts.slots)
                 if self.opts.big_rollout_slots and self.agents > self.opts.rollout_nodes:
-                    self.measure_rollout(REST_ROLE, self.agents - self.opts.rollout_nodes,
-                                         self.opts.big_rollout_slots)
+                    self.measure_rollout(
+                        REST_ROLE,
+                        self.agents - self.opts.rollout_nodes,
+                        self.opts.big_rollout_slots,
+                    )
             else:
                 self.result.note += "; so nothing else was measured"
             self.collect()
@@ -855,9 +977,14 @@ class Runner:
         write_images(images)
         token_file.write_text(self.token + "\n")
         if self.store == "sqlite":
-            server = start_server(self.tmp, "serve-sqlite",
-                                  f"sqlite://{self.tmp / 'cluster.db'}", token_file, images,
-                                  self.opts.heartbeat_rate)
+            server = start_server(
+                self.tmp,
+                "serve-sqlite",
+                f"sqlite://{self.tmp / 'cluster.db'}",
+                token_file,
+                images,
+                self.opts.heartbeat_rate,
+            )
             self.procs.append(server)
             self.servers = [server]
         else:
@@ -865,15 +992,22 @@ class Runner:
             self.procs.append(etcd)
             store = etcd.url.replace("http://", "etcd://") + "/bench"
             for index in (1, 2):
-                server = start_server(self.tmp, f"serve-etcd-{index}", store, token_file,
-                                      images, self.opts.heartbeat_rate)
+                server = start_server(
+                    self.tmp,
+                    f"serve-etcd-{index}",
+                    store,
+                    token_file,
+                    images,
+                    self.opts.heartbeat_rate,
+                )
                 self.procs.append(server)
                 self.servers.append(server)
         self.cpu0 = {p.name: p.cpu_seconds() for p in self.procs}
 
     def admin(self, calls: Sequence[tuple[str, str, Any]], concurrency: int = 32) -> list[Any]:
-        return asyncio.run(admin_calls([s.url for s in self.servers], self.token, calls,
-                                       concurrency))
+        return asyncio.run(
+            admin_calls([s.url for s in self.servers], self.token, calls, concurrency)
+        )
 
     def setup(self, ids: Sequence[str]) -> list[str]:
         begin = time.monotonic()
@@ -881,22 +1015,31 @@ class Runner:
         self.admin([("POST", f"/v1/images/{i}", None) for i in (OLD_IMAGE, NEW_IMAGE)], 1)
         issued = self.admin([("POST", f"/v1/tokens/nodes/{i}", None) for i in ids])
         self.admin([("PUT", f"/v1/nodes/{i}/assignment", {"image": OLD_IMAGE}) for i in ids])
-        log(f"{self.store}: site, images, {len(ids)} tokens and assignments in "
-            f"{time.monotonic() - begin:.1f} s")
+        log(
+            f"{self.store}: site, images, {len(ids)} tokens and assignments in "
+            f"{time.monotonic() - begin:.1f} s"
+        )
         return [str(doc["token"]) for doc in issued]
 
     def start_agents(self, ids: Sequence[str], tokens: Sequence[str]) -> None:
         count = max(1, min(self.opts.generators, len(ids)))
         servers = [s.url for s in self.servers]
         for index in range(count):
-            mine = [[ids[i], tokens[i], i % len(servers)]
-                    for i in range(index, len(ids), count)]
-            config = {"heartbeat": self.opts.heartbeat, "wait": self.opts.wait,
-                      "reboot": self.opts.reboot, "servers": servers, "agents": mine}
+            mine = [[ids[i], tokens[i], i % len(servers)] for i in range(index, len(ids), count)]
+            config = {
+                "heartbeat": self.opts.heartbeat,
+                "wait": self.opts.wait,
+                "reboot": self.opts.reboot,
+                "servers": servers,
+                "agents": mine,
+            }
             self.generators.append(Generator(config, self.tmp / f"{self.store}-gen{index}.log"))
         for generator in self.generators:
-            self.procs.append(Proc(f"generator-{len(self.procs)}", generator.process,
-                                   Path(generator.log.name), ""))
+            self.procs.append(
+                Proc(
+                    f"generator-{len(self.procs)}", generator.process, Path(generator.log.name), ""
+                )
+            )
         begin = time.monotonic()
         ramp = min(self.opts.heartbeat, 20.0)
         ask(self.generators, op="start", ramp=ramp)
@@ -907,11 +1050,16 @@ class Runner:
                 break
             if time.monotonic() > deadline:
                 self.result.not_ready = len(ids) - ready
-                files = "; ".join(f"{s.name} had {open_files(s.process.pid)} files open, "
-                                  f"its limit {file_limit(s.process.pid)}" for s in self.servers)
-                self.result.note = (f"only {ready} of {len(ids)} agents had a heartbeat "
-                                    "answered and their config within "
-                                    f"{ramp + self.opts.phase_timeout:.0f} s ({files})")
+                files = "; ".join(
+                    f"{s.name} had {open_files(s.process.pid)} files open, "
+                    f"its limit {file_limit(s.process.pid)}"
+                    for s in self.servers
+                )
+                self.result.note = (
+                    f"only {ready} of {len(ids)} agents had a heartbeat "
+                    "answered and their config within "
+                    f"{ramp + self.opts.phase_timeout:.0f} s ({files})"
+                )
                 log(f"{self.store}: {self.result.note}")
                 break
             self.sleep(0.5)
@@ -923,12 +1071,14 @@ class Runner:
             intervals.update({float(k): n for k, n in reply["intervals"].items()})
         self.result.interval = intervals.most_common(1)[0][0] if intervals else math.nan
         self.result.offered = self.agents / self.result.interval
-        log(f"{self.store}: agents beat every {self.result.interval:g} s "
-            f"({dict(intervals)})")
+        log(f"{self.store}: agents beat every {self.result.interval:g} s ({dict(intervals)})")
 
     def beats(self, since: float, until: float) -> list[float]:
-        return [s for reply in ask(self.generators, op="beats", since=since, until=until)
-                for s in reply["latencies"]]
+        return [
+            s
+            for reply in ask(self.generators, op="beats", since=since, until=until)
+            for s in reply["latencies"]
+        ]
 
     def measure_beats(self) -> None:
         opts = self.opts
@@ -941,8 +1091,10 @@ class Runner:
         steady = self.beats(since, until)
         self.result.steady_rate = len(steady) / (until - since)
         self.result.steady_latency = (percentile(steady, 50), percentile(steady, 99))
-        log(f"{self.store}: heartbeats {self.result.steady_rate:.0f}/s served of "
-            f"{self.result.offered:.0f}/s offered; p99 {self.result.steady_latency[1]:.3f} s")
+        log(
+            f"{self.store}: heartbeats {self.result.steady_rate:.0f}/s served of "
+            f"{self.result.offered:.0f}/s offered; p99 {self.result.steady_latency[1]:.3f} s"
+        )
         if opts.saturate <= 0:
             return
         per = max(1, opts.saturate_concurrency // len(self.generators))
@@ -953,8 +1105,10 @@ class Runner:
         background = self.beats(since, until)
         self.result.capacity = (len(closed) + len(background)) / (until - since)
         self.result.capacity_latency = (percentile(closed, 50), percentile(closed, 99))
-        log(f"{self.store}: heartbeat capacity {self.result.capacity:.0f}/s "
-            f"({per * len(self.generators)} back to back on top of the fleet)")
+        log(
+            f"{self.store}: heartbeat capacity {self.result.capacity:.0f}/s "
+            f"({per * len(self.generators)} back to back on top of the fleet)"
+        )
         self.sleep(3.0)
 
     def wait_for(self, what: str, done: Any, timeout: float | None = None) -> bool:
@@ -975,31 +1129,45 @@ class Runner:
 
             def everyone(g: int = generation) -> bool:
                 replies = ask(self.generators, op="status")
-                return sum(int(n) for r in replies for gen, n in r["generations"].items()
-                           if int(gen) >= g) == len(ids)
+                return sum(
+                    int(n) for r in replies for gen, n in r["generations"].items() if int(gen) >= g
+                ) == len(ids)
 
             self.wait_for(f"generation {generation} reaching every agent", everyone)
-            times = [t - published for reply in ask(self.generators, op="seen",
-                                                     generation=generation)
-                     for t in reply["times"]]
+            times = [
+                t - published
+                for reply in ask(self.generators, op="seen", generation=generation)
+                for t in reply["times"]
+            ]
             self.result.missed += len(ids) - len(times)
             self.result.fanouts.append(times)
-            log(f"{self.store}: generation {generation} to {len(times)} agents: p50 "
+            log(
+                f"{self.store}: generation {generation} to {len(times)} agents: p50 "
                 f"{percentile(times, 50):.3f} s, p99 {percentile(times, 99):.3f} s, max "
-                f"{max(times, default=math.nan):.3f} s")
+                f"{max(times, default=math.nan):.3f} s"
+            )
             self.sleep(3.0)
 
     def measure_rollout(self, role: str, nodes: int, slots: int) -> None:
         import httpx
 
-        client = httpx.Client(base_url=self.servers[0].url, timeout=60,
-                              headers={"Authorization": f"Bearer {self.token}"})
+        client = httpx.Client(
+            base_url=self.servers[0].url,
+            timeout=60,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         bound = math.ceil(nodes / slots) * self.opts.reboot
         with client:
             posted = time.time()
-            reply = client.post("/v1/rollouts", json={
-                "role": role, "image": NEW_IMAGE, "max_unavailable": slots,
-                "health_timeout": 600})
+            reply = client.post(
+                "/v1/rollouts",
+                json={
+                    "role": role,
+                    "image": NEW_IMAGE,
+                    "max_unavailable": slots,
+                    "health_timeout": 600,
+                },
+            )
             if reply.status_code != 200:
                 raise BenchError(f"POST /v1/rollouts: HTTP {reply.status_code} {reply.text}")
             every = 0.25 if nodes <= 1000 else 1.0
@@ -1018,21 +1186,33 @@ class Runner:
         reboots = [r for r in self.report_reboots() if r["locked"] >= posted]
         (self.tmp / f"reboots-{role}.json").write_text(json.dumps(reboots))
         # done: when the controller wrote it so; else as long as it was watched
-        done_at = (float(status.get("updated_at") or time.time())
-                   if status.get("state") == "done" else time.time())
+        done_at = (
+            float(status.get("updated_at") or time.time())
+            if status.get("state") == "done"
+            else time.time()
+        )
         on_new = len({r["id"] for r in reboots if r["image"] == NEW_IMAGE and "up" in r})
         gaps = handovers(reboots, slots)
-        result = Rollout(nodes, slots, done_at - posted, bound, str(status.get("state")),
-                         max_out(reboots), on_new,
-                         (percentile(gaps, 50), max(gaps, default=math.nan)),
-                         percentile(spans(reboots, "told", "locked"), 50),
-                         percentile(spans(reboots, "up", "steady"), 50))
+        result = Rollout(
+            nodes,
+            slots,
+            done_at - posted,
+            bound,
+            str(status.get("state")),
+            max_out(reboots),
+            on_new,
+            (percentile(gaps, 50), max(gaps, default=math.nan)),
+            percentile(spans(reboots, "told", "locked"), 50),
+            percentile(spans(reboots, "up", "steady"), 50),
+        )
         self.result.rollouts.append(result)
-        log(f"{self.store}: rollout of {nodes} nodes, {slots} at a time: "
+        log(
+            f"{self.store}: rollout of {nodes} nodes, {slots} at a time: "
             f"{result.wall:.1f} s ({result.ratio:.2f}{TIMES} the bound {bound:.0f} s), "
             f"{result.state}, at most {result.max_out} out; slot handover p50 "
             f"{result.handover[0]:.3f} s max {result.handover[1]:.3f} s, pre-reboot p50 "
-            f"{result.lock:.3f} s, up to steady-state p50 {result.steady:.3f} s")
+            f"{result.lock:.3f} s, up to steady-state p50 {result.steady:.3f} s"
+        )
         self.sleep(3.0)
 
     def report_reboots(self) -> list[dict[str, Any]]:
@@ -1045,14 +1225,20 @@ class Runner:
             self.result.connects += reply["connects"]
             self.result.lock_waits += reply["lock_waits"]
         for proc in self.procs:
-            kind = ("load generators" if proc.name.startswith("generator") else
-                    "etcd" if proc.name == "etcd" else "hostos serve")
+            kind = (
+                "load generators"
+                if proc.name.startswith("generator")
+                else "etcd"
+                if proc.name == "etcd"
+                else "hostos serve"
+            )
             used = proc.cpu_seconds() - self.cpu0.get(proc.name, 0.0)
             self.result.cpu[kind] = self.result.cpu.get(kind, 0.0) + used
         for server in self.servers:
             text = server.log.read_text(errors="replace")
-            failed = sum(1 for line in text.splitlines()
-                         if " status=5" in line or "Traceback" in line)
+            failed = sum(
+                1 for line in text.splitlines() if " status=5" in line or "Traceback" in line
+            )
             if failed:
                 self.result.errors[f"{server.name}: 5xx or tracebacks in its log"] += failed
 
@@ -1078,8 +1264,12 @@ def _handover(ro: Rollout) -> str:
 
 
 def _errors(run: StoreRun) -> int:
-    return sum(run.errors.values()) + run.missed + run.not_ready + sum(
-        1 for r in run.rollouts if r.state != "done" or r.on_new_image < r.nodes)
+    return (
+        sum(run.errors.values())
+        + run.missed
+        + run.not_ready
+        + sum(1 for r in run.rollouts if r.state != "done" or r.on_new_image < r.nodes)
+    )
 
 
 def targets(runs: Sequence[StoreRun]) -> list[str]:
@@ -1087,19 +1277,24 @@ def targets(runs: Sequence[StoreRun]) -> list[str]:
     for run in runs:
         pooled = [t for times in run.fanouts for t in times]
         p99 = percentile(pooled, 99)
-        rows.append(f"| {_name(run)} | fan-out p99 ≤ {TARGET_FANOUT_P99:g} s "
-                    f"| {_s(p99)} | {_met(p99 <= TARGET_FANOUT_P99)} |")
+        rows.append(
+            f"| {_name(run)} | fan-out p99 ≤ {TARGET_FANOUT_P99:g} s "
+            f"| {_s(p99)} | {_met(p99 <= TARGET_FANOUT_P99)} |"
+        )
         if not run.rollouts:
-            rows.append(f"| {_name(run)} | rollout ≤ {TARGET_ROLLOUT:g}{TIMES} the bound | "
-                        "not measured | **NO** |")
+            rows.append(
+                f"| {_name(run)} | rollout ≤ {TARGET_ROLLOUT:g}{TIMES} the bound | "
+                "not measured | **NO** |"
+            )
         for r in run.rollouts:
-            rows.append(f"| {_name(run)} | rollout of {r.nodes} nodes, "
-                        f"{r.slots} at a time ≤ {TARGET_ROLLOUT:g}{TIMES} ceil(N / S) {TIMES} "
-                        f"reboot = {r.bound:.0f} s | {r.wall:.1f} s = {r.ratio:.2f}{TIMES} | "
-                        f"{_met(r.ratio <= TARGET_ROLLOUT and r.state == 'done')} |")
+            rows.append(
+                f"| {_name(run)} | rollout of {r.nodes} nodes, "
+                f"{r.slots} at a time ≤ {TARGET_ROLLOUT:g}{TIMES} ceil(N / S) {TIMES} "
+                f"reboot = {r.bound:.0f} s | {r.wall:.1f} s = {r.ratio:.2f}{TIMES} | "
+                f"{_met(r.ratio <= TARGET_ROLLOUT and r.state == 'done')} |"
+            )
         errors = _errors(run)
-        rows.append(f"| {_name(run)} | zero errors | {errors} | "
-                    f"{_met(errors == 0)} |")
+        rows.append(f"| {_name(run)} | zero errors | {errors} | {_met(errors == 0)} |")
     return rows
 
 
@@ -1111,29 +1306,54 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
         rows.append(f"| {label} | " + " | ".join(values) + " |")
 
     row("agents (load-generator processes)", [f"{r.agents} ({opts.generators})" for r in runs])
-    row("all agents up (first heartbeat and config answered)",
-        [f"{r.ready_seconds:.1f} s" for r in runs])
-    row(f"heartbeat interval of most agents (theirs: {opts.heartbeat:g} s; the server's pace "
-        f"at {opts.heartbeat_rate:g}/s when longer)", [f"{r.interval:g} s" for r in runs])
-    row("heartbeats offered (agents / interval; less while answers are slow)",
-        [f"{r.offered:.0f}/s" for r in runs])
-    row(f"heartbeats served (a window of {opts.steady:g} s or the interval, the longer)",
-        [f"{r.steady_rate:.0f}/s" for r in runs])
-    row("heartbeat latency p50 / p99", [f"{_s(r.steady_latency[0])} / "
-                                        f"{_s(r.steady_latency[1])}" for r in runs])
+    row(
+        "all agents up (first heartbeat and config answered)",
+        [f"{r.ready_seconds:.1f} s" for r in runs],
+    )
+    row(
+        f"heartbeat interval of most agents (theirs: {opts.heartbeat:g} s; the server's pace "
+        f"at {opts.heartbeat_rate:g}/s when longer)",
+        [f"{r.interval:g} s" for r in runs],
+    )
+    row(
+        "heartbeats offered (agents / interval; less while answers are slow)",
+        [f"{r.offered:.0f}/s" for r in runs],
+    )
+    row(
+        f"heartbeats served (a window of {opts.steady:g} s or the interval, the longer)",
+        [f"{r.steady_rate:.0f}/s" for r in runs],
+    )
+    row(
+        "heartbeat latency p50 / p99",
+        [f"{_s(r.steady_latency[0])} / {_s(r.steady_latency[1])}" for r in runs],
+    )
     if opts.saturate > 0:
-        row(f"heartbeat capacity: served while {opts.saturate_concurrency} more are kept in "
-            "flight", [f"{r.capacity:.0f}/s" for r in runs])
-        row("closed-loop heartbeat latency p50 / p99",
-            [f"{_s(r.capacity_latency[0])} / {_s(r.capacity_latency[1])}" for r in runs])
-        row(f"agents that capacity would hold at one heartbeat per {opts.heartbeat:g} s "
-            "(unpaced)", [f"{r.capacity * opts.heartbeat:.0f}" for r in runs])
+        row(
+            f"heartbeat capacity: served while {opts.saturate_concurrency} more are kept in flight",
+            [f"{r.capacity:.0f}/s" for r in runs],
+        )
+        row(
+            "closed-loop heartbeat latency p50 / p99",
+            [f"{_s(r.capacity_latency[0])} / {_s(r.capacity_latency[1])}" for r in runs],
+        )
+        row(
+            f"agents that capacity would hold at one heartbeat per {opts.heartbeat:g} s (unpaced)",
+            [f"{r.capacity * opts.heartbeat:.0f}" for r in runs],
+        )
     for index in range(max((len(r.fanouts) for r in runs), default=0)):
-        row(f"fan-out, publish {index + 1}: p50 / p95 / p99 / max",
-            [" / ".join(_s(percentile(r.fanouts[index], p)) for p in (50, 95, 99, 100))
-             if index < len(r.fanouts) else "" for r in runs])
-    row("fan-out, all publishes: p99", [_s(percentile([t for ts in r.fanouts for t in ts], 99))
-                                        for r in runs])
+        row(
+            f"fan-out, publish {index + 1}: p50 / p95 / p99 / max",
+            [
+                " / ".join(_s(percentile(r.fanouts[index], p)) for p in (50, 95, 99, 100))
+                if index < len(r.fanouts)
+                else ""
+                for r in runs
+            ],
+        )
+    row(
+        "fan-out, all publishes: p99",
+        [_s(percentile([t for ts in r.fanouts for t in ts], 99)) for r in runs],
+    )
     row("agents that missed a generation", [str(r.missed) for r in runs])
     row("agents never up (no first heartbeat and config)", [str(r.not_ready) for r in runs])
     for index in range(max((len(r.rollouts) for r in runs), default=0)):
@@ -1143,28 +1363,36 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
                 cells.append("")
                 continue
             ro = r.rollouts[index]
-            cells.append(f"{ro.wall:.1f} s / {ro.bound:.0f} s = {ro.ratio:.2f}{TIMES}, "
-                         f"{ro.state}, {ro.on_new_image}/{ro.nodes} on {NEW_IMAGE}, at most "
-                         f"{ro.max_out} out")
+            cells.append(
+                f"{ro.wall:.1f} s / {ro.bound:.0f} s = {ro.ratio:.2f}{TIMES}, "
+                f"{ro.state}, {ro.on_new_image}/{ro.nodes} on {NEW_IMAGE}, at most "
+                f"{ro.max_out} out"
+            )
         first = runs[0].rollouts[index] if index < len(runs[0].rollouts) else None
-        label = (f"rollout N={first.nodes} S={first.slots}: wall / bound" if first
-                 else "rollout")
+        label = f"rollout N={first.nodes} S={first.slots}: wall / bound" if first else "rollout"
         row(label, cells)
-        row("  slot handover (steady-state → next node told) p50 / max; told → pre-reboot "
+        row(
+            "  slot handover (steady-state → next node told) p50 / max; told → pre-reboot "
             "answered p50; boot → steady-state sent p50",
-            [_handover(r.rollouts[index]) if index < len(r.rollouts) else "" for r in runs])
+            [_handover(r.rollouts[index]) if index < len(r.rollouts) else "" for r in runs],
+        )
     row("pre-reboot answered 409 (slot not free yet)", [str(r.lock_waits) for r in runs])
     row("errors", [str(_errors(r)) for r in runs])
     row("TCP connections opened by the agents", [str(r.connects) for r in runs])
-    row("the kernel, meanwhile: accept queue full / SYN cookies sent / cookies failed "
-        "(reset)", [" / ".join(str(r.kernel.get(k, "?")) for k in TCP_COUNTERS)
-                    for r in runs])
+    row(
+        "the kernel, meanwhile: accept queue full / SYN cookies sent / cookies failed (reset)",
+        [" / ".join(str(r.kernel.get(k, "?")) for k in TCP_COUNTERS) for r in runs],
+    )
     row("wall time of the store's run", [f"{r.wall:.0f} s" for r in runs])
     kinds = ["hostos serve", "etcd", "load generators", "all processes on the machine"]
-    row("CPU used: " + ", ".join(kinds),
-        [" / ".join(f"{r.cpu.get(k, 0.0):.0f} s" for k in kinds) for r in runs])
-    row("1-minute load average: at the start / the most seen",
-        [f"{r.load[0]:.2f} / {r.load[1]:.2f}" for r in runs])
+    row(
+        "CPU used: " + ", ".join(kinds),
+        [" / ".join(f"{r.cpu.get(k, 0.0):.0f} s" for k in kinds) for r in runs],
+    )
+    row(
+        "1-minute load average: at the start / the most seen",
+        [f"{r.load[0]:.2f} / {r.load[1]:.2f}" for r in runs],
+    )
     return rows
 
 
@@ -1194,9 +1422,19 @@ def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
     if notes or samples:
         lines += ["", *notes, *samples]
     command = " ".join([".venv/bin/python bench/cluster.py", *argv])
-    lines += ["", HOW, "", "Reproduce (the run above):", "", "```sh", command, "```", "",
-              "This section is written by `bench/cluster.py --write`; its numbers are never "
-              "edited by hand."]
+    lines += [
+        "",
+        HOW,
+        "",
+        "Reproduce (the run above):",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+        "This section is written by `bench/cluster.py --write`; its numbers are never "
+        "edited by hand.",
+    ]
     return "\n".join(lines)
 
 
@@ -1229,45 +1467,95 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--generator"]:
         # thousands of agents in one process: full collections would stop its event loop
         # for a second now and then and show up as the agents' own delays (the server does
-        # the same, hostos.cluster.serve.quiet_gc)
+        # the same, hostos.cluster.server.serve.quiet_gc)
         quiet_gc()
         asyncio.run(generator_main())
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=10000)
-    parser.add_argument("--stores", default="sqlite,etcd",
-                        help="the runs, in order: sqlite or etcd, each with :AGENTS for a "
-                        "size other than --agents (default %(default)s)")
-    parser.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
-                        help="each agent's heartbeat interval (default %(default)s, as "
-                        "hostos.cluster.agent's)")
-    parser.add_argument("--heartbeat-rate", type=float, default=pacing.RATE, metavar="PER_S",
-                        help="the servers' --heartbeat-rate (default %(default)s)")
-    parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
-                        help="the long-poll's wait= (default %(default)s)")
-    parser.add_argument("--reboot", type=float, default=2.0, metavar="SECONDS",
-                        help="how long a simulated reboot takes (default %(default)s)")
+    parser.add_argument(
+        "--stores",
+        default="sqlite,etcd",
+        help="the runs, in order: sqlite or etcd, each with :AGENTS for a "
+        "size other than --agents (default %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="each agent's heartbeat interval (default %(default)s, as hostos.cluster.agent's)",
+    )
+    parser.add_argument(
+        "--heartbeat-rate",
+        type=float,
+        default=pacing.RATE,
+        metavar="PER_S",
+        help="the servers' --heartbeat-rate (default %(default)s)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="the long-poll's wait= (default %(default)s)",
+    )
+    parser.add_argument(
+        "--reboot",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long a simulated reboot takes (default %(default)s)",
+    )
     parser.add_argument("--rollout-nodes", type=int, default=200, metavar="N")
-    parser.add_argument("--slots", type=int, default=20, metavar="S",
-                        help="the rollout's max-unavailable (default %(default)s)")
-    parser.add_argument("--big-rollout-slots", type=int, default=0, metavar="S",
-                        help="then roll out every other agent, S at a time (0: not)")
-    parser.add_argument("--generators", type=int, default=2,
-                        help="load-generator processes (default %(default)s)")
-    parser.add_argument("--steady", type=float, default=30.0, metavar="SECONDS",
-                        help="the heartbeat window, at least the fleet's interval "
-                             "(default %(default)s)")
-    parser.add_argument("--saturate", type=float, default=15.0, metavar="SECONDS",
-                        help="the capacity window, 0 to skip (default %(default)s)")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=20,
+        metavar="S",
+        help="the rollout's max-unavailable (default %(default)s)",
+    )
+    parser.add_argument(
+        "--big-rollout-slots",
+        type=int,
+        default=0,
+        metavar="S",
+        help="then roll out every other agent, S at a time (0: not)",
+    )
+    parser.add_argument(
+        "--generators", type=int, default=2, help="load-generator processes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--steady",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="the heartbeat window, at least the fleet's interval (default %(default)s)",
+    )
+    parser.add_argument(
+        "--saturate",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="the capacity window, 0 to skip (default %(default)s)",
+    )
     parser.add_argument("--saturate-concurrency", type=int, default=128)
-    parser.add_argument("--publishes", type=int, default=3,
-                        help="site generations published for the fan-out (default 3)")
+    parser.add_argument(
+        "--publishes",
+        type=int,
+        default=3,
+        help="site generations published for the fan-out (default 3)",
+    )
     parser.add_argument("--phase-timeout", type=float, default=180.0, metavar="SECONDS")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directories (logs, stores, each rollout's "
-                        "reboot records: reboots-ROLE.json)")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the cluster-bench section of FILE")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directories (logs, stores, each rollout's "
+        "reboot records: reboots-ROLE.json)",
+    )
+    parser.add_argument(
+        "--write", type=Path, metavar="FILE", help="replace the cluster-bench section of FILE"
+    )
     args = parser.parse_args(argv)
     stores: list[tuple[str, int]] = []
     for item in (s.strip() for s in args.stores.split(",") if s.strip()):
@@ -1277,13 +1565,24 @@ def main(argv: list[str] | None = None) -> int:
         stores.append((name, int(size) if size else args.agents))
     if not stores:
         parser.error("--stores: name at least one store")
-    if min(n for _, n in stores) < args.rollout_nodes or args.rollout_nodes < 1 or \
-            args.slots < 1:
+    if min(n for _, n in stores) < args.rollout_nodes or args.rollout_nodes < 1 or args.slots < 1:
         parser.error("need agents ≥ --rollout-nodes ≥ 1 and --slots ≥ 1")
-    opts = Options(args.agents, args.heartbeat, args.wait, args.reboot, args.rollout_nodes,
-                   args.slots, args.big_rollout_slots, args.generators, args.steady,
-                   args.saturate, args.saturate_concurrency, args.publishes,
-                   args.phase_timeout, args.heartbeat_rate)
+    opts = Options(
+        args.agents,
+        args.heartbeat,
+        args.wait,
+        args.reboot,
+        args.rollout_nodes,
+        args.slots,
+        args.big_rollout_slots,
+        args.generators,
+        args.steady,
+        args.saturate,
+        args.saturate_concurrency,
+        args.publishes,
+        args.phase_timeout,
+        args.heartbeat_rate,
+    )
     runs = []
     for store, agents in stores:
         tmp = Path(tempfile.mkdtemp(prefix=f"hostos-cluster-bench-{store}-"))

@@ -23,8 +23,9 @@ from typing import Any
 START = time.perf_counter()
 
 
-def docker_floor(url: str, api_version: str, names: list[str], image: str, label: str,
-                 concurrency: int) -> float:
+def docker_floor(
+    url: str, api_version: str, names: list[str], image: str, label: str, concurrency: int
+) -> float:
     """Seconds to create+start every container with docker-py's APIClient (after import)."""
     import docker
 
@@ -33,10 +34,16 @@ def docker_floor(url: str, api_version: str, names: list[str], image: str, label
     key, _, value = label.partition("=")
 
     def one(name: str) -> None:
-        reply = api.create_container_from_config({
-            "Image": image, "Cmd": ["sleep", "3600"], "StopTimeout": 1,
-            "Labels": {key: value}, "HostConfig": {"NetworkMode": "bridge"},
-        }, name=name)
+        reply = api.create_container_from_config(
+            {
+                "Image": image,
+                "Cmd": ["sleep", "3600"],
+                "StopTimeout": 1,
+                "Labels": {key: value},
+                "HostConfig": {"NetworkMode": "bridge"},
+            },
+            name=name,
+        )
         api.start(reply["Id"])
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -45,8 +52,9 @@ def docker_floor(url: str, api_version: str, names: list[str], image: str, label
     return imported
 
 
-def podman_floor(url: str, api_version: str, names: list[str], image: str, label: str,
-                 concurrency: int) -> float:
+def podman_floor(
+    url: str, api_version: str, names: list[str], image: str, label: str, concurrency: int
+) -> float:
     """Seconds to create+start every container through libpod's API with podman-py."""
     from podman import PodmanClient
 
@@ -55,10 +63,19 @@ def podman_floor(url: str, api_version: str, names: list[str], image: str, label
     key, _, value = label.partition("=")
 
     def one(name: str) -> None:
-        body = {"name": name, "image": image, "command": ["sleep", "3600"], "stop_timeout": 1,
-                "labels": {key: value}, "netns": {"nsmode": "bridge"}}
-        reply = client.api.post("/containers/create", data=json.dumps(body),
-                                headers={"Content-Type": "application/json"})
+        body = {
+            "name": name,
+            "image": image,
+            "command": ["sleep", "3600"],
+            "stop_timeout": 1,
+            "labels": {key: value},
+            "netns": {"nsmode": "bridge"},
+        }
+        reply = client.api.post(
+            "/containers/create",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         reply.raise_for_status()
         client.api.post(f"/containers/{reply.json()['Id']}/start").raise_for_status()
 
@@ -72,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=["docker", "podman"], required=True)
     parser.add_argument("--url", required=True, help="the engine's API socket, unix://…")
-    parser.add_argument("--api-version", required=True,
-                        help="the API version to speak (docker's, or podman's libpod)")
+    parser.add_argument(
+        "--api-version",
+        required=True,
+        help="the API version to speak (docker's, or podman's libpod)",
+    )
     parser.add_argument("--image", required=True)
     parser.add_argument("--label", required=True, help="KEY=VALUE put on every container")
     parser.add_argument("--concurrency", type=int, default=8)
@@ -81,12 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     begin = time.perf_counter()
     floor = docker_floor if args.engine == "docker" else podman_floor
-    imported = floor(args.url, args.api_version, args.names, args.image, args.label,
-                     args.concurrency)
+    imported = floor(
+        args.url, args.api_version, args.names, args.image, args.label, args.concurrency
+    )
     done = time.perf_counter()
-    json.dump({"import_s": round(imported - begin, 4), "work_s": round(done - imported, 4),
-               "in_process_s": round(done - START, 4), "containers": len(args.names)},
-              sys.stdout)
+    json.dump(
+        {
+            "import_s": round(imported - begin, 4),
+            "work_s": round(done - imported, 4),
+            "in_process_s": round(done - START, 4),
+            "containers": len(args.names),
+        },
+        sys.stdout,
+    )
     print()
     return 0
 

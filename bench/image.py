@@ -53,7 +53,7 @@ from report import commit_line, machine, write_section  # noqa: E402
 from hostos.image.boot import Guest, Image, Options, find_image, qemu_command  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
-IMAGE_CLI = [str(PYTHON), "-c", "from hostos.image.cli import image_app; image_app()"]
+IMAGE_CLI = [str(PYTHON), "-c", "from hostos.cli.image import image_app; image_app()"]
 BOOT_TIMEOUT = 300.0
 SECTION = "image-bench"
 REPRODUCE = "bash scripts/setup && .venv/bin/python bench/image.py"  # + this run's arguments
@@ -80,6 +80,7 @@ def log(message: str) -> None:
 
 
 # -- one boot ------------------------------------------------------------------------------
+
 
 @dataclass
 class Boot:
@@ -129,18 +130,22 @@ def boot_once(image: Image, server: nfs.NfsServer, mem: int, smp: int, work: Pat
     site, data = f"site-{n}", f"data-{n}"
     (server.export / data).mkdir()
     sites.demo_site(server.export / site, f"10.0.2.2:/export/{data}", server.mount_options())
-    append = (f"hostos.node={sites.NODE} hostos.site=10.0.2.2:/export/{site} "
-              f"hostos.site_opts={server.mount_options()},soft")
+    append = (
+        f"hostos.node={sites.NODE} hostos.site=10.0.2.2:/export/{site} "
+        f"hostos.site_opts={server.mount_options()},soft"
+    )
     qmp = str(work / "qmp.sock")
     console = Console()
-    guest = Guest(qemu_command(image, Options(mem=f"{mem}M", cpus=smp, append=append,
-                                              qmp=qmp)), qmp, on_line=console.add)
+    guest = Guest(
+        qemu_command(image, Options(mem=f"{mem}M", cpus=smp, append=append, qmp=qmp)),
+        qmp,
+        on_line=console.add,
+    )
     result = Boot(mem, smp)
     guest.start()
     console.started = guest.started
     try:
-        result.ok, result.why = _follow(guest, console, server.export / data / "hello.txt",
-                                        result)
+        result.ok, result.why = _follow(guest, console, server.export / data / "hello.txt", result)
     finally:
         if guest.running():
             guest.kill()
@@ -148,8 +153,11 @@ def boot_once(image: Image, server: nfs.NfsServer, mem: int, smp: int, work: Pat
         at = console.first(pattern)
         if at is not None:
             result.times[name] = at
-    result.memory = [line.split("memory: ", 1)[1] for _, line in console.lines
-                     if "hostos-init" in line and "memory: " in line]
+    result.memory = [
+        line.split("memory: ", 1)[1]
+        for _, line in console.lines
+        if "hostos-init" in line and "memory: " in line
+    ]
     if not result.ok:
         tail = "\n".join(line for _, line in console.lines[-15:])
         log(f"boot at -m {mem} failed: {result.why}\n{tail}")
@@ -175,9 +183,12 @@ def _follow(guest: Guest, console: Console, hello: Path, result: Boot) -> tuple[
 
 # -- the image -----------------------------------------------------------------------------
 
+
 def build_image(out: Path) -> Path:
-    for args in (["base", "--engine", "docker"],
-                 ["build", "--engine", "docker", "--out", str(out), "--tag", "hostos/host:bench"]):
+    for args in (
+        ["base", "--engine", "docker"],
+        ["build", "--engine", "docker", "--out", str(out), "--tag", "hostos/host:bench"],
+    ):
         log("hostos image " + " ".join(args))
         subprocess.run([*IMAGE_CLI, *args], cwd=ROOT, check=True)
     return out
@@ -195,11 +206,17 @@ class Sizes:
 def sizes(directory: Path) -> Sizes:
     manifest = json.loads((directory / "manifest.json").read_text())
     files, root = manifest["files"], manifest["root"]
-    return Sizes(files["initramfs.img"]["size"], files["vmlinuz"]["size"],
-                 root["root_files_bytes"], root["squashfs_bytes"], root["cpio_bytes"])
+    return Sizes(
+        files["initramfs.img"]["size"],
+        files["vmlinuz"]["size"],
+        root["root_files_bytes"],
+        root["squashfs_bytes"],
+        root["cpio_bytes"],
+    )
 
 
 # -- runs ----------------------------------------------------------------------------------
+
 
 @contextmanager
 def nfs_server(work: Path) -> Iterator[nfs.NfsServer]:
@@ -210,8 +227,9 @@ def nfs_server(work: Path) -> Iterator[nfs.NfsServer]:
         yield server
 
 
-def least_memory(image: Image, server: nfs.NfsServer, start: int, floor: int, step: int,
-                 work: Path) -> tuple[int | None, list[Boot]]:
+def least_memory(
+    image: Image, server: nfs.NfsServer, start: int, floor: int, step: int, work: Path
+) -> tuple[int | None, list[Boot]]:
     """Step down from start until a boot fails; the last size that worked."""
     tried: list[Boot] = []
     best = None
@@ -236,6 +254,7 @@ def stats(boots: Sequence[Boot], name: str) -> tuple[float, float, float] | None
 
 # -- the report ----------------------------------------------------------------------------
 
+
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
@@ -244,8 +263,14 @@ def _met(ok: bool) -> str:
     return "yes" if ok else "**NO**"
 
 
-def report(size: Sizes, runs: dict[int, list[Boot]], mem: int, least: int | None,
-           tried: list[Boot], args: argparse.Namespace) -> str:
+def report(
+    size: Sizes,
+    runs: dict[int, list[Boot]],
+    mem: int,
+    least: int | None,
+    tried: list[Boot],
+    args: argparse.Namespace,
+) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     first = {smp: stats(boots, "first unit running") for smp, boots in runs.items()}
     one_cpu = first.get(1) or next(iter(first.values()), None)
@@ -272,37 +297,58 @@ def report(size: Sizes, runs: dict[int, list[Boot]], mem: int, least: int | None
         f"{_met(least is not None and least <= 256)} |",
     ]
     if one_cpu is not None:
-        lines.append(f"| qemu start → first unit running ≤ 15 s (TCG, 1 vCPU, median) | "
-                     f"{one_cpu[0]:.1f} s | {_met(one_cpu[0] <= TARGET_FIRST_UNIT)} |")
-    lines += ["", "### Size", "",
-              "| file | bytes |", "|---|---:|",
-              f"| initramfs.img (zstd outer initramfs + squashfs root) | {_mb(size.initramfs)} |",
-              f"| of which the squashfs root (zstd, 1 MiB blocks) | {_mb(size.squashfs)} |",
-              f"| the outer initramfs, uncompressed (busybox, /init, 3 modules) | "
-              f"{_mb(size.outer_cpio)} |",
-              f"| the root's files, uncompressed | {_mb(size.root_files)} |",
-              f"| vmlinuz | {_mb(size.kernel)} |",
-              "", f"### Boot: seconds since qemu started (-m {mem}, median [min-max])", "",
-              "| milestone | " + " | ".join(f"{smp} vCPU" for smp in runs) + " |",
-              "|---|" + "---:|" * len(runs)]
+        lines.append(
+            f"| qemu start → first unit running ≤ 15 s (TCG, 1 vCPU, median) | "
+            f"{one_cpu[0]:.1f} s | {_met(one_cpu[0] <= TARGET_FIRST_UNIT)} |"
+        )
+    lines += [
+        "",
+        "### Size",
+        "",
+        "| file | bytes |",
+        "|---|---:|",
+        f"| initramfs.img (zstd outer initramfs + squashfs root) | {_mb(size.initramfs)} |",
+        f"| of which the squashfs root (zstd, 1 MiB blocks) | {_mb(size.squashfs)} |",
+        f"| the outer initramfs, uncompressed (busybox, /init, 3 modules) | "
+        f"{_mb(size.outer_cpio)} |",
+        f"| the root's files, uncompressed | {_mb(size.root_files)} |",
+        f"| vmlinuz | {_mb(size.kernel)} |",
+        "",
+        f"### Boot: seconds since qemu started (-m {mem}, median [min-max])",
+        "",
+        "| milestone | " + " | ".join(f"{smp} vCPU" for smp in runs) + " |",
+        "|---|" + "---:|" * len(runs),
+    ]
     for name in MILESTONES:
         cells = []
         for boots in runs.values():
             found = stats(boots, name)
             cells.append(f"{found[0]:.1f} [{found[1]:.1f}-{found[2]:.1f}]" if found else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    seen = {smp: [b.file_seen for b in boots if b.file_seen is not None]
-            for smp, boots in runs.items()}
-    lines.append("| the unit's file read on the host | " + " | ".join(
-        f"{statistics.median(v):.1f}" if v else "-" for v in seen.values()) + " |")
+    seen = {
+        smp: [b.file_seen for b in boots if b.file_seen is not None] for smp, boots in runs.items()
+    }
+    lines.append(
+        "| the unit's file read on the host | "
+        + " | ".join(f"{statistics.median(v):.1f}" if v else "-" for v in seen.values())
+        + " |"
+    )
     failed = sum(not b.ok for boots in runs.values() for b in boots)
-    lines += ["", f"{sum(len(b) for b in runs.values())} boots, {failed} failed. "
-              "Memory as /init reports it before the supervisor starts: "
-              + "; ".join(b.memory[0] for b in runs.get(1, [])[:1] if b.memory) + ".",
-              "", "### Least RAM", "",
-              "Boots stepping down from -m " + str(args.mem) + ": " + ", ".join(
-                  f"{b.mem} MiB {'ok' if b.ok else 'failed (' + b.why + ')'}" for b in tried)
-              + "."]
+    lines += [
+        "",
+        f"{sum(len(b) for b in runs.values())} boots, {failed} failed. "
+        "Memory as /init reports it before the supervisor starts: "
+        + "; ".join(b.memory[0] for b in runs.get(1, [])[:1] if b.memory)
+        + ".",
+        "",
+        "### Least RAM",
+        "",
+        "Boots stepping down from -m "
+        + str(args.mem)
+        + ": "
+        + ", ".join(f"{b.mem} MiB {'ok' if b.ok else 'failed (' + b.why + ')'}" for b in tried)
+        + ".",
+    ]
     return "\n".join(lines)
 
 
@@ -329,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                     boot = boot_once(image, server, args.mem, smp, work)
                     log(f"first unit running at {boot.times.get('first unit running')}")
                     runs.setdefault(smp, []).append(boot)
-            least, tried = least_memory(image, server, args.mem - args.mem_step,
-                                        args.mem_floor, args.mem_step, work)
+            least, tried = least_memory(
+                image, server, args.mem - args.mem_step, args.mem_floor, args.mem_step, work
+            )
             if least is None and runs.get(1) and all(b.ok for b in runs[1]):
                 least = args.mem
     section = report(size, runs, args.mem, least, tried, args)

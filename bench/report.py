@@ -25,12 +25,11 @@ def write_section(path: Path, name: str, section: str, intro: str = "") -> None:
     if begin == -1 or end == -1 or end < begin:
         path.write_text(text.rstrip("\n") + "\n\n" + block + "\n")
         return
-    path.write_text(text[:begin] + block + text[end + len(end_mark):])
+    path.write_text(text[:begin] + block + text[end + len(end_mark) :])
 
 
 def git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
-                          check=False)
+    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False)
     return done.stdout.strip() or "?"
 
 
@@ -43,16 +42,22 @@ def machine() -> str:
     """`Debian GNU/Linux 12 (bookworm), kernel 6.18…, 2 CPUs (AMD EPYC), 23.5 GiB memory`"""
     mem = "?"
     with suppress(OSError, StopIteration):
-        line = next(x for x in Path("/proc/meminfo").read_text().splitlines()
-                    if x.startswith("MemTotal:"))
+        line = next(
+            x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal:")
+        )
         mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     cpu = "?"
     with suppress(OSError):
-        cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text()
-                    .splitlines() if x.startswith("model name")), "?")
+        cpu = next(
+            (
+                x.split(":", 1)[1].strip()
+                for x in Path("/proc/cpuinfo").read_text().splitlines()
+                if x.startswith("model name")
+            ),
+            "?",
+        )
     os_name = "?"
     with suppress(OSError):
         found = re.search(r'^PRETTY_NAME="?([^"\n]*)', Path("/etc/os-release").read_text(), re.M)
         os_name = found.group(1) if found else "?"
-    return (f"{os_name}, kernel {platform.release()}, {os.cpu_count()} CPUs ({cpu}), "
-            f"{mem} memory")
+    return f"{os_name}, kernel {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {mem} memory"

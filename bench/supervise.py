@@ -56,7 +56,7 @@ from report import write_section  # noqa: E402
 
 from hostos.engine.base import Engine, EngineError  # noqa: E402
 from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect, ping  # noqa: E402
-from hostos.status_api import read_status, socket_path  # noqa: E402
+from hostos.node.status import read_status, socket_path  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 IMAGE = "hostos/busybox:latest"
@@ -70,17 +70,19 @@ UNIT_LABEL = "io.hostos.unit"
 COMMAND = 'trap "exit 0" TERM; sleep 2147483647 & wait'
 SERVICE = f"image: {IMAGE}\ncommand: [sh, -c, '{COMMAND}']\nstop_timeout: 3s\n"
 LATENCY_UNITS = 5  # units of the edit/kill site; kills rotate over them
-STABLE_AFTER = 10.0  # hostos.backoff.STABLE_AFTER: a crash after this long counts as first
+STABLE_AFTER = 10.0  # hostos.node.crashes.STABLE_AFTER: a crash after this long counts as first
 KILL_AGE = STABLE_AFTER + 1.5  # how long a container runs before it is killed
 KILL_GAP = 1.5  # at least this between two kills (the previous restart has settled)
-RESYNC = 60.0  # hostos.supervisor.RESYNC, the default the benchmark runs with
+RESYNC = 60.0  # hostos.node.supervisor.RESYNC, the default the benchmark runs with
 SAMPLE = 0.5  # idle sampling period, seconds
 TARGET_LATENCY = 1.0
 TARGET_RSS_MB = 60.0
 TARGET_CPU = 1.0
-REPRODUCE = ("bash scripts/setup && .venv/bin/python bench/supervise.py --engine both "
-             "--edits 20 --kills 20 --idle-units 100 --idle-seconds 60 "
-             "--write docs/benchmarks.md")
+REPRODUCE = (
+    "bash scripts/setup && .venv/bin/python bench/supervise.py --engine both "
+    "--edits 20 --kills 20 --idle-units 100 --idle-seconds 60 "
+    "--write docs/benchmarks.md"
+)
 SOCKETS = {"docker": DOCKER_SOCKET, "podman": PODMAN_SOCKET}
 # Variables that would point the supervisor at another engine, namespace or socket.
 _ENV_DROP = ("DOCKER_HOST", "CONTAINER_HOST", "HOSTOS_ENGINE", "HOSTOS_NAMESPACE")
@@ -150,8 +152,9 @@ class EventLog:
                     since = max(since, key[0])
                     attributes = raw.get("attributes") or {}
                     name = str(raw.get("name", ""))
-                    if (attributes.get(NS_LABEL) != NAMESPACE
-                            and not name.startswith(f"hostos-{NAMESPACE}-")):
+                    if attributes.get(NS_LABEL) != NAMESPACE and not name.startswith(
+                        f"hostos-{NAMESPACE}-"
+                    ):
                         continue
                     unit = str(attributes.get(UNIT_LABEL) or _unit_of(name))
                     event = Event(key[0], arrived, key[2], key[1], name, unit)
@@ -225,11 +228,23 @@ class Supervisor:
         self.site = site
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-        cmd = [str(PYTHON), "-m", "hostos", "supervise", str(site), "--role", ROLE,
-               "--engine", engine, "--namespace", NAMESPACE]
+        cmd = [
+            str(PYTHON),
+            "-m",
+            "hostos",
+            "supervise",
+            str(site),
+            "--role",
+            ROLE,
+            "--engine",
+            engine,
+            "--namespace",
+            NAMESPACE,
+        ]
         with open(log_path, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         cwd=ROOT)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
         self.started = time.time()
 
     @property
@@ -238,8 +253,10 @@ class Supervisor:
 
     def alive(self) -> None:
         if self.proc.poll() is not None:
-            raise BenchError(f"the supervisor exited with {self.proc.returncode}; "
-                             f"last lines of its log:\n{self.tail()}")
+            raise BenchError(
+                f"the supervisor exited with {self.proc.returncode}; "
+                f"last lines of its log:\n{self.tail()}"
+            )
 
     def status(self) -> dict[str, Any] | None:
         return read_status(socket_path(NAMESPACE))
@@ -274,8 +291,7 @@ class Supervisor:
             found = _LOG_LINE.match(line)
             if found:
                 stamp = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%f")
-                out.append((stamp.replace(tzinfo=UTC).timestamp(), found.group(2),
-                            found.group(3)))
+                out.append((stamp.replace(tzinfo=UTC).timestamp(), found.group(2), found.group(3)))
         return out
 
     def tail(self, n: int = 30) -> str:
@@ -286,17 +302,26 @@ class Supervisor:
 
 def hostos_down(engine: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    done = subprocess.run([str(PYTHON), "-m", "hostos", "down", "--namespace", NAMESPACE,
-                           "--engine", engine], capture_output=True, text=True, env=env,
-                          cwd=ROOT, check=False)
+    done = subprocess.run(
+        [str(PYTHON), "-m", "hostos", "down", "--namespace", NAMESPACE, "--engine", engine],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
     if done.returncode != 0:
         log(f"hostos down failed ({done.returncode}): {done.stdout}{done.stderr}")
 
 
 def running_container(engine: Engine, unit: str) -> str:
     for container in engine.owned():
-        if (container.namespace == NAMESPACE and container.unit == unit
-                and container.name == f"hostos-{NAMESPACE}-{unit}" and container.running):
+        if (
+            container.namespace == NAMESPACE
+            and container.unit == unit
+            and container.name == f"hostos-{NAMESPACE}-{unit}"
+            and container.running
+        ):
             return container.id
     raise BenchError(f"unit {unit} has no running container")
 
@@ -367,8 +392,9 @@ class EngineRun:
         self.load_max = max(self.load_max, os.getloadavg()[0])
 
 
-def scenario_latency(run: EngineRun, engine: Engine, work: Path, edits: int, kills: int,
-                     quick: int) -> None:
+def scenario_latency(
+    run: EngineRun, engine: Engine, work: Path, edits: int, kills: int, quick: int
+) -> None:
     units = [f"u{i}" for i in range(LATENCY_UNITS)]
     site = work / f"site-{run.engine}-latency"
     write_site(site, units)
@@ -379,8 +405,9 @@ def scenario_latency(run: EngineRun, engine: Engine, work: Path, edits: int, kil
         log(f"{run.engine}: {len(units)} units converged; {edits} edits")
         time.sleep(2.0)
         for i in range(edits):
-            run.edits.append(one_edit(sup, engine, events, units[i % len(units)], i + 1,
-                                      run.edit_mode))
+            run.edits.append(
+                one_edit(sup, engine, events, units[i % len(units)], i + 1, run.edit_mode)
+            )
             run.note_load()
             time.sleep(0.5)
         log(f"{run.engine}: {kills} kills")
@@ -419,24 +446,31 @@ def last_start_time(events: EventLog, engine: Engine, unit: str) -> float:
     return max(starts) if starts else time.time()
 
 
-def one_edit(sup: Supervisor, engine: Engine, events: EventLog, unit: str, version: int,
-             mode: str) -> EditSample:
+def one_edit(
+    sup: Supervisor, engine: Engine, events: EventLog, unit: str, version: int, mode: str
+) -> EditSample:
     old = running_container(engine, unit)
     path = sup.site / f"{unit}.yaml"
     text = unit_text(version)
     t0 = time.time()
     edit(path, text, mode)
-    start = events.wait(lambda e: e.action == "start" and e.unit == unit and e.id != old
-                        and e.time >= t0, 30, f"start of a new container for {unit}")
+    start = events.wait(
+        lambda e: e.action == "start" and e.unit == unit and e.id != old and e.time >= t0,
+        30,
+        f"start of a new container for {unit}",
+    )
     new = start.id
-    created = events.wait(lambda e: e.action == "create" and e.id == new, 5,
-                          f"create event of {new[:12]}")
-    died = events.wait(lambda e: e.action == "die" and e.id == old, 10,
-                       f"die event of the old container of {unit}")
+    created = events.wait(
+        lambda e: e.action == "create" and e.id == new, 5, f"create event of {new[:12]}"
+    )
+    died = events.wait(
+        lambda e: e.action == "die" and e.id == old, 10, f"die event of the old container of {unit}"
+    )
     swapped: float | None = None
     try:  # both engines report the rename that ends the swap
-        swapped = events.wait(lambda e: e.action == "rename" and e.id == new, 10,
-                              "rename").time - t0
+        swapped = (
+            events.wait(lambda e: e.action == "rename" and e.id == new, 10, "rename").time - t0
+        )
     except BenchError:
         swapped = None
     deadline = time.monotonic() + 10
@@ -463,33 +497,46 @@ def one_edit(sup: Supervisor, engine: Engine, events: EventLog, unit: str, versi
 def stream_lost(lines: Sequence[tuple[float, str, str]], t0: float, t1: float) -> bool:
     """Whether the supervisor lost its engine (its event stream ended) between just before
     t0 and t1: it reconnects after 1 s and only then reacts."""
-    return any(ev in ("engine-lost", "engine-connected") and t0 - 1.5 <= t <= t1
-               for t, ev, _ in lines)
+    return any(
+        ev in ("engine-lost", "engine-connected") and t0 - 1.5 <= t <= t1 for t, ev, _ in lines
+    )
 
 
-def one_kill(sup: Supervisor, engine: Engine, events: EventLog, unit: str,
-             timeout: float = 30) -> tuple[KillSample, float]:
+def one_kill(
+    sup: Supervisor, engine: Engine, events: EventLog, unit: str, timeout: float = 30
+) -> tuple[KillSample, float]:
     cid = running_container(engine, unit)
     starts = [e.time for e in events.since_time(0) if e.id == cid and e.action == "start"]
     ran = time.time() - max(starts) if starts else float("nan")
     before = time.time()
-    done = subprocess.run([sup.engine, "kill", cid], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run([sup.engine, "kill", cid], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BenchError(f"{sup.engine} kill {cid[:12]} failed: {done.stderr.strip()}")
-    died = events.wait(lambda e: e.action == "die" and e.id == cid and e.time >= before - 0.01,
-                       10, f"die event of {unit}")
-    start = events.wait(lambda e: e.action == "start" and e.id == cid and e.time > died.time,
-                        timeout, f"restart of {unit}")
+    died = events.wait(
+        lambda e: e.action == "die" and e.id == cid and e.time >= before - 0.01,
+        10,
+        f"die event of {unit}",
+    )
+    start = events.wait(
+        lambda e: e.action == "start" and e.id == cid and e.time > died.time,
+        timeout,
+        f"restart of {unit}",
+    )
     lines = sup.lines()
-    exited = [t for t, ev, rest in lines
-              if ev == "unit-exited" and f"unit={unit} " in rest + " " and t >= died.time - 0.002]
+    exited = [
+        t
+        for t, ev, rest in lines
+        if ev == "unit-exited" and f"unit={unit} " in rest + " " and t >= died.time - 0.002
+    ]
     exit_t = exited[0] if exited else None
-    sample = KillSample(total=start.time - died.time,
-                        react=None if exit_t is None else exit_t - died.time,
-                        restart=None if exit_t is None else start.time - exit_t,
-                        lag=died.arrived - died.time, ran=ran,
-                        stream_lost=stream_lost(lines, died.time, start.time))
+    sample = KillSample(
+        total=start.time - died.time,
+        react=None if exit_t is None else exit_t - died.time,
+        restart=None if exit_t is None else start.time - exit_t,
+        lag=died.arrived - died.time,
+        ran=ran,
+        stream_lost=stream_lost(lines, died.time, start.time),
+    )
     return sample, start.time
 
 
@@ -501,8 +548,10 @@ def scenario_idle(run: EngineRun, work: Path, count: int, seconds: float) -> Non
     try:
         sup.wait_converged(units, 600)
         converged = time.time()
-        log(f"{run.engine}: {count} units converged in {converged - sup.started:.1f}s; "
-            f"sampling {seconds:g}s")
+        log(
+            f"{run.engine}: {count} units converged in {converged - sup.started:.1f}s; "
+            f"sampling {seconds:g}s"
+        )
         time.sleep(2.0)  # the last starts' events are handled
         run.note_load()
         run.idle = sample_idle(sup, run.engine, count, seconds, converged)
@@ -514,8 +563,9 @@ def scenario_idle(run: EngineRun, work: Path, count: int, seconds: float) -> Non
         hostos_down(run.engine)
 
 
-def sample_idle(sup: Supervisor, engine: str, count: int, seconds: float,
-                converged: float) -> IdleResult:
+def sample_idle(
+    sup: Supervisor, engine: str, count: int, seconds: float, converged: float
+) -> IdleResult:
     tick = os.sysconf("SC_CLK_TCK")
     daemon = engine_pid(engine)
     samples: list[tuple[float, float, float]] = []  # (wall, cpu seconds, rss MB)
@@ -542,15 +592,23 @@ def sample_idle(sup: Supervisor, engine: str, count: int, seconds: float,
     peak_at, peak = max(per_second, key=lambda p: p[1]) if per_second else (0.0, 0.0)
     resync = resync_due(sup, wall0)
     return IdleResult(
-        units=count, seconds=wall, converge=converged - sup.started,
-        rss_max_mb=max(s[2] for s in samples), rss_min_mb=min(s[2] for s in samples),
-        hwm_mb=status_mb(sup.pid, "VmHWM"), cpu_percent=cpu / wall * 100,
+        units=count,
+        seconds=wall,
+        converge=converged - sup.started,
+        rss_max_mb=max(s[2] for s in samples),
+        rss_min_mb=min(s[2] for s in samples),
+        hwm_mb=status_mb(sup.pid, "VmHWM"),
+        cpu_percent=cpu / wall * 100,
         cpu_quiet_percent=(cpu - peak) / max(wall - 1.0, 1e-9) * 100,
-        peak_second=peak * 100, peak_at=peak_at,
+        peak_second=peak * 100,
+        peak_at=peak_at,
         resync_expected=None if resync is None else resync - wall0,
-        threads=int(status_field(sup.pid, "Threads")), engine_cpu_percent=daemon_cpu,
-        reconnects=sum(1 for t, ev, _ in sup.lines()
-                       if ev == "engine-lost" and wall0 <= t <= wall0 + wall))
+        threads=int(status_field(sup.pid, "Threads")),
+        engine_cpu_percent=daemon_cpu,
+        reconnects=sum(
+            1 for t, ev, _ in sup.lines() if ev == "engine-lost" and wall0 <= t <= wall0 + wall
+        ),
+    )
 
 
 def resync_due(sup: Supervisor, window_start: float) -> float | None:
@@ -597,19 +655,27 @@ def engine_pid(engine: str) -> int | None:
 
 def bench_engine(engine_name: str, args: argparse.Namespace, work: Path) -> EngineRun:
     if ping(SOCKETS[engine_name]) is None:
-        raise BenchError(f"{engine_name} does not answer on {SOCKETS[engine_name]}: "
-                         "run bash scripts/setup")
+        raise BenchError(
+            f"{engine_name} does not answer on {SOCKETS[engine_name]}: run bash scripts/setup"
+        )
     if read_status(socket_path(NAMESPACE)) is not None:
-        raise BenchError(f"a supervisor already serves namespace {NAMESPACE} "
-                         f"({socket_path(NAMESPACE)}): another run of this benchmark?")
+        raise BenchError(
+            f"a supervisor already serves namespace {NAMESPACE} "
+            f"({socket_path(NAMESPACE)}): another run of this benchmark?"
+        )
     engine = connect(engine_name)  # type: ignore[arg-type]
     try:
         if engine.image_id(IMAGE) is None:
             raise BenchError(f"{IMAGE} is missing on {engine_name}: run bash scripts/setup")
         hostos_down(engine_name)  # what an aborted run left
         version = engine_version(engine_name)
-        run = EngineRun(engine_name, version, args.edit_mode, load_before=os.getloadavg()[0],
-                        others=sum(1 for c in _all_running(engine_name)))
+        run = EngineRun(
+            engine_name,
+            version,
+            args.edit_mode,
+            load_before=os.getloadavg()[0],
+            others=sum(1 for c in _all_running(engine_name)),
+        )
         run.note_load()
         if args.edits or args.kills:
             scenario_latency(run, engine, work, args.edits, args.kills, args.quick_kills)
@@ -627,14 +693,25 @@ def _all_running(engine: str) -> Iterator[str]:
 
 def engine_version(engine: str) -> str:
     fmt = "{{.Server.Version}}" if engine == "docker" else "{{.Version.Version}}"
-    cmd = [engine, "version", "--format", fmt] if engine == "docker" else \
-        [engine, "info", "--format", fmt]
+    cmd = (
+        [engine, "version", "--format", fmt]
+        if engine == "docker"
+        else [engine, "info", "--format", fmt]
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
     if engine == "podman":
-        logger = subprocess.run(["podman", "info", "--format", "{{.Host.EventLogger}}"],
-                                capture_output=True, text=True, check=False).stdout.strip()
-        runtime = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
-                                 capture_output=True, text=True, check=False).stdout.strip()
+        logger = subprocess.run(
+            ["podman", "info", "--format", "{{.Host.EventLogger}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        runtime = subprocess.run(
+            ["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         return f"podman {out} ({runtime}, events_logger={logger})"
     return f"dockerd {out}"
 
@@ -661,26 +738,36 @@ def _p95(xs: Sequence[float | None]) -> str:
 
 
 def table(runs: Sequence[EngineRun]) -> list[str]:
-    lines = ["| engine | scenario | n | p50 | p95 | max | target | |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+    lines = [
+        "| engine | scenario | n | p50 | p95 | max | target | |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
     for run in runs:
-        for name, xs in (("unit file edit → new container running", [e.total for e in run.edits]),
-                         ("container kill → running again", [k.total for k in run.kills])):
+        for name, xs in (
+            ("unit file edit → new container running", [e.total for e in run.edits]),
+            ("container kill → running again", [k.total for k in run.kills]),
+        ):
             if xs:
-                lines.append(f"| {run.engine} | {name} | {len(xs)} | {_s(p50(xs))} | "
-                             f"{_s(p95(xs))} | {_s(max(xs))} | p95 ≤ {TARGET_LATENCY:g} s | "
-                             f"{_met(p95(xs) <= TARGET_LATENCY)} |")
+                lines.append(
+                    f"| {run.engine} | {name} | {len(xs)} | {_s(p50(xs))} | "
+                    f"{_s(p95(xs))} | {_s(max(xs))} | p95 ≤ {TARGET_LATENCY:g} s | "
+                    f"{_met(p95(xs) <= TARGET_LATENCY)} |"
+                )
         if run.idle is not None:
             idle = run.idle
             n = round(idle.seconds / SAMPLE) + 1
             rss_mb = idle.rss_max_mb * 1.048576  # MiB -> MB (10^6 bytes)
-            lines.append(f"| {run.engine} | idle RSS (max), {idle.units} units, "
-                         f"{idle.seconds:.0f} s | {n} | | | {rss_mb:.1f} MB "
-                         f"({idle.rss_max_mb:.1f} MiB) | ≤ {TARGET_RSS_MB:g} MB | "
-                         f"{_met(rss_mb <= TARGET_RSS_MB)} |")
-            lines.append(f"| {run.engine} | idle CPU (whole window), {idle.units} units, "
-                         f"{idle.seconds:.0f} s | {n} | | | {idle.cpu_percent:.2f} % | "
-                         f"≤ {TARGET_CPU:g} % | {_met(idle.cpu_percent <= TARGET_CPU)} |")
+            lines.append(
+                f"| {run.engine} | idle RSS (max), {idle.units} units, "
+                f"{idle.seconds:.0f} s | {n} | | | {rss_mb:.1f} MB "
+                f"({idle.rss_max_mb:.1f} MiB) | ≤ {TARGET_RSS_MB:g} MB | "
+                f"{_met(rss_mb <= TARGET_RSS_MB)} |"
+            )
+            lines.append(
+                f"| {run.engine} | idle CPU (whole window), {idle.units} units, "
+                f"{idle.seconds:.0f} s | {n} | | | {idle.cpu_percent:.2f} % | "
+                f"≤ {TARGET_CPU:g} % | {_met(idle.cpu_percent <= TARGET_CPU)} |"
+            )
     return lines
 
 
@@ -701,7 +788,8 @@ def breakdown(runs: Sequence[EngineRun]) -> list[str]:
                 "The swap (old removed, new renamed) is done "
                 f"{_med([x.swapped for x in e])} after the write. The start event reached "
                 f"a listener {_med([x.lag for x in e])} after its engine time "
-                f"(max {_s(max(x.lag for x in e))})."]
+                f"(max {_s(max(x.lag for x in e))})."
+            ]
         if run.kills:
             k = run.kills
             lines += [
@@ -712,35 +800,44 @@ def breakdown(runs: Sequence[EngineRun]) -> list[str]:
                 f"call). The `die` event reached a listener {_med([x.lag for x in k])} after "
                 f"its engine time (max {_s(max(x.lag for x in k))}){_lag_note(run.engine)}. "
                 "Each killed container "
-                f"had run {min(x.ran for x in k):.1f} to {max(x.ran for x in k):.1f} s."]
+                f"had run {min(x.ran for x in k):.1f} to {max(x.ran for x in k):.1f} s."
+            ]
         for name, samples in (("edit", run.edits), ("kill", run.kills)):
             hit = [x for x in samples if x.stream_lost]
             if not hit:
                 continue
             clean = [x.total for x in samples if not x.stream_lost]
-            rest = (f"; the other {len(clean)}: p50 {_s(p50(clean))}, p95 {_s(p95(clean))}"
-                    if clean else "")
+            rest = (
+                f"; the other {len(clean)}: p50 {_s(p50(clean))}, p95 {_s(p95(clean))}"
+                if clean
+                else ""
+            )
             lines.append(
                 f"- {run.engine}, {name}: {len(hit)} of {len(samples)} samples "
                 f"({', '.join(_s(x.total) for x in hit)}) came within 1.5 s of the supervisor "
-                "losing its engine event stream (`event=engine-lost error=\"event stream "
-                "ended\"` in its log; podman 4.3 ends an event stream opened with `since` "
+                'losing its engine event stream (`event=engine-lost error="event stream '
+                'ended"` in its log; podman 4.3 ends an event stream opened with `since` '
                 "whenever it rotates its events log, 1 MB by default and written by every podman "
                 "user of the machine): the supervisor waits 1 s, reconnects and reconciles in "
-                f"full, and an edit or a crash in that second waits for it{rest}.")
+                f"full, and an edit or a crash in that second waits for it{rest}."
+            )
         if run.quick:
             steps = ", ".join(f"{q.total:.2f} s (after {q.ran:.1f} s up)" for q in run.quick)
-            lines.append(f"- {run.engine}, one unit killed again each time 1 s after it came "
-                         f"back: die → start {steps}; its backoff (default: 1 s, doubling) "
-                         "holds the 2nd and 3rd quick crash about 1 s and 2 s.")
+            lines.append(
+                f"- {run.engine}, one unit killed again each time 1 s after it came "
+                f"back: die → start {steps}; its backoff (default: 1 s, doubling) "
+                "holds the 2nd and 3rd quick crash about 1 s and 2 s."
+            )
     return lines
 
 
 def _lag_note(engine: str) -> str:
     if engine != "podman":
         return ""
-    return ("; podman with `events_logger = \"file\"` reads its events log by polling, and "
-            "the supervisor waits for the same delivery")
+    return (
+        '; podman with `events_logger = "file"` reads its events log by polling, and '
+        "the supervisor waits for the same delivery"
+    )
 
 
 def idle_notes(runs: Sequence[EngineRun]) -> list[str]:
@@ -749,34 +846,45 @@ def idle_notes(runs: Sequence[EngineRun]) -> list[str]:
         idle = run.idle
         if idle is None:
             continue
-        resync = ("a full resync was due at "
-                  f"{idle.resync_expected:.0f} s into the window (60 s after the last reconcile "
-                  "before it began), so the window holds exactly one"
-                  if idle.resync_expected is not None and 0 <= idle.resync_expected <= idle.seconds
-                  else "no resync was due within the window" if idle.resync_expected is not None
-                  else "the resync time could not be told from the log")
+        resync = (
+            "a full resync was due at "
+            f"{idle.resync_expected:.0f} s into the window (60 s after the last reconcile "
+            "before it began), so the window holds exactly one"
+            if idle.resync_expected is not None and 0 <= idle.resync_expected <= idle.seconds
+            else "no resync was due within the window"
+            if idle.resync_expected is not None
+            else "the resync time could not be told from the log"
+        )
         daemon = "dockerd" if run.engine == "docker" else "the podman service"
-        engine_cpu = (f"; the engine's daemon ({daemon}, serving everyone on the machine) "
-                      f"used {idle.engine_cpu_percent:.2f} % over the same window"
-                      if idle.engine_cpu_percent is not None else "")
+        engine_cpu = (
+            f"; the engine's daemon ({daemon}, serving everyone on the machine) "
+            f"used {idle.engine_cpu_percent:.2f} % over the same window"
+            if idle.engine_cpu_percent is not None
+            else ""
+        )
         if idle.reconnects:
-            resync += (f", and the supervisor lost its event stream {idle.reconnects} time(s) "
-                       "in it (each followed by a reconnect and a full reconcile)")
+            resync += (
+                f", and the supervisor lost its event stream {idle.reconnects} time(s) "
+                "in it (each followed by a reconnect and a full reconcile)"
+            )
         lines.append(
             f"- {run.engine}: converged {idle.units} units in {idle.converge:.1f} s; over the "
             f"window VmRSS {idle.rss_min_mb:.1f} to {idle.rss_max_mb:.1f} MiB (peak over its life, "
             f"converge included, VmHWM {idle.hwm_mb:.1f} MiB), {idle.threads} threads; CPU "
             f"{idle.cpu_percent:.2f} % of one core, {idle.cpu_quiet_percent:.2f} % without the "
             f"busiest second ({idle.peak_second:.0f} % at {idle.peak_at:.0f} s); {resync}"
-            f"{engine_cpu}.")
+            f"{engine_cpu}."
+        )
     return lines
 
 
 def machine() -> list[str]:
-    return [f"- machine: {machine_line()}, no systemd",
-            f"- hostos {_git('describe', '--always', '--dirty')}, Python "
-            f"{platform.python_version()}, watchdog {metadata.version('watchdog')}, docker-py "
-            f"{metadata.version('docker')}, podman-py {metadata.version('podman')}"]
+    return [
+        f"- machine: {machine_line()}, no systemd",
+        f"- hostos {_git('describe', '--always', '--dirty')}, Python "
+        f"{platform.python_version()}, watchdog {metadata.version('watchdog')}, docker-py "
+        f"{metadata.version('docker')}, podman-py {metadata.version('podman')}",
+    ]
 
 
 def _git(*args: str) -> str:
@@ -818,9 +926,12 @@ def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
         "",
         f"- **edit**: {LATENCY_UNITS} units; {args.edits} edits taking turns over them, each "
         "changing the unit's env value "
-        + ("in place (the file is truncated and rewritten)" if args.edit_mode == "inplace"
-           else "atomically (written to a dotfile beside it, then renamed over it, as "
-                "editors and `git checkout` do)")
+        + (
+            "in place (the file is truncated and rewritten)"
+            if args.edit_mode == "inplace"
+            else "atomically (written to a dotfile beside it, then renamed over it, as "
+            "editors and `git checkout` do)"
+        )
         + "; t0 is taken just before the write, t1 is the `start` of the unit's new "
         "container (hostos starts it as `<name>.next` and renames it once the old one is "
         "removed: that swap comes a few ms later and is shown below).",
@@ -852,9 +963,11 @@ def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
         *machine(),
     ]
     for run in runs:
-        lines.append(f"- {run.engine}: {run.version}; load average {run.load_before:.2f} at "
-                     f"the start, at most {run.load_max:.2f} during; {run.others} other "
-                     "containers running on the engine")
+        lines.append(
+            f"- {run.engine}: {run.version}; load average {run.load_before:.2f} at "
+            f"the start, at most {run.load_max:.2f} during; {run.others} other "
+            "containers running on the engine"
+        )
     return "\n".join(lines)
 
 
@@ -865,11 +978,15 @@ def write(path: Path, section: str) -> None:
 
 def summary(runs: Sequence[EngineRun]) -> None:
     for run in runs:
-        for name, xs in (("edit", [e.total for e in run.edits]),
-                         ("kill", [k.total for k in run.kills])):
+        for name, xs in (
+            ("edit", [e.total for e in run.edits]),
+            ("kill", [k.total for k in run.kills]),
+        ):
             if xs:
-                log(f"{run.engine} {name}: p50 {p50(xs):.3f} p95 {p95(xs):.3f} "
-                    f"max {max(xs):.3f} all {[round(x, 3) for x in xs]}")
+                log(
+                    f"{run.engine} {name}: p50 {p50(xs):.3f} p95 {p95(xs):.3f} "
+                    f"max {max(xs):.3f} all {[round(x, 3) for x in xs]}"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -877,18 +994,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["docker", "podman", "both"], default="both")
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--quick-kills", type=int, default=2,
-                        help="repeat kills within 10 s of a restart, to show the backoff")
+    parser.add_argument(
+        "--quick-kills",
+        type=int,
+        default=2,
+        help="repeat kills within 10 s of a restart, to show the backoff",
+    )
     parser.add_argument("--idle-units", type=int, default=100)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--edit-mode", choices=["atomic", "inplace"], default="atomic")
-    parser.add_argument("--write", type=Path, metavar="FILE",
-                        help="replace the marked section of FILE (created if missing)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work directory (sites, supervisor logs)")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help="replace the marked section of FILE (created if missing)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (sites, supervisor logs)"
+    )
     args = parser.parse_args(argv)
-    if min(args.edits, args.kills, args.quick_kills, args.idle_units) < 0 \
-            or args.idle_seconds < 2:
+    if min(args.edits, args.kills, args.quick_kills, args.idle_units) < 0 or args.idle_seconds < 2:
         parser.error("counts must be at least 0 and --idle-seconds at least 2")
     if os.geteuid() != 0:
         parser.error("run as root: the engines' sockets are root's")

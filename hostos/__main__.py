@@ -1,5 +1,5 @@
 """`python -m hostos`: the same as the `hostos` command."""
 
-from hostos.launch import main
+from hostos.cli.launch import main
 
 main()

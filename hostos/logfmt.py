@@ -23,8 +23,10 @@ def kv(event: str, **fields: Any) -> str:
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"time={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} " \
-               f"{record.getMessage()}"
+        return (
+            f"time={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
+            f"{record.getMessage()}"
+        )
 
 
 def setup(level: int = logging.INFO) -> None:

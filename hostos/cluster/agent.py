@@ -10,7 +10,7 @@ image carries nothing more, and the supervisor starts at every boot):
   this boot, `POST /v1/steady-state`; when the assigned image is not the booted one, `POST
   /v1/pre-reboot` and, with the slot, the reboot command;
 - the config loop long-polls `GET /v1/nodes/<id>/config?after=<gen>&wait=…&image=<assigned>`
-  and hands each new generation's spec, checked by `hostos.resolve.spec_from_document`, to
+  and hands each new generation's spec, checked by `hostos.site.resolve.spec_from_document`, to
   the supervisor; a new assignment wakes the heartbeat loop at once.
 
 Server errors and an unreachable server back off exponentially (capped); the token goes
@@ -46,6 +46,7 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 # -- the decisions (pure) --------------------------------------------------------------------
+
 
 class Step(StrEnum):
     NOTHING = "nothing"
@@ -86,8 +87,10 @@ def unit_health(snapshot: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, 
     """The heartbeat's units {name: health} and mounts {name: state} from the supervisor's
     status snapshot, and whether the node counts as healthy: a spec applied by the last
     reconcile and every unit `healthy` (or `running`, without a check)."""
-    units = {str(u["unit"]): str(u.get("health") or u.get("state") or "unknown")
-             for u in snapshot.get("units", ())}
+    units = {
+        str(u["unit"]): str(u.get("health") or u.get("state") or "unknown")
+        for u in snapshot.get("units", ())
+    }
     mounts = {str(m["name"]): str(m.get("state")) for m in snapshot.get("mounts", ())}
     generation = snapshot.get("generation", 0)
     applied = bool(generation) and snapshot.get("reconciled") == generation
@@ -110,6 +113,7 @@ def node_id_from_args(args: Mapping[str, str]) -> str | None:
 
 
 # -- the machine's facts ---------------------------------------------------------------------
+
 
 def proc_cmdline(path: str = CMDLINE) -> dict[str, str]:
     try:
@@ -141,6 +145,7 @@ def current_boot_id(path: str = BOOT_ID) -> str:
 
 # -- HTTP ------------------------------------------------------------------------------------
 
+
 class Unreachable(Exception):
     """No answer from the server (refused, reset, timed out)."""
 
@@ -170,8 +175,14 @@ class Http:
         self.host, self.port, self.prefix = parts.hostname, parts.port, parts.path
         self._token = token
 
-    def request(self, method: str, path: str, body: Any = None,
-                headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Reply:
         sent = {"Accept": "application/json", "Connection": "close", **(headers or {})}
         if self._token:
             sent["Authorization"] = f"Bearer {self._token}"
@@ -210,6 +221,7 @@ def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | N
 
 
 # -- the agent -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -253,8 +265,13 @@ class Backoff:
 
 
 class Agent:
-    def __init__(self, settings: Settings, snapshot: Snapshot, deliver: Deliver | None = None,
-                 run: Callable[[str], int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        snapshot: Snapshot,
+        deliver: Deliver | None = None,
+        run: Callable[[str], int] | None = None,
+    ) -> None:
         """snapshot: the supervisor's status (units, mounts, generation, reconciled);
         deliver: where a new spec goes; run: runs the reboot command, its exit status."""
         self.settings = settings
@@ -276,8 +293,15 @@ class Agent:
         self.node_path = f"/v1/nodes/{quote(settings.node, safe='')}"
 
     def start(self) -> None:
-        log.info(kv("agent-started", server=self.settings.server, node=self.settings.node,
-                    booted_image=self.settings.booted_image, boot_id=self.settings.boot_id))
+        log.info(
+            kv(
+                "agent-started",
+                server=self.settings.server,
+                node=self.settings.node,
+                booted_image=self.settings.booted_image,
+                boot_id=self.settings.boot_id,
+            )
+        )
         for name, loop in (("heartbeat", self._heartbeats), ("config", self._configs)):
             thread = threading.Thread(target=loop, name=f"agent-{name}", daemon=True)
             thread.start()
@@ -294,8 +318,13 @@ class Agent:
 
     # -- heartbeats and what follows them --------------------------------------------------
 
-    def _loop(self, name: str, once: Callable[[], object], idle: Callable[[], float],
-              pause: threading.Event) -> None:
+    def _loop(
+        self,
+        name: str,
+        once: Callable[[], object],
+        idle: Callable[[], float],
+        pause: threading.Event,
+    ) -> None:
         """once() until stopped: idle() seconds after a success (unless pause is set), a
         growing backoff after a failure; each problem logged once, and the way back."""
         backoff = Backoff(self.settings.timing)
@@ -331,8 +360,13 @@ class Agent:
     def beat(self) -> Decision:
         """One heartbeat and the step it calls for. Unreachable, ServerRefused."""
         units, mounts, healthy = unit_health(self.snapshot())
-        body = {"booted_image": self.settings.booted_image, "units": units, "mounts": mounts,
-                "boot_id": self.settings.boot_id, "generation": self.applied}
+        body = {
+            "booted_image": self.settings.booted_image,
+            "units": units,
+            "mounts": mounts,
+            "boot_id": self.settings.boot_id,
+            "generation": self.applied,
+        }
         record = self._call("PUT", f"{self.node_path}/status", body)
         self._follow_pace(record)
         with self.lock:
@@ -341,8 +375,7 @@ class Agent:
         if decision.step is Step.STEADY:
             self._fleetlock("/v1/steady-state")
             self.steady_sent = True
-            log.info(kv("steady-state", node=self.settings.node,
-                        image=self.settings.booted_image))
+            log.info(kv("steady-state", node=self.settings.node, image=self.settings.booted_image))
         elif decision.step is Step.REBOOT:
             self._reboot(decision)
         return decision
@@ -350,13 +383,19 @@ class Agent:
     def _facts(self, healthy: bool) -> Facts:
         since = self.rebooting_since
         if since is not None and time.monotonic() - since > self.settings.timing.reboot_retry:
-            log.warning(kv("reboot-overdue", node=self.settings.node,
-                           waited=round(time.monotonic() - since)))
+            log.warning(
+                kv(
+                    "reboot-overdue",
+                    node=self.settings.node,
+                    waited=round(time.monotonic() - since),
+                )
+            )
             self.rebooting_since = since = None
         with self.lock:
             assigned = self.assigned
-        return Facts(self.settings.booted_image, assigned, healthy, self.steady_sent,
-                     since is not None)
+        return Facts(
+            self.settings.booted_image, assigned, healthy, self.steady_sent, since is not None
+        )
 
     def _reboot(self, decision: Decision) -> None:
         try:
@@ -367,8 +406,14 @@ class Agent:
             self._say("reboot-slot", f"waiting for a reboot slot: {exc}")
             return
         self.said.pop("reboot-slot", None)
-        log.info(kv("rebooting", node=self.settings.node, reason=decision.reason,
-                    command=self.settings.reboot_command))
+        log.info(
+            kv(
+                "rebooting",
+                node=self.settings.node,
+                reason=decision.reason,
+                command=self.settings.reboot_command,
+            )
+        )
         self.rebooting_since = time.monotonic()
         status = self.run(self.settings.reboot_command)
         if status != 0:
@@ -376,8 +421,12 @@ class Agent:
             self.rebooting_since = None
 
     def _fleetlock(self, path: str) -> None:
-        self._call("POST", path, {"client_params": {"id": self.settings.node,
-                                                    "group": self.settings.group}}, FLEETLOCK)
+        self._call(
+            "POST",
+            path,
+            {"client_params": {"id": self.settings.node, "group": self.settings.group}},
+            FLEETLOCK,
+        )
 
     # -- the config long-poll --------------------------------------------------------------
 
@@ -410,7 +459,7 @@ class Agent:
 
     def _hand_over(self, generation: int, config: Mapping[str, Any]) -> None:
         from hostos.errors import SiteError
-        from hostos.resolve import spec_from_document
+        from hostos.site.resolve import spec_from_document
 
         where = f"{self.settings.server} generation {generation}"
         try:
@@ -420,20 +469,28 @@ class Agent:
                 log.error(kv("config-invalid", problem=str(problem)))
             spec = exc
         else:
-            log.info(kv("config", generation=generation, role=config.get("role"),
-                        units=len(spec.units)))
+            log.info(
+                kv("config", generation=generation, role=config.get("role"), units=len(spec.units))
+            )
             self.applied = generation
         self.after = generation
         self.deliver(spec)
 
     # -- requests --------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: Any = None,
-                 headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> Reply:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Reply:
         return self.http.request(method, path, body, headers, timeout)
 
-    def _call(self, method: str, path: str, body: Any = None,
-              headers: Mapping[str, str] | None = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Any:
         return self._answer(self._request(method, path, body, headers))
 
     def _answer(self, reply: Reply) -> Any:

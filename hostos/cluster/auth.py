@@ -76,7 +76,7 @@ def token_node(token: str) -> str | None:
     """The node id a node token names (not yet checked), or None for any other token."""
     if not token.startswith(TOKEN_PREFIX) or token.count(".") < 2:
         return None
-    node_id = token[len(TOKEN_PREFIX):].rsplit(".", 1)[0]
+    node_id = token[len(TOKEN_PREFIX) :].rsplit(".", 1)[0]
     return node_id or None
 
 
@@ -98,8 +98,11 @@ def identify(token: str | None, admin_hash: str, stored_node_hash: str | None) -
     if same_hash(presented, admin_hash):
         return ADMIN
     node_id = token_node(token)
-    if node_id is not None and stored_node_hash is not None and \
-            same_hash(presented, stored_node_hash):
+    if (
+        node_id is not None
+        and stored_node_hash is not None
+        and same_hash(presented, stored_node_hash)
+    ):
         return Principal(node_id)
     return None
 
@@ -115,8 +118,8 @@ def allowed(principal: Principal, scope: Scope, node_id: str | None = None) -> b
 
 # -- shell: the admin's side of `hostos tokens issue` ---------------------------------------
 
-def request_node_token(server: str, admin_token: str, node_id: str,
-                       timeout: float = 10.0) -> str:
+
+def request_node_token(server: str, admin_token: str, node_id: str, timeout: float = 10.0) -> str:
     """Ask the server for a new token of node_id; RuntimeFailure with the server's words."""
     import json
     import urllib.error
@@ -126,8 +129,10 @@ def request_node_token(server: str, admin_token: str, node_id: str,
     from hostos.errors import RuntimeFailure
 
     request = urllib.request.Request(
-        f"{server.rstrip('/')}/v1/tokens/nodes/{quote(node_id, safe='')}", method="POST",
-        headers={"Authorization": f"Bearer {admin_token}"})
+        f"{server.rstrip('/')}/v1/tokens/nodes/{quote(node_id, safe='')}",
+        method="POST",
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return str(json.loads(response.read())["token"])

@@ -37,8 +37,7 @@ def asked(answer: Any) -> float:
     """The pace a heartbeat's answer asks (its `heartbeat_seconds`); 0 for none: an older
     server's answer, or a value no agent should follow."""
     pace = answer.get("heartbeat_seconds") if isinstance(answer, dict) else None
-    if not isinstance(pace, int | float) or isinstance(pace, bool) or \
-            not 0 <= pace <= PACE_MAX:
+    if not isinstance(pace, int | float) or isinstance(pace, bool) or not 0 <= pace <= PACE_MAX:
         return 0.0
     return float(pace)
 
@@ -48,6 +47,5 @@ def silent_after(interval: float, floor: float = SILENT_AFTER) -> float:
     return max(floor, MISSED * interval)
 
 
-def is_silent(last_seen: float, interval: float, now: float,
-              floor: float = SILENT_AFTER) -> bool:
+def is_silent(last_seen: float, interval: float, now: float, floor: float = SILENT_AFTER) -> bool:
     return now - last_seen > silent_after(interval, floor)

@@ -20,6 +20,7 @@ class RecordError(ValueError):
 
 # -- field readers: one place words the errors -------------------------------------------
 
+
 def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = data.get(key, default)
     if not isinstance(value, str):
@@ -71,6 +72,7 @@ def _object(data: Any, what: str) -> Mapping[str, Any]:
 
 # -- the records ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class NodeRecord:
     """What the server knows of a node: its heartbeat, and the image it should boot."""
@@ -94,24 +96,38 @@ class NodeRecord:
         return bool(self.boot_id) and self.steady_boot_id == self.boot_id
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "role": self.role, "mac": self.mac,
-                "booted_image": self.booted_image, "assigned_image": self.assigned_image,
-                "last_seen": self.last_seen, "units": dict(self.units),
-                "mounts": dict(self.mounts), "boot_id": self.boot_id,
-                "generation": self.generation, "steady_boot_id": self.steady_boot_id,
-                "heartbeat_seconds": self.heartbeat_seconds}
+        return {
+            "id": self.id,
+            "role": self.role,
+            "mac": self.mac,
+            "booted_image": self.booted_image,
+            "assigned_image": self.assigned_image,
+            "last_seen": self.last_seen,
+            "units": dict(self.units),
+            "mounts": dict(self.mounts),
+            "boot_id": self.boot_id,
+            "generation": self.generation,
+            "steady_boot_id": self.steady_boot_id,
+            "heartbeat_seconds": self.heartbeat_seconds,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> NodeRecord:
         data = _object(data, "node")
-        return cls(id=_str(data, "id"), role=_str(data, "role", ""), mac=_opt_str(data, "mac"),
-                   booted_image=_opt_str(data, "booted_image"),
-                   assigned_image=_opt_str(data, "assigned_image"),
-                   last_seen=_float(data, "last_seen"), units=_str_map(data, "units"),
-                   mounts=_str_map(data, "mounts"), boot_id=_str(data, "boot_id", ""),
-                   generation=_int(data, "generation", 0),
-                   steady_boot_id=_str(data, "steady_boot_id", ""),
-                   heartbeat_seconds=_float(data, "heartbeat_seconds"))
+        return cls(
+            id=_str(data, "id"),
+            role=_str(data, "role", ""),
+            mac=_opt_str(data, "mac"),
+            booted_image=_opt_str(data, "booted_image"),
+            assigned_image=_opt_str(data, "assigned_image"),
+            last_seen=_float(data, "last_seen"),
+            units=_str_map(data, "units"),
+            mounts=_str_map(data, "mounts"),
+            boot_id=_str(data, "boot_id", ""),
+            generation=_int(data, "generation", 0),
+            steady_boot_id=_str(data, "steady_boot_id", ""),
+            heartbeat_seconds=_float(data, "heartbeat_seconds"),
+        )
 
 
 @dataclass(frozen=True)
@@ -128,16 +144,27 @@ class Heartbeat:
     @classmethod
     def from_json(cls, data: Any) -> Heartbeat:
         data = _object(data, "status")
-        return cls(booted_image=_opt_str(data, "booted_image"), units=_str_map(data, "units"),
-                   mounts=_str_map(data, "mounts"), boot_id=_str(data, "boot_id", ""),
-                   generation=_int(data, "generation", 0))
+        return cls(
+            booted_image=_opt_str(data, "booted_image"),
+            units=_str_map(data, "units"),
+            mounts=_str_map(data, "mounts"),
+            boot_id=_str(data, "boot_id", ""),
+            generation=_int(data, "generation", 0),
+        )
 
     def applied_to(self, node: NodeRecord, now: float) -> NodeRecord:
         """The node record after this heartbeat (role, MAC, assignment and the steady-state
         mark stay)."""
-        return replace(node, booted_image=self.booted_image, last_seen=now,
-                       units=dict(self.units), mounts=dict(self.mounts), boot_id=self.boot_id,
-                       generation=self.generation, heartbeat_seconds=self.interval)
+        return replace(
+            node,
+            booted_image=self.booted_image,
+            last_seen=now,
+            units=dict(self.units),
+            mounts=dict(self.mounts),
+            boot_id=self.boot_id,
+            generation=self.generation,
+            heartbeat_seconds=self.interval,
+        )
 
 
 @dataclass(frozen=True)
@@ -171,13 +198,18 @@ class SiteDocument:
         """What publishing this site over old changes: names added, removed and changed,
         of roles and of nodes."""
         before = old or SiteDocument({}, {})
-        return {"roles": _changes(before.roles, self.roles),
-                "nodes": _changes(before.nodes, self.nodes)}
+        return {
+            "roles": _changes(before.roles, self.roles),
+            "nodes": _changes(before.nodes, self.nodes),
+        }
 
 
 def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, list[str]]:
-    return {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
-            "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
+    return {
+        "added": sorted(set(new) - set(old)),
+        "removed": sorted(set(old) - set(new)),
+        "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n]),
+    }
 
 
 @dataclass(frozen=True)
@@ -195,8 +227,7 @@ class Generation:
         return cls(number, site.hash(), now, site.roles, site.nodes)
 
     def summary(self) -> dict[str, Any]:
-        return {"generation": self.generation, "hash": self.hash,
-                "published_at": self.published_at}
+        return {"generation": self.generation, "hash": self.hash, "published_at": self.published_at}
 
     @property
     def site(self) -> SiteDocument:
@@ -209,8 +240,13 @@ class Generation:
     def from_json(cls, data: Any) -> Generation:
         data = _object(data, "generation")
         site = SiteDocument.from_json(data)
-        return cls(_int(data, "generation"), _str(data, "hash"),
-                   _float(data, "published_at"), site.roles, site.nodes)
+        return cls(
+            _int(data, "generation"),
+            _str(data, "hash"),
+            _float(data, "published_at"),
+            site.roles,
+            site.nodes,
+        )
 
 
 @dataclass(frozen=True)
@@ -224,15 +260,24 @@ class ImageRecord:
     sha256: Mapping[str, str] = field(default_factory=dict)  # file → hex digest
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kernel": self.kernel, "initrd": self.initrd,
-                "cmdline": self.cmdline, "sha256": dict(self.sha256)}
+        return {
+            "name": self.name,
+            "kernel": self.kernel,
+            "initrd": self.initrd,
+            "cmdline": self.cmdline,
+            "sha256": dict(self.sha256),
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> ImageRecord:
         data = _object(data, "image")
-        return cls(name=_str(data, "name"), kernel=_str(data, "kernel", "vmlinuz"),
-                   initrd=_str(data, "initrd", "initramfs.img"),
-                   cmdline=_str(data, "cmdline", ""), sha256=_str_map(data, "sha256"))
+        return cls(
+            name=_str(data, "name"),
+            kernel=_str(data, "kernel", "vmlinuz"),
+            initrd=_str(data, "initrd", "initramfs.img"),
+            cmdline=_str(data, "cmdline", ""),
+            sha256=_str_map(data, "sha256"),
+        )
 
 
 @dataclass(frozen=True)

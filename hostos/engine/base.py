@@ -1,7 +1,7 @@
 """The engine protocol and the engine-neutral values that cross it.
 
 `ContainerSpec` is what hostos wants a container to be, rendered by pure code
-(`hostos.engine.render`); each adapter translates it into its engine's create
+(`hostos.node.render`); each adapter translates it into its engine's create
 payload.  `Observed` is what an adapter reports back about a container.
 """
 
@@ -162,8 +162,9 @@ class Engine(Protocol):
     def inspect(self, container: str) -> Observed: ...
     def image_id(self, ref: str) -> str | None: ...  # None when not present locally
     def pull(self, ref: str, progress: Progress) -> str: ...  # returns the image ID
-    def build(self, context: str, tag: str, dockerfile: str | None,
-              args: Mapping[str, str]) -> str: ...
+    def build(
+        self, context: str, tag: str, dockerfile: str | None, args: Mapping[str, str]
+    ) -> str: ...
     def load(self, archive: str) -> str: ...  # oci-archive:/… or docker-archive:/…
     def create(self, spec: ContainerSpec) -> str: ...  # returns the container ID
     def start(self, container: str) -> None: ...

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from hostos.engine.base import Engine, EngineError, Observed
-from hostos.run import CommandFailed, spawn, terminate
+from hostos.process import CommandFailed, spawn, terminate
 
 log = logging.getLogger("hostos.engine")
 
@@ -53,9 +53,14 @@ class Pong:
     libpod_version: str | None  # set only by podman
 
 
-def connect(kind: Kind = "auto", podman_socket: str | None = None, *,
-            embedded_socket: str | None = None, start_service: bool = True,
-            starting: StartingService | None = None) -> Engine:
+def connect(
+    kind: Kind = "auto",
+    podman_socket: str | None = None,
+    *,
+    embedded_socket: str | None = None,
+    start_service: bool = True,
+    starting: StartingService | None = None,
+) -> Engine:
     """A connected engine adapter.
 
     kind "auto": Docker when its socket answers (DOCKER_HOST or /var/run/docker.sock),
@@ -76,12 +81,18 @@ def connect(kind: Kind = "auto", podman_socket: str | None = None, *,
             return _adapter(url, pong)
         if kind == "docker":
             raise EngineError(f"docker: dockerd does not answer on {url} (start dockerd)")
-    return _connect_podman(podman_socket, embedded_socket, auto=kind == "auto",
-                           start_service=start_service, starting=starting)
+    return _connect_podman(
+        podman_socket,
+        embedded_socket,
+        auto=kind == "auto",
+        start_service=start_service,
+        starting=starting,
+    )
 
 
-def start_podman_early(kind: Kind, podman_socket: str | None = None,
-                       embedded_socket: str | None = None) -> StartingService | None:
+def start_podman_early(
+    kind: Kind, podman_socket: str | None = None, embedded_socket: str | None = None
+) -> StartingService | None:
     """Start hostos's own podman service now, without waiting, when connect() would start
     one later: the caller does its own work (imports, reading the site) meanwhile and
     hands the result to connect(starting=…).  None when an engine answers already or
@@ -91,8 +102,7 @@ def start_podman_early(kind: Kind, podman_socket: str | None = None,
     if kind == "auto" and ping(os.environ.get("DOCKER_HOST") or DOCKER_SOCKET) is not None:
         return None
     path = embedded_socket or default_embedded_socket()
-    looked = {_url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET),
-              _url(path)}
+    looked = {_url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET), _url(path)}
     if any(ping(url) is not None for url in looked):
         return None
     try:
@@ -101,9 +111,13 @@ def start_podman_early(kind: Kind, podman_socket: str | None = None,
         return None  # connect() tries again and reports it
 
 
-def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
-                    auto: bool, start_service: bool = True,
-                    starting: StartingService | None = None) -> Engine:
+def _connect_podman(
+    podman_socket: str | None,
+    embedded_socket: str | None,
+    auto: bool,
+    start_service: bool = True,
+    starting: StartingService | None = None,
+) -> Engine:
     url = _url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET)
     pong = ping(url)
     if pong is not None and (starting is None or _url(starting.path) != url):
@@ -112,8 +126,10 @@ def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
         return _adapter(url, pong)
     if shutil.which("podman") is None:
         where = "dockerd does not answer, " if auto else ""
-        raise EngineError(f"no container engine: {where}no podman service answers on {url}, "
-                          f"and podman is not installed ({HINT})")
+        raise EngineError(
+            f"no container engine: {where}no podman service answers on {url}, "
+            f"and podman is not installed ({HINT})"
+        )
     path = embedded_socket or default_embedded_socket()
     url = _url(path)
     if starting is None:
@@ -123,6 +139,7 @@ def _connect_podman(podman_socket: str | None, embedded_socket: str | None,
     if not start_service and starting is None:
         raise EngineError(f"podman: no podman service answers on {url}")
     from hostos.engine.podman import PodmanEngine
+
     service = (starting or StartingService.spawn(path)).ready()
     try:
         return PodmanEngine(url, service.pong.libpod_version, on_close=service.stop)
@@ -140,7 +157,7 @@ class EarlyEngine:
     is started for it (no private podman service): when no engine answers at once,
     `engine` and `listed` are None and the caller connects as it would have, with its
     errors.  The list is a snapshot from before the caller's work: use it only when that
-    work did not change the engine (see hostos.apply.prepare).
+    work did not change the engine (see hostos.node.converge.prepare).
     """
 
     def __init__(self, kind: Kind) -> None:
@@ -151,8 +168,9 @@ class EarlyEngine:
         except EngineError:
             self._engine = None
             return
-        self._thread = threading.Thread(target=self._list, args=(self._engine,),
-                                        name="hostos-early-list", daemon=True)
+        self._thread = threading.Thread(
+            target=self._list, args=(self._engine,), name="hostos-early-list", daemon=True
+        )
         self._thread.start()
 
     def _list(self, engine: Engine) -> None:
@@ -183,8 +201,10 @@ class EarlyEngine:
 def _adapter(url: str, pong: Pong) -> Engine:
     if pong.libpod_version is not None:
         from hostos.engine.podman import PodmanEngine
+
         return PodmanEngine(url, pong.libpod_version)
     from hostos.engine.docker import DockerEngine
+
     return DockerEngine(url, pong.api_version)
 
 
@@ -205,8 +225,9 @@ def default_embedded_socket() -> str:
 class StartingService:
     """A `podman system service` that hostos started and that may not answer yet."""
 
-    def __init__(self, path: str, process: subprocess.Popen[bytes], log_path: Path,
-                 command: list[str]) -> None:
+    def __init__(
+        self, path: str, process: subprocess.Popen[bytes], log_path: Path, command: list[str]
+    ) -> None:
         self.path = path
         self.process = process
         self.log_path = log_path
@@ -233,11 +254,16 @@ class StartingService:
         deadline = time.monotonic() + timeout
         while (pong := ping(_url(self.path), timeout=0.5)) is None:
             if self.process.poll() is not None or time.monotonic() > deadline:
-                why = ("exited" if self.process.poll() is not None
-                       else f"did not answer within {timeout:g}s")
+                why = (
+                    "exited"
+                    if self.process.poll() is not None
+                    else f"did not answer within {timeout:g}s"
+                )
                 _terminate(self.process)
-                raise EngineError(f"podman: `{' '.join(self.command)}` {why}; "
-                                  f"last lines of {self.log_path}:\n{_tail(self.log_path)}")
+                raise EngineError(
+                    f"podman: `{' '.join(self.command)}` {why}; "
+                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                )
             time.sleep(0.05)
         return EmbeddedService(self.path, self.process, pong, self.log_path)
 
@@ -250,8 +276,9 @@ class StartingService:
 class EmbeddedService:
     """A `podman system service` that hostos started and must stop."""
 
-    def __init__(self, path: str, process: subprocess.Popen[bytes], pong: Pong,
-                 log_path: Path) -> None:
+    def __init__(
+        self, path: str, process: subprocess.Popen[bytes], pong: Pong, log_path: Path
+    ) -> None:
         self.path = path
         self.process = process
         self.pong = pong

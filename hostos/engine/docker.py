@@ -41,8 +41,9 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 60.0
 SERVICE = "dockerd"
-_NOT_RETRYABLE = re.compile(r"not found|manifest unknown|unauthorized|denied|invalid reference",
-                            re.IGNORECASE)
+_NOT_RETRYABLE = re.compile(
+    r"not found|manifest unknown|unauthorized|denied|invalid reference", re.IGNORECASE
+)
 _STEP = re.compile(r"^Step \d+/\d+ : ")
 
 
@@ -51,15 +52,24 @@ class DockerEngine:
 
     name = "docker"
 
-    def __init__(self, base_url: str = "unix:///var/run/docker.sock",
-                 api_version: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        base_url: str = "unix:///var/run/docker.sock",
+        api_version: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         """api_version: what the daemon's /_ping announced; None asks the daemon (one call)."""
         self.base_url = base_url
         self.pull_backoff: tuple[float, ...] = PULL_BACKOFF
         self.timeout = timeout
         self.api_version = api_version or _server_api_version(base_url, timeout)
-        self._http = EngineHTTP(base_url, engine=self.name, service=SERVICE,
-                                prefix=f"/v{self.api_version}", timeout=timeout)
+        self._http = EngineHTTP(
+            base_url,
+            engine=self.name,
+            service=SERVICE,
+            prefix=f"/v{self.api_version}",
+            timeout=timeout,
+        )
         self._client: Any = None  # docker-py's APIClient, made on first use
         self._client_lock = threading.Lock()
 
@@ -72,9 +82,9 @@ class DockerEngine:
                     import docker
 
                     try:
-                        self._client = docker.APIClient(base_url=self.base_url,
-                                                        version=self.api_version,
-                                                        timeout=self.timeout)
+                        self._client = docker.APIClient(
+                            base_url=self.base_url, version=self.api_version, timeout=self.timeout
+                        )
                     except docker.errors.DockerException as exc:
                         raise EngineError(f"docker: {self.base_url}: {exc}") from None
         return self._client
@@ -87,8 +97,11 @@ class DockerEngine:
     def owned(self, namespace: str = "") -> list[Observed]:
         """Every hostos container (of the namespace, if one is given), from a single list
         call (no per-container inspect)."""
-        rows = self._http.get_json("/containers/json", "list containers",
-                                   params=_list_params({"label": owner_labels(namespace)}))
+        rows = self._http.get_json(
+            "/containers/json",
+            "list containers",
+            params=_list_params({"label": owner_labels(namespace)}),
+        )
         return [docker_listed(row) for row in rows]
 
     def named(self, names: Sequence[str]) -> list[Observed]:
@@ -96,20 +109,25 @@ class DockerEngine:
         if not names:
             return []
         pattern = "^/(" + "|".join(re.escape(n) for n in names) + ")$"
-        rows = self._http.get_json("/containers/json", "find containers by name",
-                                   params=_list_params({"name": [pattern]}))
+        rows = self._http.get_json(
+            "/containers/json", "find containers by name", params=_list_params({"name": [pattern]})
+        )
         return [o for o in map(docker_listed, rows) if o.name in names]
 
     def find(self, name: str) -> Observed | None:
         """The container with exactly this name (never an ID prefix), from the list call."""
-        rows = self._http.get_json("/containers/json", f"find {name}",
-                                   params=_list_params({"name": [f"^/{re.escape(name)}$"]}))
+        rows = self._http.get_json(
+            "/containers/json",
+            f"find {name}",
+            params=_list_params({"name": [f"^/{re.escape(name)}$"]}),
+        )
         found = [docker_listed(row) for row in rows]
         return next((o for o in found if o.name == name), None)
 
     def inspect(self, container: str) -> Observed:
-        doc = self._http.get_json(f"/containers/{quote(container)}/json",
-                                  f"inspect container {container}")
+        doc = self._http.get_json(
+            f"/containers/{quote(container)}/json", f"inspect container {container}"
+        )
         return docker_inspected(doc)
 
     def image_id(self, ref: str) -> str | None:
@@ -117,8 +135,9 @@ class DockerEngine:
         same name without it, as an image imported or built as `name` is stored by docker."""
         what = f"inspect image {ref}"
         for candidate in _ref_candidates(ref):
-            reply = self._http.request("GET", f"/images/{quote(candidate)}/json", what,
-                                       ok=(200, 404))
+            reply = self._http.request(
+                "GET", f"/images/{quote(candidate)}/json", what, ok=(200, 404)
+            )
             if reply.status == 404:
                 continue
             try:
@@ -149,8 +168,7 @@ class DockerEngine:
         except requests.exceptions.RequestException as exc:
             _raise(what, exc)
 
-    def build(self, context: str, tag: str, dockerfile: str | None,
-              args: Mapping[str, str]) -> str:
+    def build(self, context: str, tag: str, dockerfile: str | None, args: Mapping[str, str]) -> str:
         """Build with the daemon's (legacy) builder; a failure names the failing step."""
         import docker.errors
         import requests.exceptions
@@ -160,9 +178,16 @@ class DockerEngine:
             raise EngineError(f"docker: {what}: the build context is not a directory")
         last_step, image, tail = "", None, list[str]()
         try:
-            stream = self._api.build(path=context, tag=tag, dockerfile=dockerfile,
-                                     buildargs=dict(args), rm=True, forcerm=True,
-                                     decode=True, use_config_proxy=False)
+            stream = self._api.build(
+                path=context,
+                tag=tag,
+                dockerfile=dockerfile,
+                buildargs=dict(args),
+                rm=True,
+                forcerm=True,
+                decode=True,
+                use_config_proxy=False,
+            )
             for line in stream:
                 text = str(line.get("stream") or "").rstrip()
                 if _STEP.match(text):
@@ -214,12 +239,13 @@ class DockerEngine:
 
         what = f"create {spec.name}"
         try:
-            reply = self._api.create_container_from_config(docker_create_body(spec),
-                                                           name=spec.name)
+            reply = self._api.create_container_from_config(docker_create_body(spec), name=spec.name)
         except docker.errors.NotFound as exc:
             if "image" in _explain(exc).lower():
-                raise ImageNotFound(f"docker: {what}: image {spec.image} is not present "
-                                    "(pull, load or build it first)") from None
+                raise ImageNotFound(
+                    f"docker: {what}: image {spec.image} is not present "
+                    "(pull, load or build it first)"
+                ) from None
             _raise(what, exc)
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             _raise(what, exc)
@@ -254,15 +280,26 @@ class DockerEngine:
         return self.inspect(container).health
 
     def logs(self, container: str, follow: bool, tail: int | None) -> Iterator[bytes]:
-        stream = self._call(f"logs {container}", self._api.logs, container, stream=True,
-                            follow=follow, tail="all" if tail is None else tail)
+        stream = self._call(
+            f"logs {container}",
+            self._api.logs,
+            container,
+            stream=True,
+            follow=follow,
+            tail="all" if tail is None else tail,
+        )
         yield from _guarded(f"logs {container}", stream)
 
     def events(self, since: float, until: float | None) -> Iterator[dict[str, Any]]:
         """Container events from `since`; without `until` the stream follows new events."""
-        stream = self._call("events", self._api.events, since=f"{since:.9f}",
-                            until=None if until is None else f"{until:.9f}",
-                            filters={"type": "container"}, decode=True)
+        stream = self._call(
+            "events",
+            self._api.events,
+            since=f"{since:.9f}",
+            until=None if until is None else f"{until:.9f}",
+            filters={"type": "container"},
+            decode=True,
+        )
         for raw in _guarded("events", stream):
             yield normalize_event(raw)
 
@@ -294,7 +331,7 @@ def split_archive(archive: str) -> tuple[str | None, str]:
     """("docker-archive"|"oci-archive"|None, path) from a transport-prefixed archive name."""
     for kind in ("docker-archive", "oci-archive"):
         if archive.startswith(kind + ":"):
-            return kind, archive[len(kind) + 1:]
+            return kind, archive[len(kind) + 1 :]
     return None, archive
 
 
@@ -310,17 +347,19 @@ def _has_docker_manifest(path: str) -> bool:
 def _load_error(what: str, path: str, error: str) -> str:
     if _has_docker_manifest(path):
         return f"docker: {what}: {error}"
-    return (f"docker: {what}: this dockerd cannot load an OCI archive (it said: {error}); "
-            f"convert it with `skopeo copy oci-archive:{path} docker-archive:{path}.docker.tar`")
+    return (
+        f"docker: {what}: this dockerd cannot load an OCI archive (it said: {error}); "
+        f"convert it with `skopeo copy oci-archive:{path} docker-archive:{path}.docker.tar`"
+    )
 
 
 def _loaded_names(text: str) -> list[str]:
-    """"Loaded image: name:tag" or "Loaded image ID: sha256:…" → the name or ID."""
+    """ "Loaded image: name:tag" or "Loaded image ID: sha256:…" → the name or ID."""
     names = []
     for line in text.splitlines():
         for prefix in ("Loaded image ID: ", "Loaded image: "):
             if line.startswith(prefix):
-                names.append(line[len(prefix):].strip())
+                names.append(line[len(prefix) :].strip())
                 break
     return names
 
@@ -377,8 +416,13 @@ def _raise(what: str, exc: BaseException) -> NoReturn:
 def _list_params(filters: Mapping[str, list[str]]) -> dict[str, str]:
     """The query of `GET /containers/json` as docker-py's `containers(all=True, filters=…)`
     sends it."""
-    return {"limit": "-1", "all": "1", "size": "0", "trunc_cmd": "0",
-            "filters": json.dumps(dict(filters))}
+    return {
+        "limit": "-1",
+        "all": "1",
+        "size": "0",
+        "trunc_cmd": "0",
+        "filters": json.dumps(dict(filters)),
+    }
 
 
 def _server_api_version(base_url: str, timeout: float) -> str:

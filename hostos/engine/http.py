@@ -36,8 +36,13 @@ CHUNK = 65536  # the most one read of a streamed reply returns
 MAX_IDLE = 8  # pooled keep-alive connections; more in flight at once are closed after use
 OK = (200,)
 REQUESTS_SAFE = "!$&'()*+,/:;=@[]~"  # what requests leaves unquoted in a path, bar # ? %
-_STALE = (http.client.RemoteDisconnected, http.client.BadStatusLine, BrokenPipeError,
-          ConnectionResetError, ConnectionAbortedError)
+_STALE = (
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
 
 
 Body = bytes | IO[bytes] | None
@@ -101,8 +106,15 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class EngineHTTP:
     """JSON requests to one engine API address, under a path prefix (`/v1.41`)."""
 
-    def __init__(self, url: str, *, engine: str, service: str, prefix: str = "",
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        engine: str,
+        service: str,
+        prefix: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         """engine: names the engine in errors ("docker"); service: what did not answer
         ("dockerd", "the podman service")."""
         self.url = url
@@ -115,8 +127,14 @@ class EngineHTTP:
         self._lock = threading.Lock()
         self._closed = False
 
-    def get_json(self, path: str, what: str, *, params: Mapping[str, str] | None = None,
-                 timeout: float | None = None) -> Any:
+    def get_json(
+        self,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         """GET path and decode its JSON body; any status but 200 is an error."""
         reply = self.request("GET", path, what, params=params, timeout=timeout)
         try:
@@ -124,24 +142,39 @@ class EngineHTTP:
         except ValueError as exc:
             raise EngineError(f"{self.engine}: {what}: unreadable reply ({exc})") from None
 
-    def request(self, method: str, path: str, what: str, *,
-                params: Mapping[str, str] | None = None, body: Body = None,
-                headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = OK,
-                timeout: float | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Body = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = OK,
+        timeout: float | None = None,
+    ) -> Reply:
         """One call, its reply read whole; a status outside `ok` raises StatusError.
         body: bytes, or a file opened for reading in binary (sent as it is read)."""
         target, sent = self._target_and_headers(path, params, body, headers)
         reply = self._send(method, target, body, sent, what, timeout)
         if reply.status not in ok:
             explanation = reply.explanation()
-            raise StatusError(f"{self.engine}: {what}: {explanation}", reply.status,
-                              explanation)
+            raise StatusError(f"{self.engine}: {what}: {explanation}", reply.status, explanation)
         return reply
 
-    def stream(self, method: str, path: str, what: str, *,
-               params: Mapping[str, str] | None = None, body: Body = None,
-               headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = OK,
-               timeout: float | None = None) -> Iterator[bytes]:
+    def stream(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Body = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = OK,
+        timeout: float | None = None,
+    ) -> Iterator[bytes]:
         """One call whose reply body comes in pieces as the engine sends them (events,
         logs, pull progress), on a connection of its own that is closed at the end.
         timeout: seconds to wait for each piece; None waits as long as it takes."""
@@ -157,21 +190,30 @@ class EngineHTTP:
                 if response.status not in ok:
                     reply = Reply(response.status, {}, response.read())
                     explanation = reply.explanation()
-                    raise StatusError(f"{self.engine}: {what}: {explanation}",
-                                      response.status, explanation)
+                    raise StatusError(
+                        f"{self.engine}: {what}: {explanation}", response.status, explanation
+                    )
                 while chunk := response.read1(CHUNK):
                     yield chunk
             except TimeoutError:
-                raise EngineError(f"{self.engine}: {what}: {self.service} did not answer "
-                                  "in time") from None
+                raise EngineError(
+                    f"{self.engine}: {what}: {self.service} did not answer in time"
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
-                raise EngineError(f"{self.engine}: {what}: cannot reach {self.service} on "
-                                  f"{self.url} ({_why(exc)})") from None
+                raise EngineError(
+                    f"{self.engine}: {what}: cannot reach {self.service} on "
+                    f"{self.url} ({_why(exc)})"
+                ) from None
         finally:
             conn.close()
 
-    def _target_and_headers(self, path: str, params: Mapping[str, str] | None, body: Body,
-                            headers: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+    def _target_and_headers(
+        self,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Body,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[str, dict[str, str]]:
         target = self.prefix + path
         if params:
             target += "?" + urllib.parse.urlencode(params)
@@ -190,8 +232,15 @@ class EngineHTTP:
 
     # -- connections -------------------------------------------------------------
 
-    def _send(self, method: str, target: str, body: Body, headers: Mapping[str, str],
-              what: str, timeout: float | None) -> Reply:
+    def _send(
+        self,
+        method: str,
+        target: str,
+        body: Body,
+        headers: Mapping[str, str],
+        what: str,
+        timeout: float | None,
+    ) -> Reply:
         conn, reused = self._take()
         try:
             try:
@@ -204,18 +253,26 @@ class EngineHTTP:
                 reply = self._exchange(conn, method, target, body, headers, timeout)
         except TimeoutError:
             conn.close()
-            raise EngineError(f"{self.engine}: {what}: {self.service} did not answer "
-                              "in time") from None
+            raise EngineError(
+                f"{self.engine}: {what}: {self.service} did not answer in time"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise EngineError(f"{self.engine}: {what}: cannot reach {self.service} on "
-                              f"{self.url} ({_why(exc)})") from None
+            raise EngineError(
+                f"{self.engine}: {what}: cannot reach {self.service} on {self.url} ({_why(exc)})"
+            ) from None
         self._give(conn)
         return reply
 
-    def _exchange(self, conn: http.client.HTTPConnection, method: str, target: str,
-                  body: Body, headers: Mapping[str, str],
-                  timeout: float | None) -> Reply:
+    def _exchange(
+        self,
+        conn: http.client.HTTPConnection,
+        method: str,
+        target: str,
+        body: Body,
+        headers: Mapping[str, str],
+        timeout: float | None,
+    ) -> Reply:
         if conn.sock is None:
             conn.connect()
         assert conn.sock is not None
@@ -258,8 +315,10 @@ def _parse(url: str, engine: str) -> tuple[str, str]:
         host, _, port = where.rpartition(":")
         if host and port.isdigit():
             return "tcp", where
-    raise EngineError(f"{engine}: cannot use the address {url} "
-                      "(want unix:///path, tcp://host:port or http://host:port)")
+    raise EngineError(
+        f"{engine}: cannot use the address {url} "
+        "(want unix:///path, tcp://host:port or http://host:port)"
+    )
 
 
 def _why(exc: BaseException) -> str:
@@ -272,7 +331,6 @@ def quote(segment: str, safe: str = "/:") -> str:
     """A name, ID or image reference put into a path, percent-encoded as docker-py does
     (`/` and `:` kept); podman-py leaves what requests leaves (pass REQUESTS_SAFE)."""
     return urllib.parse.quote(segment, safe=safe)
-
 
 
 def json_lines(chunks: Iterable[bytes], what: str, engine: str) -> Iterator[Any]:

@@ -36,8 +36,12 @@ _EXITED = re.compile(r"^(?:Exited|Restarting) \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 # podman state → docker state
-_PODMAN_STATES = {"stopped": "exited", "configured": "created", "initialized": "created",
-                  "unknown": "dead"}
+_PODMAN_STATES = {
+    "stopped": "exited",
+    "configured": "created",
+    "initialized": "created",
+    "unknown": "dead",
+}
 _PODMAN_ACTIONS = {"died": "die"}
 
 
@@ -138,8 +142,8 @@ def demux_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
             (size,) = struct.unpack(">I", buffer[4:8])
             if len(buffer) < 8 + size:
                 break
-            yield buffer[8:8 + size]
-            buffer = buffer[8 + size:]
+            yield buffer[8 : 8 + size]
+            buffer = buffer[8 + size :]
     if buffer:
         yield buffer  # a truncated tail: better shown than lost
 

@@ -59,8 +59,11 @@ def _docker_host_config(spec: ContainerSpec) -> dict[str, Any]:
         "Mounts": [_docker_mount(m) for m in spec.mounts],
         "PortBindings": _docker_port_bindings(spec.ports),
         "Devices": [
-            {"PathOnHost": d.host, "PathInContainer": d.container,
-             "CgroupPermissions": d.permissions}
+            {
+                "PathOnHost": d.host,
+                "PathInContainer": d.container,
+                "CgroupPermissions": d.permissions,
+            }
             for d in spec.devices
         ],
         "Privileged": spec.privileged,
@@ -77,8 +80,7 @@ def _docker_host_config(spec: ContainerSpec) -> dict[str, Any]:
 
 
 def _docker_mount(mount: MountSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {"Type": mount.type, "Target": mount.target,
-                           "ReadOnly": mount.readonly}
+    out: dict[str, Any] = {"Type": mount.type, "Target": mount.target, "ReadOnly": mount.readonly}
     if mount.type == "tmpfs":
         options: dict[str, int] = {}
         _put(options, "SizeBytes", mount.size)
@@ -95,15 +97,18 @@ def _docker_port_bindings(ports: Iterable[PortSpec]) -> dict[str, list[dict[str,
     is published on an ephemeral one, as `docker run -p 80` does."""
     bindings: dict[str, list[dict[str, str]]] = {}
     for port in ports:
-        bindings.setdefault(_port_key(port), []).append({
-            "HostIp": port.host_ip or "",
-            "HostPort": str(port.host) if port.host is not None else "",
-        })
+        bindings.setdefault(_port_key(port), []).append(
+            {
+                "HostIp": port.host_ip or "",
+                "HostPort": str(port.host) if port.host is not None else "",
+            }
+        )
     return bindings
 
 
-def libpod_create_body(spec: ContainerSpec,
-                       default_ulimits: Iterable[UlimitSpec] = ()) -> dict[str, Any]:
+def libpod_create_body(
+    spec: ContainerSpec, default_ulimits: Iterable[UlimitSpec] = ()
+) -> dict[str, Any]:
     """Podman's SpecGenerator for `POST /libpod/containers/create` (podman 4.x field names).
 
     default_ulimits: the engine's own defaults, sent along with the spec's ulimits
@@ -133,8 +138,9 @@ def libpod_create_body(spec: ContainerSpec,
     _put(body, "user", spec.user)
     _put(body, "hostname", spec.hostname)
     if spec.ulimits:
-        body["r_limits"] = [_libpod_rlimit(u) for u in _merge_ulimits(spec.ulimits,
-                                                                      default_ulimits)]
+        body["r_limits"] = [
+            _libpod_rlimit(u) for u in _merge_ulimits(spec.ulimits, default_ulimits)
+        ]
     limits = _libpod_resources(spec)
     if limits:
         body["resource_limits"] = limits
@@ -151,15 +157,21 @@ def _libpod_mount(mount: MountSpec) -> dict[str, Any]:
             options.append(f"size={mount.size}")
         if mount.mode is not None:
             options.append(f"mode={mount.mode:o}")
-        return {"type": "tmpfs", "source": "tmpfs", "destination": mount.target,
-                "options": options}
-    return {"type": "bind", "source": mount.source, "destination": mount.target,
-            "options": ["rbind", *options]}
+        return {"type": "tmpfs", "source": "tmpfs", "destination": mount.target, "options": options}
+    return {
+        "type": "bind",
+        "source": mount.source,
+        "destination": mount.target,
+        "options": ["rbind", *options],
+    }
 
 
 def _libpod_volume(mount: MountSpec) -> dict[str, Any]:
-    return {"Name": mount.source, "Dest": mount.target,
-            "Options": ["ro" if mount.readonly else "rw"]}
+    return {
+        "Name": mount.source,
+        "Dest": mount.target,
+        "Options": ["ro" if mount.readonly else "rw"],
+    }
 
 
 def _libpod_port(port: PortSpec) -> dict[str, Any]:
@@ -180,12 +192,14 @@ def _libpod_network(network: str) -> dict[str, Any]:
 
 
 def _libpod_rlimit(limit: UlimitSpec) -> dict[str, Any]:
-    return {"type": limit.name, "soft": _unsigned_limit(limit.soft),
-            "hard": _unsigned_limit(limit.hard)}
+    return {
+        "type": limit.name,
+        "soft": _unsigned_limit(limit.soft),
+        "hard": _unsigned_limit(limit.hard),
+    }
 
 
-def _merge_ulimits(own: Iterable[UlimitSpec],
-                   defaults: Iterable[UlimitSpec]) -> list[UlimitSpec]:
+def _merge_ulimits(own: Iterable[UlimitSpec], defaults: Iterable[UlimitSpec]) -> list[UlimitSpec]:
     merged = {u.name: u for u in defaults}
     merged.update({u.name: u for u in own})
     return [merged[name] for name in sorted(merged)]

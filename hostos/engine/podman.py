@@ -64,8 +64,11 @@ SERVICE = "the podman service"
 FALLBACK_API_VERSION = "4.0.0"  # the libpod path prefix when the service does not answer
 DOCKER_FORMAT = "application/vnd.docker.distribution.manifest.v2+json"
 OK = (200, 201, 204, 304)
-_NOT_RETRYABLE = re.compile(r"not found|manifest unknown|unauthorized|denied|invalid reference"
-                            r"|image not known", re.IGNORECASE)
+_NOT_RETRYABLE = re.compile(
+    r"not found|manifest unknown|unauthorized|denied|invalid reference"
+    r"|image not known",
+    re.IGNORECASE,
+)
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 _STEP = re.compile(r"^STEP \d+(?:/\d+)?: ")
 _RLIMIT_NAMES = {"RLIMIT_NOFILE": "nofile", "RLIMIT_NPROC": "nproc"}
@@ -76,17 +79,26 @@ class PodmanEngine:
 
     name = "podman"
 
-    def __init__(self, base_url: str = "unix:///run/podman/podman.sock",
-                 api_version: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 on_close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = "unix:///run/podman/podman.sock",
+        api_version: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         """api_version: the libpod version the service's /_ping announced (path prefix);
         on_close: stops an embedded service that connect() started for this engine."""
         self.base_url = base_url
         self.pull_backoff: tuple[float, ...] = PULL_BACKOFF
         self.timeout = timeout
         self.api_version = api_version or _service_api_version(base_url)
-        self._http = EngineHTTP(base_url, engine=self.name, service=SERVICE,
-                                prefix=f"/v{self.api_version}/libpod", timeout=timeout)
+        self._http = EngineHTTP(
+            base_url,
+            engine=self.name,
+            service=SERVICE,
+            prefix=f"/v{self.api_version}/libpod",
+            timeout=timeout,
+        )
         self._client: Any = None  # podman-py's PodmanClient, made on first use
         self._client_lock = threading.Lock()
         self._on_close = on_close
@@ -102,9 +114,9 @@ class PodmanEngine:
                     from podman.errors import PodmanError
 
                     try:
-                        self._client = PodmanClient(base_url=self.base_url,
-                                                    timeout=self.timeout,
-                                                    version=self.api_version)
+                        self._client = PodmanClient(
+                            base_url=self.base_url, timeout=self.timeout, version=self.api_version
+                        )
                     except (PodmanError, ValueError) as exc:
                         raise EngineError(f"podman: {self.base_url}: {exc}") from None
         return self._client.api
@@ -118,8 +130,11 @@ class PodmanEngine:
         """Every hostos container (of the namespace, if one is given) from ONE libpod list
         call: it carries state, exit code, start time and health, so nothing is inspected
         one by one."""
-        rows = self._get("/containers/json", "list containers", params={
-            "all": "true", "filters": json.dumps({"label": owner_labels(namespace)})})
+        rows = self._get(
+            "/containers/json",
+            "list containers",
+            params={"all": "true", "filters": json.dumps({"label": owner_labels(namespace)})},
+        )
         return [libpod_listed(row) for row in rows or []]
 
     def named(self, names: Sequence[str]) -> list[Observed]:
@@ -127,13 +142,19 @@ class PodmanEngine:
         if not names:
             return []
         pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
-        rows = self._get("/containers/json", "find containers by name", params={
-            "all": "true", "filters": json.dumps({"name": [pattern]})})
+        rows = self._get(
+            "/containers/json",
+            "find containers by name",
+            params={"all": "true", "filters": json.dumps({"name": [pattern]})},
+        )
         return [o for o in map(libpod_listed, rows or []) if o.name in names]
 
     def find(self, name: str) -> Observed | None:
-        rows = self._get("/containers/json", f"find {name}", params={
-            "all": "true", "filters": json.dumps({"name": [f"^{re.escape(name)}$"]})})
+        rows = self._get(
+            "/containers/json",
+            f"find {name}",
+            params={"all": "true", "filters": json.dumps({"name": [f"^{re.escape(name)}$"]})},
+        )
         found = [libpod_listed(row) for row in rows or []]
         return next((o for o in found if o.name == name), None)
 
@@ -142,8 +163,9 @@ class PodmanEngine:
 
     def image_id(self, ref: str) -> str | None:
         what = f"inspect image {ref}"
-        reply = self._http.request("GET", f"/images/{quote(ref, REQUESTS_SAFE)}/json", what,
-                                   ok=(*OK, 404))
+        reply = self._http.request(
+            "GET", f"/images/{quote(ref, REQUESTS_SAFE)}/json", what, ok=(*OK, 404)
+        )
         if reply.status == 404:
             return None
         try:
@@ -162,33 +184,48 @@ class PodmanEngine:
 
     def _pull_once(self, ref: str, progress: Progress) -> None:
         params = {"reference": ref, "tlsVerify": "false" if _loopback_registry(ref) else "true"}
-        chunks = self._stream("POST", "/images/pull", f"pull {ref}", params=params,
-                              fail=_pull_failed)
+        chunks = self._stream(
+            "POST", "/images/pull", f"pull {ref}", params=params, fail=_pull_failed
+        )
         for line in json_lines(chunks, f"pull {ref}", self.name):
             if line.get("error"):
                 _pull_failed(f"pull {ref}", str(line["error"]))
             if line.get("stream"):
                 progress(str(line["stream"]).rstrip())
 
-    def build(self, context: str, tag: str, dockerfile: str | None,
-              args: Mapping[str, str]) -> str:
+    def build(self, context: str, tag: str, dockerfile: str | None, args: Mapping[str, str]) -> str:
         """Build in Docker image format; a failure names the failing step."""
         from podman import api as podman_api
 
         what = f"build {tag} from {context}"
         if not os.path.isdir(context):
             raise EngineError(f"podman: {what}: the build context is not a directory")
-        name = podman_api.prepare_containerfile(context, os.path.join(
-            context, dockerfile or _default_dockerfile(context)))
-        params = {"t": tag, "dockerfile": name, "rm": "true", "forcerm": "true",
-                  "layers": "true", "outputformat": DOCKER_FORMAT,
-                  "buildargs": json.dumps(dict(args))}
-        body = podman_api.create_tar(anchor=context,
-                                     exclude=podman_api.prepare_containerignore(context))
+        name = podman_api.prepare_containerfile(
+            context, os.path.join(context, dockerfile or _default_dockerfile(context))
+        )
+        params = {
+            "t": tag,
+            "dockerfile": name,
+            "rm": "true",
+            "forcerm": "true",
+            "layers": "true",
+            "outputformat": DOCKER_FORMAT,
+            "buildargs": json.dumps(dict(args)),
+        }
+        body = podman_api.create_tar(
+            anchor=context, exclude=podman_api.prepare_containerignore(context)
+        )
         with body:
-            response = self._request("POST", "/build", what, params=params, data=body,
-                                     stream=True, headers={"Content-Type": "application/x-tar"},
-                                     timeout=(10.0, None))
+            response = self._request(
+                "POST",
+                "/build",
+                what,
+                params=params,
+                data=body,
+                stream=True,
+                headers={"Content-Type": "application/x-tar"},
+                timeout=(10.0, None),
+            )
             image = self._build_stream(response, what)
         return image or self._must_have(tag, what)
 
@@ -208,14 +245,22 @@ class PodmanEngine:
 
     def load(self, archive: str) -> str:
         """Load `docker-archive:/path` or `oci-archive:/path`; podman reads both."""
-        path = archive.split(":", 1)[1] if archive.startswith(("docker-archive:",
-                                                                "oci-archive:")) else archive
+        path = (
+            archive.split(":", 1)[1]
+            if archive.startswith(("docker-archive:", "oci-archive:"))
+            else archive
+        )
         what = f"load {archive}"
         try:
             with open(path, "rb") as data:
-                reply = self._call("POST", "/images/load", what, body=data,
-                                   headers={"Content-Type": "application/x-tar"},
-                                   timeout=LOAD_TIMEOUT)
+                reply = self._call(
+                    "POST",
+                    "/images/load",
+                    what,
+                    body=data,
+                    headers={"Content-Type": "application/x-tar"},
+                    timeout=LOAD_TIMEOUT,
+                )
         except OSError as exc:
             raise EngineError(f"podman: {what}: {exc.strerror or exc}") from None
         names = self._json(reply, what).get("Names") or []
@@ -229,9 +274,14 @@ class PodmanEngine:
         what = f"create {spec.name}"
         defaults = self._default_ulimits(spec) if spec.ulimits else {}
         body = libpod_create_body(spec, default_ulimits=defaults.values())
-        reply = self._call("POST", "/containers/create", what, body=json.dumps(body).encode(),
-                           headers={"Content-Type": "application/json"},
-                           fail=lambda w, m: _create_failed(w, m, spec.image))
+        reply = self._call(
+            "POST",
+            "/containers/create",
+            what,
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            fail=lambda w, m: _create_failed(w, m, spec.image),
+        )
         return str(self._json(reply, what)["Id"])
 
     def start(self, container: str) -> None:
@@ -239,17 +289,31 @@ class PodmanEngine:
 
     def stop(self, container: str, timeout: float) -> None:
         seconds = math.ceil(timeout)
-        self._call("POST", f"/containers/{_q(container)}/stop", f"stop {container}",
-                   params={"timeout": str(seconds)}, timeout=DEFAULT_TIMEOUT + seconds)
+        self._call(
+            "POST",
+            f"/containers/{_q(container)}/stop",
+            f"stop {container}",
+            params={"timeout": str(seconds)},
+            timeout=DEFAULT_TIMEOUT + seconds,
+        )
 
     def remove(self, container: str) -> None:
         """Force-remove with anonymous volumes; a container already gone is not an error."""
-        self._call("DELETE", f"/containers/{_q(container)}", f"remove {container}",
-                   params={"force": "true", "v": "true"}, ok=(*OK, 404))
+        self._call(
+            "DELETE",
+            f"/containers/{_q(container)}",
+            f"remove {container}",
+            params={"force": "true", "v": "true"},
+            ok=(*OK, 404),
+        )
 
     def rename(self, container: str, name: str) -> None:
-        self._call("POST", f"/containers/{_q(container)}/rename",
-                   f"rename {container} to {name}", params={"name": name})
+        self._call(
+            "POST",
+            f"/containers/{_q(container)}/rename",
+            f"rename {container} to {name}",
+            params={"name": name},
+        )
 
     def health(self, container: str) -> str | None:
         """Run the container's health check now and return the resulting status.
@@ -259,8 +323,7 @@ class PodmanEngine:
         container without a check, or not running, gives None.
         """
         what = f"health check {container}"
-        reply = self._call("GET", f"/containers/{_q(container)}/healthcheck", what,
-                           ok=(200, 409))
+        reply = self._call("GET", f"/containers/{_q(container)}/healthcheck", what, ok=(200, 409))
         if reply.status == 409:  # no check defined, or the container is not running
             return None
         if self._json(reply, what).get("Status") == "healthy":
@@ -270,10 +333,17 @@ class PodmanEngine:
         return self.inspect(container).health
 
     def logs(self, container: str, follow: bool, tail: int | None) -> Iterator[bytes]:
-        params = {"stdout": "true", "stderr": "true", "follow": "true" if follow else "false",
-                  "tail": "all" if tail is None else str(tail)}
-        yield from demux_frames(self._stream("GET", f"/containers/{_q(container)}/logs",
-                                             f"logs {container}", params=params))
+        params = {
+            "stdout": "true",
+            "stderr": "true",
+            "follow": "true" if follow else "false",
+            "tail": "all" if tail is None else str(tail),
+        }
+        yield from demux_frames(
+            self._stream(
+                "GET", f"/containers/{_q(container)}/logs", f"logs {container}", params=params
+            )
+        )
 
     def events(self, since: float, until: float | None) -> Iterator[dict[str, Any]]:
         """Container events from `since`, in time order; without `until` it follows new ones.
@@ -282,8 +352,11 @@ class PodmanEngine:
         """
         if until is not None and until > time.time():
             time.sleep(until - time.time())
-        params = {"since": f"{since:.9f}", "stream": "true" if until is None else "false",
-                  "filters": json.dumps({"type": ["container"]})}
+        params = {
+            "since": f"{since:.9f}",
+            "stream": "true" if until is None else "false",
+            "filters": json.dumps({"type": ["container"]}),
+        }
         chunks = self._stream("GET", "/events", "events", params=params)
         events = (normalize_event(line) for line in json_lines(chunks, "events", self.name))
         if until is None:
@@ -304,8 +377,9 @@ class PodmanEngine:
     # -- helpers ---------------------------------------------------------------
 
     def _inspect(self, container: str) -> dict[str, Any]:
-        doc = self._get(f"/containers/{quote(container, REQUESTS_SAFE)}/json",
-                        f"inspect container {container}")
+        doc = self._get(
+            f"/containers/{quote(container, REQUESTS_SAFE)}/json", f"inspect container {container}"
+        )
         return dict(doc)
 
     def _get(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
@@ -323,13 +397,21 @@ class PodmanEngine:
         the only place podman shows what containers.conf's default_ulimits resolve to.
         """
         if self._ulimits is None:
-            probe = {"image": spec.image, "netns": {"nsmode": "none"},
-                     "command": ["true"], "labels": {"io.hostos.probe": "ulimits"}}
+            probe = {
+                "image": spec.image,
+                "netns": {"nsmode": "none"},
+                "command": ["true"],
+                "labels": {"io.hostos.probe": "ulimits"},
+            }
             what = f"create {spec.name} (probing the default ulimits)"
-            reply = self._call("POST", "/containers/create", what,
-                               body=json.dumps(probe).encode(),
-                               headers={"Content-Type": "application/json"},
-                               fail=lambda w, m: _create_failed(w, m, spec.image))
+            reply = self._call(
+                "POST",
+                "/containers/create",
+                what,
+                body=json.dumps(probe).encode(),
+                headers={"Content-Type": "application/json"},
+                fail=lambda w, m: _create_failed(w, m, spec.image),
+            )
             probe_id = str(self._json(reply, what)["Id"])
             try:
                 host = self._inspect(probe_id).get("HostConfig") or {}
@@ -367,24 +449,46 @@ class PodmanEngine:
         finally:
             response.close()
 
-    def _call(self, method: str, path: str, what: str, *,
-              params: Mapping[str, str] | None = None, body: Body = None,
-              headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = OK,
-              timeout: float | None = None,
-              fail: Callable[[str, str], NoReturn] | None = None) -> Reply:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Body = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = OK,
+        timeout: float | None = None,
+        fail: Callable[[str, str], NoReturn] | None = None,
+    ) -> Reply:
         """One libpod call over plain HTTP; a status outside `ok` raises EngineError
         (through `fail`, given the engine's message, if there is one)."""
         try:
-            return self._http.request(method, path, what, params=params, body=body,
-                                      headers=headers, ok=ok, timeout=timeout)
+            return self._http.request(
+                method,
+                path,
+                what,
+                params=params,
+                body=body,
+                headers=headers,
+                ok=ok,
+                timeout=timeout,
+            )
         except StatusError as exc:
             if fail is not None:
                 fail(what, exc.explanation)
             raise
 
-    def _stream(self, method: str, path: str, what: str, *,
-                params: Mapping[str, str] | None = None,
-                fail: Callable[[str, str], NoReturn] | None = None) -> Iterator[bytes]:
+    def _stream(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        fail: Callable[[str, str], NoReturn] | None = None,
+    ) -> Iterator[bytes]:
         """A libpod reply in pieces as they come (no time limit: events, logs, pulls)."""
         try:
             yield from self._http.stream(method, path, what, params=params, timeout=None)
@@ -399,12 +503,20 @@ class PodmanEngine:
         except ValueError as exc:
             raise EngineError(f"podman: {what}: unreadable reply ({exc})") from None
 
-    def _request(self, method: str, path: str, what: str, *,
-                 params: Mapping[str, str] | None = None, data: Any = None,
-                 headers: Mapping[str, str] | None = None, stream: bool = False,
-                 timeout: float | tuple[float, float | None] | None = None,
-                 ok: tuple[int, ...] = OK,
-                 fail: Callable[[str, str], NoReturn] | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        timeout: float | tuple[float, float | None] | None = None,
+        ok: tuple[int, ...] = OK,
+        fail: Callable[[str, str], NoReturn] | None = None,
+    ) -> Any:
         """One libpod call through podman-py; a status outside `ok` raises EngineError
         (via `fail` if given)."""
         import requests.exceptions
@@ -466,8 +578,9 @@ def _q(container: str) -> str:
 
 def _create_failed(what: str, message: str, image: str) -> NoReturn:
     if "image not known" in message or "no such image" in message.lower():
-        raise ImageNotFound(f"podman: {what}: image {image} is not present "
-                            "(pull, load or build it first)")
+        raise ImageNotFound(
+            f"podman: {what}: image {image} is not present (pull, load or build it first)"
+        )
     raise EngineError(f"podman: {what}: {message}")
 
 

@@ -11,9 +11,13 @@ PULL_ATTEMPTS = 3
 PULL_BACKOFF = (1.0, 3.0)  # seconds before the second and the third attempt
 
 
-def with_retries(ref: str, attempt: Callable[[], None], progress: Progress,
-                 backoff: Sequence[float] = PULL_BACKOFF,
-                 attempts: int = PULL_ATTEMPTS) -> None:
+def with_retries(
+    ref: str,
+    attempt: Callable[[], None],
+    progress: Progress,
+    backoff: Sequence[float] = PULL_BACKOFF,
+    attempts: int = PULL_ATTEMPTS,
+) -> None:
     """Run a pull attempt until it succeeds, up to `attempts` times.
 
     A registry that is briefly unreachable is common while a cluster boots; an
@@ -35,7 +39,7 @@ def with_retries(ref: str, attempt: Callable[[], None], progress: Progress,
 
 
 def build_error(engine: str, what: str, step: str, error: str, tail: Sequence[str]) -> str:
-    """"<engine>: build … failed at 'STEP': error", then the build's last output lines."""
+    """ "<engine>: build … failed at 'STEP': error", then the build's last output lines."""
     where = f" at {step!r}" if step else ""
     output = "\n".join(line for line in tail if line != step and line not in error)
     message = f"{engine}: {what} failed{where}: {error.strip()}"

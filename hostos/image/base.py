@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hostos.errors import RuntimeFailure
-from hostos.run import run
+from hostos.process import run
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,11 @@ def machine_sources() -> list[Path]:
     """The apt source files this machine's apt reads (enabled ones only)."""
     files = [APT_SOURCES] if APT_SOURCES.is_file() else []
     if APT_SOURCES_DIR.is_dir():
-        files += sorted(p for p in APT_SOURCES_DIR.iterdir()
-                        if p.suffix in (".list", ".sources") and p.is_file())
+        files += sorted(
+            p
+            for p in APT_SOURCES_DIR.iterdir()
+            if p.suffix in (".list", ".sources") and p.is_file()
+        )
     return files
 
 
@@ -71,11 +74,15 @@ def engine_ref(engine: str, tag: str) -> str:
     return tag
 
 
-def mmdebstrap_command(settings: BaseSettings, sources: Sequence[Path],
-                       target: Path) -> list[str]:
+def mmdebstrap_command(settings: BaseSettings, sources: Sequence[Path], target: Path) -> list[str]:
     """The mmdebstrap command line that writes the base root to `target` (a .tar)."""
-    cmd = ["mmdebstrap", "--variant=minbase", "--format=tar", "--quiet",
-           f"--hook-dir={MERGED_USR_HOOK}"]
+    cmd = [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--format=tar",
+        "--quiet",
+        f"--hook-dir={MERGED_USR_HOOK}",
+    ]
     cmd += [f"--dpkgopt={opt}" for opt in DPKG_EXCLUDES]
     cmd += [f"--aptopt={opt}" for opt in APT_OPTIONS]
     cmd += [f"--customize-hook={RESET_HOOK}", settings.suite, str(target)]
@@ -95,16 +102,21 @@ def has_image(engine: str, ref: str) -> bool:
 
 def build_base(settings: BaseSettings, say: Callable[[str], None] = print) -> list[str]:
     """Build and import the base where it is missing (or always with force); the refs made."""
-    todo = [e for e in settings.engines
-            if settings.force or not has_image(e, engine_ref(e, settings.tag))]
+    todo = [
+        e
+        for e in settings.engines
+        if settings.force or not has_image(e, engine_ref(e, settings.tag))
+    ]
     for engine in sorted(set(settings.engines) - set(todo)):
         say(f"{engine}: {engine_ref(engine, settings.tag)} is there (--force builds it again)")
     if not todo:
         return []
     sources = list(settings.sources) or machine_sources()
     if not sources:
-        raise RuntimeFailure("no apt sources on this machine (/etc/apt/sources.list.d/*) "
-                             "and none given with --sources")
+        raise RuntimeFailure(
+            "no apt sources on this machine (/etc/apt/sources.list.d/*) "
+            "and none given with --sources"
+        )
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(settings.source_date_epoch)}
     made = []
     with tempfile.TemporaryDirectory(prefix="hostos-base.") as work:

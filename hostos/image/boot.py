@@ -69,6 +69,7 @@ class Options:
 
 # -- pure ---------------------------------------------------------------------------------
 
+
 def ipxe_cmdline(script: str) -> str:
     """The kernel arguments of the `kernel` line of an iPXE script, without its file name,
     iPXE's own options (--name …) and initrd= (qemu passes the initrd itself)."""
@@ -99,8 +100,10 @@ def hostfwd(spec: str) -> str:
     if len(parts) == 1:
         parts = [parts[0], parts[0]]
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise BootError(f"cannot read the forward '{spec}' (want HOSTPORT[:GUESTPORT], "
-                        "optionally after tcp: or udp:)")
+        raise BootError(
+            f"cannot read the forward '{spec}' (want HOSTPORT[:GUESTPORT], "
+            "optionally after tcp: or udp:)"
+        )
     return f"hostfwd={proto}::{parts[0]}-:{parts[1]}"
 
 
@@ -109,14 +112,28 @@ def qemu_command(image: Image, options: Options, initrd: Path | None = None) -> 
     instead of rebooting, a virtio NIC on the user network."""
     netdev = ",".join(["user,id=n0", *(hostfwd(f) for f in options.forwards)])
     command = [
-        options.qemu, "-accel", options.accel, "-cpu", "max" if options.accel == "tcg" else "host",
-        "-m", options.mem, "-smp", str(options.cpus),
-        "-nographic", "-no-reboot",
-        "-kernel", str(image.kernel), "-initrd", str(initrd or image.initrd),
-        "-append", kernel_cmdline(image.cmdline, options.append),
-        "-netdev", netdev,
+        options.qemu,
+        "-accel",
+        options.accel,
+        "-cpu",
+        "max" if options.accel == "tcg" else "host",
+        "-m",
+        options.mem,
+        "-smp",
+        str(options.cpus),
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        str(image.kernel),
+        "-initrd",
+        str(initrd or image.initrd),
+        "-append",
+        kernel_cmdline(image.cmdline, options.append),
+        "-netdev",
+        netdev,
         # romfile=: no iPXE option ROM, the kernel is loaded directly (saves ~0.5 s of TCG)
-        "-device", f"virtio-net-pci,netdev=n0,mac={options.mac},romfile=",
+        "-device",
+        f"virtio-net-pci,netdev=n0,mac={options.mac},romfile=",
     ]
     if options.qmp:
         command += ["-qmp", f"unix:{options.qmp},server=on,wait=off"]
@@ -126,8 +143,12 @@ def qemu_command(image: Image, options: Options, initrd: Path | None = None) -> 
 def site_archive(site: Path) -> bytes:
     """A cpio (newc) holding the site directory at /etc/hostos/site, to append to the
     initramfs: the kernel unpacks concatenated archives one after the other."""
-    entries = [cpio.directory("etc"), cpio.directory("etc/hostos"),
-               cpio.directory(LOCAL_SITE), *cpio.tree_entries(site, LOCAL_SITE + "/")]
+    entries = [
+        cpio.directory("etc"),
+        cpio.directory("etc/hostos"),
+        cpio.directory(LOCAL_SITE),
+        *cpio.tree_entries(site, LOCAL_SITE + "/"),
+    ]
     with tempfile.TemporaryFile() as out:
         cpio.write(out, entries, mtime=0)
         out.seek(0)
@@ -135,6 +156,7 @@ def site_archive(site: Path) -> bytes:
 
 
 # -- the image on disk ---------------------------------------------------------------------
+
 
 def find_image(directory: Path, kernel: Path | None = None, initrd: Path | None = None) -> Image:
     """vmlinuz, initramfs.img and boot.ipxe's kernel arguments from an image directory."""
@@ -174,9 +196,14 @@ LineHandler = Callable[[str], None]
 class Guest:
     """qemu running an image: console bytes to `output`, each console line to `on_line`."""
 
-    def __init__(self, command: Sequence[str], qmp: str | None = None,
-                 output: IO[bytes] | None = None, on_line: LineHandler | None = None,
-                 stdin: int | IO[bytes] | None = subprocess.DEVNULL) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        qmp: str | None = None,
+        output: IO[bytes] | None = None,
+        on_line: LineHandler | None = None,
+        stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+    ) -> None:
         self.command = list(command)
         self.qmp = qmp
         self.output = output
@@ -191,12 +218,17 @@ class Guest:
         try:
             # A session of its own: a Ctrl-C on the terminal reaches us, not qemu, so that it
             # becomes a clean power-off instead of killing the guest.
-            self._process = subprocess.Popen(self.command, stdin=self.stdin,
-                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
+            self._process = subprocess.Popen(
+                self.command,
+                stdin=self.stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         except FileNotFoundError:
-            raise BootError(f"{self.command[0]} not found (apt-get install qemu-system-x86)"
-                            ) from None
+            raise BootError(
+                f"{self.command[0]} not found (apt-get install qemu-system-x86)"
+            ) from None
         self.started = time.monotonic()
         self._reader = threading.Thread(target=self._read, name="qemu-console", daemon=True)
         self._reader.start()
@@ -306,9 +338,15 @@ def _qmp_read(stream: io.BufferedIOBase) -> dict[str, object]:
     raise ValueError("qemu closed the QMP socket")
 
 
-def run(image: Image, options: Options, site: Path | None = None,
-        timeout: float | None = None, output: IO[bytes] | None = None,
-        on_line: LineHandler | None = None, interactive: bool = False) -> int:
+def run(
+    image: Image,
+    options: Options,
+    site: Path | None = None,
+    timeout: float | None = None,
+    output: IO[bytes] | None = None,
+    on_line: LineHandler | None = None,
+    interactive: bool = False,
+) -> int:
     """Boot until the guest powers off: qemu's exit code, 1 if the console showed a kernel
     panic or an /init error, 124 after the timeout (the guest is powered off first).
 
@@ -318,8 +356,13 @@ def run(image: Image, options: Options, site: Path | None = None,
             qmp_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hostos-qmp-"))
             options = _with_qmp(options, os.path.join(qmp_dir, "qmp.sock"))
         initrd = stack.enter_context(initrd_with_site(image, site))
-        guest = Guest(qemu_command(image, options, initrd), options.qmp, output, on_line,
-                      stdin=None if interactive else subprocess.DEVNULL)
+        guest = Guest(
+            qemu_command(image, options, initrd),
+            options.qmp,
+            output,
+            on_line,
+            stdin=None if interactive else subprocess.DEVNULL,
+        )
         presses = []
 
         def press(signum: int, frame: object) -> None:

@@ -61,8 +61,14 @@ class BuildSettings:
     cmdline: str = DEFAULT_CMDLINE
     source_date_epoch: int = 1700000000
     # zstd, not xz: under qemu TCG an xz root made Python start 10 s slower (see docs/design.md)
-    squashfs_compression: tuple[str, ...] = ("-comp", "zstd", "-Xcompression-level", "19",
-                                             "-b", "1M")
+    squashfs_compression: tuple[str, ...] = (
+        "-comp",
+        "zstd",
+        "-Xcompression-level",
+        "19",
+        "-b",
+        "1M",
+    )
     zstd_level: int = 19
     no_cache: bool = False
     work: Path | None = None  # default: a temporary directory, removed at the end
@@ -165,8 +171,9 @@ class Progress:
             self.stream.flush()
 
 
-def build(settings: BuildSettings, progress: Progress | None = None) -> tuple[Context,
-                                                                          list[Timing]]:
+def build(
+    settings: BuildSettings, progress: Progress | None = None
+) -> tuple[Context, list[Timing]]:
     """Run every step; the context (outputs are in settings.out) and each step's time."""
     if settings.root not in ROOT_MODES:
         raise ValueError(f"root must be one of {', '.join(ROOT_MODES)}")

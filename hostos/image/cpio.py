@@ -90,8 +90,7 @@ def _member(stream: BinaryIO, name: str, entry: Entry, ino: int, mtime: int) -> 
     encoded = name.encode() + b"\0"
     data = entry.source.read_bytes() if entry.source is not None else entry.data
     nlink = 2 if stat.S_ISDIR(entry.mode) else 1
-    fields = (ino, entry.mode, 0, 0, nlink, mtime, len(data), 0, 0, *entry.rdev,
-              len(encoded), 0)
+    fields = (ino, entry.mode, 0, 0, nlink, mtime, len(data), 0, 0, *entry.rdev, len(encoded), 0)
     header = MAGIC + b"".join(b"%08X" % value for value in fields)
     chunk = header + encoded
     chunk += b"\0" * (-len(chunk) % 4)

@@ -80,10 +80,17 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
 
 
-def build_manifest(*, image_id: str, files: Mapping[str, Path], kernel_version: str,
-                   kernel_package: str, debian: Iterable[Package],
-                   python: Iterable[Package], hostos_version: str,
-                   root: Mapping[str, Any]) -> dict[str, Any]:
+def build_manifest(
+    *,
+    image_id: str,
+    files: Mapping[str, Path],
+    kernel_version: str,
+    kernel_package: str,
+    debian: Iterable[Package],
+    python: Iterable[Package],
+    hostos_version: str,
+    root: Mapping[str, Any],
+) -> dict[str, Any]:
     """The manifest document: file checksums, kernel, packages, versions."""
     return {
         "format": FORMAT,

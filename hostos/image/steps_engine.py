@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hostos.errors import RuntimeFailure
-from hostos.run import run
+from hostos.process import run
 
 if TYPE_CHECKING:
     from hostos.image.build import Context
@@ -34,8 +34,10 @@ def choose_engine(kind: str) -> str:
         return "docker"
     if shutil.which("podman"):
         return "podman"
-    raise RuntimeFailure("no engine to build with: dockerd does not answer and podman is not "
-                         "installed (install podman, or start dockerd)")
+    raise RuntimeFailure(
+        "no engine to build with: dockerd does not answer and podman is not "
+        "installed (install podman, or start dockerd)"
+    )
 
 
 def check_tools(ctx: Context) -> str:
@@ -46,17 +48,21 @@ def check_tools(ctx: Context) -> str:
     tools = dict(HOST_TOOLS)
     if ctx.settings.root == "initramfs":
         del tools["mksquashfs"]
-    problems += [f"{tool} is missing ({hint})" for tool, hint in tools.items()
-                 if shutil.which(tool) is None]
+    problems += [
+        f"{tool} is missing ({hint})" for tool, hint in tools.items() if shutil.which(tool) is None
+    ]
     if not ctx.settings.dockerfile.is_file():
         problems.append(f"no Dockerfile at {ctx.settings.dockerfile}")
     if problems:
         raise RuntimeFailure("cannot build the host image:\n  " + "\n  ".join(problems))
     ctx.engine = choose_engine(ctx.settings.engine)
-    if (BASE_IMAGE in ctx.settings.dockerfile.read_text()
-            and not _has_image(ctx.engine, _engine_ref(ctx.engine, BASE_IMAGE))):
-        raise RuntimeFailure(f"{ctx.engine} has no {BASE_IMAGE} and no registry may be reachable"
-                             f" (run: hostos image base --engine {ctx.engine})")
+    if BASE_IMAGE in ctx.settings.dockerfile.read_text() and not _has_image(
+        ctx.engine, _engine_ref(ctx.engine, BASE_IMAGE)
+    ):
+        raise RuntimeFailure(
+            f"{ctx.engine} has no {BASE_IMAGE} and no registry may be reachable"
+            f" (run: hostos image base --engine {ctx.engine})"
+        )
     return ctx.engine
 
 
@@ -72,8 +78,16 @@ def _has_image(engine: str, ref: str) -> bool:
 
 def engine_build(ctx: Context) -> str:
     s = ctx.settings
-    cmd = [ctx.engine, "build", "--file", str(s.dockerfile), "--tag", s.tag,
-           "--build-arg", f"SOURCE_DATE_EPOCH={s.source_date_epoch}"]
+    cmd = [
+        ctx.engine,
+        "build",
+        "--file",
+        str(s.dockerfile),
+        "--tag",
+        s.tag,
+        "--build-arg",
+        f"SOURCE_DATE_EPOCH={s.source_date_epoch}",
+    ]
     certs = local_ca_certificates()
     if certs and not any(a.startswith("EXTRA_CA_CERTS=") for a in s.build_args):
         cmd += ["--build-arg", f"EXTRA_CA_CERTS={certs}"]
@@ -106,8 +120,19 @@ def export_rootfs(ctx: Context) -> str:
         run([ctx.engine, "rm", "--force", container], check=False)
     size = tarball.stat().st_size
     ctx.root.mkdir()
-    run(["tar", "--extract", "--file", str(tarball), "--directory", str(ctx.root),
-         "--numeric-owner", "--same-permissions", "--same-owner"])
+    run(
+        [
+            "tar",
+            "--extract",
+            "--file",
+            str(tarball),
+            "--directory",
+            str(ctx.root),
+            "--numeric-owner",
+            "--same-permissions",
+            "--same-owner",
+        ]
+    )
     tarball.unlink()
     ctx.sizes["exported"] = size
     return f"{size / 1e6:.1f} MB"

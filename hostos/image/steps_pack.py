@@ -12,7 +12,7 @@ from hostos.image import cpio
 from hostos.image.manifest import MANIFEST, build_manifest, dumps
 from hostos.image.steps_prune import applet_paths, megabytes, remove, tree_size
 from hostos.image.steps_prune import write_modules_list as write_list
-from hostos.run import run
+from hostos.process import run
 
 if TYPE_CHECKING:
     from hostos.image.build import Context
@@ -39,8 +39,9 @@ exec /bin/sh
 def write_init(ctx: Context) -> str:
     """Copy hostos/image/init/ into the root (paths kept); a placeholder /init if empty."""
     source = ctx.settings.init_dir
-    files = sorted(p for p in source.rglob("*")
-                   if p.is_file() and not _skipped(p.relative_to(source)))
+    files = sorted(
+        p for p in source.rglob("*") if p.is_file() and not _skipped(p.relative_to(source))
+    )
     if not files:
         _install(ctx.root / "init", PLACEHOLDER_INIT.encode(), executable=True)
         ctx.placeholder_init = True
@@ -53,8 +54,9 @@ def write_init(ctx: Context) -> str:
 
 
 def _skipped(rel: Path) -> bool:
-    return any(rel.match(p) or any(Path(part).match(p) for part in rel.parts)
-               for p in SKIPPED_INIT_FILES)
+    return any(
+        rel.match(p) or any(Path(part).match(p) for part in rel.parts) for p in SKIPPED_INIT_FILES
+    )
 
 
 def merged_usr(rel: str) -> str:
@@ -87,9 +89,25 @@ def make_squashfs(ctx: Context) -> str:
     _clear_dev(ctx.root)
     image = ctx.work / SQUASHFS
     epoch = str(ctx.settings.source_date_epoch)
-    run(["mksquashfs", str(ctx.root), str(image), "-noappend", "-no-progress", "-quiet",
-         *ctx.settings.squashfs_compression, "-all-root", "-no-xattrs",
-         "-mkfs-time", epoch, "-all-time", epoch, "-p", "dev/console c 600 0 0 5 1"])
+    run(
+        [
+            "mksquashfs",
+            str(ctx.root),
+            str(image),
+            "-noappend",
+            "-no-progress",
+            "-quiet",
+            *ctx.settings.squashfs_compression,
+            "-all-root",
+            "-no-xattrs",
+            "-mkfs-time",
+            epoch,
+            "-all-time",
+            epoch,
+            "-p",
+            "dev/console c 600 0 0 5 1",
+        ]
+    )
     ctx.sizes["squashfs"] = image.stat().st_size
     return f"{megabytes(ctx.sizes['root_files'])} → {megabytes(ctx.sizes['squashfs'])}"
 
@@ -103,22 +121,41 @@ def outer_initramfs(ctx: Context) -> str:
     ctx.archive = outer_entries(ctx)
     ctx.appended = root_image_entries(ctx)
     return f"{len(ctx.archive)} entries, modules: " + " ".join(
-        Path(m).name.split(".")[0] for m in ctx.outer_modules)
+        Path(m).name.split(".")[0] for m in ctx.outer_modules
+    )
 
 
 def outer_entries(ctx: Context) -> list[cpio.Entry]:
     """busybox and its applets, the modules that mount the root image, /init, the image."""
     root = ctx.root
     moddir = f"usr/lib/modules/{ctx.kernel_version}"
-    entries = [cpio.directory(d) for d in ("dev", "proc", "sys", "run", "tmp", "newroot",
-                                           "etc", "etc/hostos", "usr", "usr/bin", "usr/sbin",
-                                           "usr/lib", "usr/lib/modules", moddir)]
-    entries += [cpio.Entry(name, stat.S_IFLNK | 0o777, target.encode())
-                for name, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"),
-                                     ("lib", "usr/lib"))]
+    entries = [
+        cpio.directory(d)
+        for d in (
+            "dev",
+            "proc",
+            "sys",
+            "run",
+            "tmp",
+            "newroot",
+            "etc",
+            "etc/hostos",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "usr/lib",
+            "usr/lib/modules",
+            moddir,
+        )
+    ]
+    entries += [
+        cpio.Entry(name, stat.S_IFLNK | 0o777, target.encode())
+        for name, target in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"))
+    ]
     entries.append(cpio.char_device("dev/console", 5, 1))
-    entries.append(cpio.Entry("usr/bin/busybox", stat.S_IFREG | 0o755,
-                              source=root / "usr/bin/busybox"))
+    entries.append(
+        cpio.Entry("usr/bin/busybox", stat.S_IFREG | 0o755, source=root / "usr/bin/busybox")
+    )
     listing = run([str(root / "usr/bin/busybox"), "--list-full"]).stdout
     for applet in applet_paths(listing):
         target = "busybox" if applet.startswith("usr/bin/") else "../bin/busybox"
@@ -127,8 +164,9 @@ def outer_entries(ctx: Context) -> list[cpio.Entry]:
     for module in ctx.outer_modules:
         parts = Path(module).parts
         entries += [cpio.directory("/".join((moddir, *parts[:i]))) for i in range(1, len(parts))]
-        entries.append(cpio.Entry(f"{moddir}/{module}", stat.S_IFREG | 0o644,
-                                  source=root / moddir / module))
+        entries.append(
+            cpio.Entry(f"{moddir}/{module}", stat.S_IFREG | 0o644, source=root / moddir / module)
+        )
     modules_list = ctx.work / "outer-modules"
     write_list(modules_list, ctx.outer_modules)
     entries.append(cpio.Entry("etc/hostos/modules", stat.S_IFREG | 0o644, source=modules_list))
@@ -158,9 +196,20 @@ def compress(ctx: Context) -> str:
     ctx.out.mkdir(parents=True, exist_ok=True)
     target = ctx.output("initramfs.img")
     level = ctx.settings.zstd_level
-    run(["zstd", "--quiet", "--force", "--no-progress", "-T0",
-         *(["--ultra"] if level > 19 else []), f"-{level}", str(ctx.work / CPIO),
-         "-o", str(target)])
+    run(
+        [
+            "zstd",
+            "--quiet",
+            "--force",
+            "--no-progress",
+            "-T0",
+            *(["--ultra"] if level > 19 else []),
+            f"-{level}",
+            str(ctx.work / CPIO),
+            "-o",
+            str(target),
+        ]
+    )
     (ctx.work / CPIO).unlink()
     compressed = target.stat().st_size
     appended = ctx.work / APPENDED
@@ -170,8 +219,9 @@ def compress(ctx: Context) -> str:
             shutil.copyfileobj(raw, out, 1 << 20)
         appended.unlink()
     note = f"{megabytes(ctx.sizes['cpio'])} → {megabytes(compressed)}"
-    return note + (f", {megabytes(target.stat().st_size)} with the root image"
-                   if ctx.appended else "")
+    return note + (
+        f", {megabytes(target.stat().st_size)} with the root image" if ctx.appended else ""
+    )
 
 
 def boot_script(kernel_version: str, image_id: str, cmdline: str) -> str:
@@ -189,17 +239,26 @@ def boot_script(kernel_version: str, image_id: str, cmdline: str) -> str:
 def write_ipxe(ctx: Context) -> str:
     shutil.copyfile(ctx.work / "vmlinuz", ctx.output("vmlinuz"))
     ctx.output("boot.ipxe").write_text(
-        boot_script(ctx.kernel_version, ctx.image_id, ctx.settings.cmdline))
+        boot_script(ctx.kernel_version, ctx.image_id, ctx.settings.cmdline)
+    )
     return ctx.settings.cmdline
 
 
 def write_manifest(ctx: Context) -> str:
-    root = {"mode": ctx.settings.root, **{f"{k}_bytes": v for k, v in sorted(ctx.sizes.items())
-                                          if k != "exported"}}
+    root = {
+        "mode": ctx.settings.root,
+        **{f"{k}_bytes": v for k, v in sorted(ctx.sizes.items()) if k != "exported"},
+    }
     manifest = build_manifest(
-        image_id=ctx.image_id, files={name: ctx.output(name) for name in OUTPUTS},
-        kernel_version=ctx.kernel_version, kernel_package=ctx.kernel_package,
-        debian=ctx.debian, python=ctx.python, hostos_version=__version__, root=root)
+        image_id=ctx.image_id,
+        files={name: ctx.output(name) for name in OUTPUTS},
+        kernel_version=ctx.kernel_version,
+        kernel_package=ctx.kernel_package,
+        debian=ctx.debian,
+        python=ctx.python,
+        hostos_version=__version__,
+        root=root,
+    )
     ctx.output(MANIFEST).write_text(dumps(manifest))
     total = sum(f["size"] for f in manifest["files"].values())
     return f"{megabytes(total)} in all"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from hostos.errors import RuntimeFailure
 from hostos.image import prune
 from hostos.image.manifest import parse_dpkg_status, python_packages
-from hostos.run import run
+from hostos.process import run
 
 if TYPE_CHECKING:
     from hostos.image.build import Context
@@ -24,8 +24,14 @@ SITE_DIRS = ("usr/local/lib/python3.11/dist-packages", "usr/lib/python3/dist-pac
 PYTHON_DIRS = ("usr/lib/python3.11", "usr/local/lib/python3.11", "usr/lib/python3")
 MODULES_LIST = "etc/hostos/modules"
 LATER_MODULES_LIST = "etc/hostos/modules.later"
-MODULE_INDEXES_KEPT = ("modules.dep", "modules.order", "modules.alias", "modules.builtin",
-                       "modules.softdep", "modules.devname")
+MODULE_INDEXES_KEPT = (
+    "modules.dep",
+    "modules.order",
+    "modules.alias",
+    "modules.builtin",
+    "modules.softdep",
+    "modules.devname",
+)
 
 
 def read_packages(ctx: Context) -> str:
@@ -45,8 +51,9 @@ def read_packages(ctx: Context) -> str:
 def take_kernel(ctx: Context) -> str:
     vmlinuz = ctx.root / "boot/vmlinuz"
     if not vmlinuz.is_file():
-        raise RuntimeFailure("the image has no /boot/vmlinuz (the Dockerfile's kernel stage "
-                             "puts it there)")
+        raise RuntimeFailure(
+            "the image has no /boot/vmlinuz (the Dockerfile's kernel stage puts it there)"
+        )
     shutil.move(vmlinuz, ctx.work / "vmlinuz")
     return megabytes((ctx.work / "vmlinuz").stat().st_size)
 
@@ -123,8 +130,9 @@ def prune_modules(ctx: Context) -> str:
     later = prune.select_modules(deps, ctx.settings.later_modules, builtin)
     missing = [*choice.missing, *later.missing]
     if missing:
-        raise RuntimeFailure(f"kernel {ctx.kernel_version} has no modules named "
-                             f"{', '.join(missing)}")
+        raise RuntimeFailure(
+            f"kernel {ctx.kernel_version} has no modules named {', '.join(missing)}"
+        )
     outer = prune.select_modules(deps, prune.OUTER_MODULES, builtin)
     keep = set(choice.load_order) | set(later.load_order) | set(outer.load_order)
     dropped = 0
@@ -134,15 +142,20 @@ def prune_modules(ctx: Context) -> str:
             dropped += 1
     _remove_empty_dirs(moddir)
     for index in moddir.iterdir():
-        unused_index = (index.is_file() and index.name.startswith("modules.")
-                        and index.name not in MODULE_INDEXES_KEPT)
+        unused_index = (
+            index.is_file()
+            and index.name.startswith("modules.")
+            and index.name not in MODULE_INDEXES_KEPT
+        )
         if unused_index or index.name in ("build", "source"):
             remove(index)
     (moddir / "modules.dep").write_text(prune.filter_module_list(dep_text, keep))
     (moddir / "modules.order").write_text(
-        prune.filter_module_list(_read(moddir / "modules.order"), keep))
+        prune.filter_module_list(_read(moddir / "modules.order"), keep)
+    )
     (moddir / "modules.alias").write_text(
-        prune.filter_modules_alias(_read(moddir / "modules.alias"), keep))
+        prune.filter_modules_alias(_read(moddir / "modules.alias"), keep)
+    )
     ctx.modules = choice.load_order
     ctx.later_modules = [m for m in later.load_order if m not in set(choice.load_order)]
     ctx.outer_modules = outer.load_order
@@ -181,8 +194,7 @@ def prune_libraries(ctx: Context) -> str:
         if elf is not None:
             elves[rel] = elf
     in_lib_dir = {rel for rel in elves if rel.rpartition("/")[0] in prune.LIB_DIRS}
-    dlopened = {rel for rel in elves if any(prune.glob_regex(g).match(rel)
-                                           for g in rules.dlopened)}
+    dlopened = {rel for rel in elves if any(prune.glob_regex(g).match(rel) for g in rules.dlopened)}
     roots = (set(elves) - in_lib_dir) | dlopened
     needed = prune.library_closure(elves, roots) | dlopened
     victims = sorted(in_lib_dir - needed)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hostos.cluster.kv import KV, open_kv
+from hostos.cluster.store.kv import KV, open_kv
 
 # Test modules `from conftest import …` and get whichever conftest pytest loaded last under
 # that name: hand on the helpers of tests/conftest.py, as tests/integration/conftest.py does.
@@ -57,10 +57,20 @@ def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{free_port()}"
     log = (data / "etcd.log").open("wb")
     process = subprocess.Popen(
-        [binary, "--data-dir", str(data / "data"), "--listen-client-urls", url,
-         "--advertise-client-urls", url,
-         "--listen-peer-urls", f"http://127.0.0.1:{free_port()}"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            binary,
+            "--data-dir",
+            str(data / "data"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{free_port()}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + ETCD_START
         while not _healthy(url):

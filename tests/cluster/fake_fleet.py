@@ -45,8 +45,11 @@ class FakeNode:
             self.booted, self.boot_id = str(self.target), uuid.uuid4().hex
             self.down_until, self.steady_sent = None, False
         healthy = self.booted not in self.bad
-        beat = {"booted_image": self.booted, "boot_id": self.boot_id,
-                "units": {"app": "healthy" if healthy else "unhealthy"}}
+        beat = {
+            "booted_image": self.booted,
+            "boot_id": self.boot_id,
+            "units": {"app": "healthy" if healthy else "unhealthy"},
+        }
         reply = client.put(f"/v1/nodes/{self.id}/status", json=beat)
         reply.raise_for_status()
         assigned = reply.json().get("assigned_image")
@@ -120,20 +123,28 @@ class Fleet:
         assert not self.errors, self.errors
 
 
-def setup_fleet(server: Server, count: int, role: str = "compute",
-                **special: dict[str, object]) -> Fleet:
+def setup_fleet(
+    server: Server, count: int, role: str = "compute", **special: dict[str, object]
+) -> Fleet:
     """Publish a site of count nodes n1… of role (on img-1), register img-1 and img-2, and
     make a fake node of each with its own token; special maps ids to FakeNode fields."""
     ids = [f"n{i}" for i in range(1, count + 1)]
     with server.client() as admin:
-        site = {"roles": {role: {"role": role, "image": "img-1", "units": []}},
-                "nodes": {i: {"role": role} for i in ids}}
+        site = {
+            "roles": {role: {"role": role, "image": "img-1", "units": []}},
+            "nodes": {i: {"role": role} for i in ids},
+        }
         assert admin.post("/v1/site", json=site).status_code == 200
         for image in ("img-1", "img-2"):
             assert admin.post(f"/v1/images/{image}").status_code == 200
         tokens = {i: admin.post(f"/v1/tokens/nodes/{i}").json()["token"] for i in ids}
-    return Fleet(server, [FakeNode(i, tokens[i], **special.get(i, {}))  # type: ignore[arg-type]
-                          for i in ids])
+    return Fleet(
+        server,
+        [
+            FakeNode(i, tokens[i], **special.get(i, {}))  # type: ignore[arg-type]
+            for i in ids
+        ],
+    )
 
 
 def wait_for(what: Callable[[], object], timeout: float, every: float = 0.25) -> object:

@@ -82,19 +82,31 @@ class Lab:
         ip(*inside, "link", "set", "lo", "up")
         return namespace
 
-    def run(self, node: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-            out: IO[Any] | int | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
+    def run(
+        self,
+        node: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        out: IO[Any] | int | None = None,
+        **kwargs: Any,
+    ) -> subprocess.Popen[bytes]:
         """argv started inside node's namespace; its output (both streams) to out."""
-        return subprocess.Popen([IP, "netns", "exec", self.nodes[node].name, *argv],
-                                env=dict(env) if env is not None else None, stdout=out,
-                                stderr=subprocess.STDOUT, **kwargs)
+        return subprocess.Popen(
+            [IP, "netns", "exec", self.nodes[node].name, *argv],
+            env=dict(env) if env is not None else None,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            **kwargs,
+        )
 
     def close(self) -> None:
         for namespace in self.nodes.values():  # the veth pair goes with its namespace
-            subprocess.run([IP, "netns", "del", namespace.name], capture_output=True,
-                           timeout=30, check=False)
-        subprocess.run([IP, "link", "del", self.bridge], capture_output=True, timeout=30,
-                       check=False)
+            subprocess.run(
+                [IP, "netns", "del", namespace.name], capture_output=True, timeout=30, check=False
+            )
+        subprocess.run(
+            [IP, "link", "del", self.bridge], capture_output=True, timeout=30, check=False
+        )
         self.nodes.clear()
 
 

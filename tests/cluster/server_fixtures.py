@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hostos.run import terminate
+from hostos.process import terminate
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
@@ -51,9 +51,15 @@ class Server:
 
 
 def hostos(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hostos", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=False,
-                          **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", "hostos", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 def write_image(images: Path, name: str) -> Path:
@@ -63,12 +69,18 @@ def write_image(images: Path, name: str) -> Path:
     (directory / "initramfs.img").write_bytes(b"initramfs " * 100)
     (directory / "boot.ipxe").write_text(
         "#!ipxe\nkernel vmlinuz initrd=initramfs.img console=ttyS0 quiet\n"
-        "initrd initramfs.img\nboot\n")
+        "initrd initramfs.img\nboot\n"
+    )
     return directory
 
 
-def start_server(tmp: Path, store: str, host: str = "127.0.0.1",
-                 port: int | None = None, options: Sequence[str] = ()) -> Server:
+def start_server(
+    tmp: Path,
+    store: str,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    options: Sequence[str] = (),
+) -> Server:
     """A `hostos serve` on host:port (a free port by default) with images img-1 and img-2
     under tmp/images (made unless there: a restart on the same tmp finds them)."""
     images, token_file, log = tmp / "images", tmp / "admin-token", tmp / "server.log"
@@ -80,10 +92,25 @@ def start_server(tmp: Path, store: str, host: str = "127.0.0.1",
     port = port or free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "hostos", "serve", "--listen", f"{host}:{port}",
-             "--store", store, "--admin-token-file", str(token_file), "--images", str(images),
-             *options],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "hostos",
+                "serve",
+                "--listen",
+                f"{host}:{port}",
+                "--store",
+                store,
+                "--admin-token-file",
+                str(token_file),
+                "--images",
+                str(images),
+                *options,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(f"http://{host}:{port}", process, log, images, token_file)
     deadline = time.monotonic() + START_SECONDS
     while True:
@@ -115,8 +142,9 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "etcd"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """A running `hostos serve` on SQLite, then on the session's etcd (own key prefix)."""
     tmp = tmp_path_factory.mktemp(f"serve-{request.param}")
     if request.param == "sqlite":

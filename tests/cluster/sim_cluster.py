@@ -55,9 +55,22 @@ class SimCluster:
         if node.log is None:
             node.log = (self.tmp / f"{node.id}.log").open("ab")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
-        argv = [sys.executable, str(RUNNER), "--server", self.server, "--node", node.id,
-                "--mac", node.mac, "--token-file", str(node.token_file),
-                "--events", str(self.events_file(node.id)), "--bad", ",".join(node.bad)]
+        argv = [
+            sys.executable,
+            str(RUNNER),
+            "--server",
+            self.server,
+            "--node",
+            node.id,
+            "--mac",
+            node.mac,
+            "--token-file",
+            str(node.token_file),
+            "--events",
+            str(self.events_file(node.id)),
+            "--bad",
+            ",".join(node.bad),
+        ]
         node.process = self.lab.run(node.id, argv, env=env, out=node.log, cwd=self.tmp)
         node.up_at = None
 
@@ -78,8 +91,9 @@ class SimCluster:
                     if not node.gone:
                         node.up_at = now + node.delay
                 else:
-                    self.errors.append(f"{node.id} exited {process.returncode}: "
-                                       f"{self.log_text(node.id)[-2000:]}")
+                    self.errors.append(
+                        f"{node.id} exited {process.returncode}: {self.log_text(node.id)[-2000:]}"
+                    )
 
     @contextmanager
     def running(self) -> Iterator[SimCluster]:
@@ -115,8 +129,9 @@ class SimCluster:
             path = self.events_file(node)
             if path.exists():
                 found += [json.loads(line) for line in path.read_text().splitlines() if line]
-        return sorted((e for e in found if kind is None or e["event"] == kind),
-                      key=lambda e: float(e["t"]))
+        return sorted(
+            (e for e in found if kind is None or e["event"] == kind), key=lambda e: float(e["t"])
+        )
 
     def order(self) -> list[str]:
         """Node ids in the order their reboots began."""

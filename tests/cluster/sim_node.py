@@ -41,8 +41,9 @@ def main() -> int:
     events = open(args.events, "a", buffering=1)  # noqa: SIM115 - open while the node runs
 
     def event(kind: str, **fields: Any) -> None:
-        events.write(json.dumps({"t": time.time(), "event": kind, "node": args.node,
-                                 **fields}) + "\n")
+        events.write(
+            json.dumps({"t": time.time(), "event": kind, "node": args.node, **fields}) + "\n"
+        )
 
     rebooted, stopped = threading.Event(), threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: rebooted.set())
@@ -56,9 +57,14 @@ def main() -> int:
 
     def snapshot() -> dict[str, Any]:
         applied = sum(1 for s in specs if not isinstance(s, Exception))
-        return {"generation": applied, "reconciled": applied, "mounts": [],
-                "units": [{"unit": "app", "state": "running",
-                           "health": "healthy" if healthy else "unhealthy"}]}
+        return {
+            "generation": applied,
+            "reconciled": applied,
+            "mounts": [],
+            "units": [
+                {"unit": "app", "state": "running", "health": "healthy" if healthy else "unhealthy"}
+            ],
+        }
 
     def reboot(command: str) -> int:
         event("reboot", image=booted)
@@ -72,9 +78,15 @@ def main() -> int:
             return decision
 
     timing = agent.Timing(heartbeat=args.heartbeat, wait=20, backoff=0.2, backoff_max=2.0)
-    settings = agent.Settings(args.server, args.node, agent.read_token(args.token_file),
-                              booted, reboot_command=f"kill -USR1 {os.getpid()}",
-                              timing=timing, boot_id=os.urandom(8).hex())
+    settings = agent.Settings(
+        args.server,
+        args.node,
+        agent.read_token(args.token_file),
+        booted,
+        reboot_command=f"kill -USR1 {os.getpid()}",
+        timing=timing,
+        boot_id=os.urandom(8).hex(),
+    )
     node = Node(settings, snapshot, specs.append, reboot)
     node.start()
     while not (rebooted.is_set() or stopped.is_set()):

@@ -18,8 +18,8 @@ from server_fixtures import ADMIN_TOKEN, Server, serving
 from hostos.cluster import agent
 from hostos.cluster.agent import Agent, Facts, Step, decide
 from hostos.errors import SiteError
-from hostos.load import load_site
-from hostos.resolve import RoleSpec, resolve_role, spec_document, spec_from_document
+from hostos.site.load import load_site
+from hostos.site.resolve import RoleSpec, resolve_role, spec_document, spec_from_document
 
 from conftest import EXAMPLE_SITE
 
@@ -40,25 +40,39 @@ DECISIONS = [
 ]
 
 
-@pytest.mark.parametrize(("booted", "assigned", "healthy", "steady", "rebooting", "step"),
-                         DECISIONS)
-def test_decide(booted: str | None, assigned: str | None, healthy: bool, steady: bool,
-                rebooting: bool, step: Step) -> None:
+@pytest.mark.parametrize(
+    ("booted", "assigned", "healthy", "steady", "rebooting", "step"), DECISIONS
+)
+def test_decide(
+    booted: str | None,
+    assigned: str | None,
+    healthy: bool,
+    steady: bool,
+    rebooting: bool,
+    step: Step,
+) -> None:
     decision = decide(Facts(booted, assigned, healthy, steady, rebooting))
     assert decision.step is step, decision
     assert decision.reason
 
 
-def _snapshot(*units: tuple[str, str, str | None], generation: int = 1,
-              reconciled: int = 1) -> dict[str, Any]:
-    return {"generation": generation, "reconciled": reconciled,
-            "units": [{"unit": n, "state": s, "health": h} for n, s, h in units],
-            "mounts": [{"name": "apps", "state": "mounted", "attempts": 0}]}
+def _snapshot(
+    *units: tuple[str, str, str | None], generation: int = 1, reconciled: int = 1
+) -> dict[str, Any]:
+    return {
+        "generation": generation,
+        "reconciled": reconciled,
+        "units": [{"unit": n, "state": s, "health": h} for n, s, h in units],
+        "mounts": [{"name": "apps", "state": "mounted", "attempts": 0}],
+    }
 
 
 HEALTH = [
-    (_snapshot(("a", "running", "healthy"), ("b", "running", None)),
-     {"a": "healthy", "b": "running"}, True),
+    (
+        _snapshot(("a", "running", "healthy"), ("b", "running", None)),
+        {"a": "healthy", "b": "running"},
+        True,
+    ),
     (_snapshot(("a", "running", "unhealthy")), {"a": "unhealthy"}, False),
     (_snapshot(("a", "running", "starting")), {"a": "starting"}, False),
     (_snapshot(("a", "absent", None)), {"a": "absent"}, False),
@@ -103,6 +117,7 @@ def test_the_token_file_is_read_and_never_shown(tmp_path: Path) -> None:
 
 # -- the spec handed to the supervisor ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("role", ["compute", "demo", "login"])
 def test_a_spec_document_resolves_back_to_the_spec(role: str) -> None:
     spec = resolve_role(load_site(str(EXAMPLE_SITE)), role)
@@ -116,8 +131,10 @@ BAD_SPECS = [
     ({"role": "r", "units": "web"}, "spec"),
     ({"role": "r", "units": [{"name": "web"}]}, "spec.units[0]"),  # no image or build
     ({"role": "R!", "units": []}, "spec.role"),
-    ({"role": "r", "units": [{"name": "web", "image": "busybox", "requires": ["db"]}]},
-     "spec.units"),
+    (
+        {"role": "r", "units": [{"name": "web", "image": "busybox", "requires": ["db"]}]},
+        "spec.units",
+    ),
 ]
 
 
@@ -131,6 +148,7 @@ def test_a_bad_spec_document_is_a_site_error(document: Any, key: str) -> None:
 
 # -- one agent, in process, against a real server ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with serving(tmp_path_factory.mktemp("agent")) as running:
@@ -142,8 +160,10 @@ UNIT = {"name": "web", "image": "busybox", "stop_timeout": 3.0}
 
 
 def _publish(server: Server, node: str, units: list[dict[str, Any]]) -> int:
-    site = {"roles": {"r": {"role": "r", "image": "img-1", "mounts": [], "units": units}},
-            "nodes": {node: {"role": "r", "mac": "52:54:00:aa:00:01"}}}
+    site = {
+        "roles": {"r": {"role": "r", "image": "img-1", "mounts": [], "units": units}},
+        "nodes": {node: {"role": "r", "mac": "52:54:00:aa:00:01"}},
+    }
     with server.client() as admin:
         reply = admin.post("/v1/site", json=site)
         assert reply.status_code == 200, reply.text
@@ -164,14 +184,18 @@ class Node:
         self.specs: list[RoleSpec | SiteError] = []
         self.reboots: list[str] = []
         self.lock = threading.Lock()
-        settings = agent.Settings(server.url, node, token, booted, boot_id="boot-1",
-                                  reboot_command="true", timing=FAST)
+        settings = agent.Settings(
+            server.url, node, token, booted, boot_id="boot-1", reboot_command="true", timing=FAST
+        )
         self.agent = Agent(settings, self.snapshot, self.specs.append, self.reboot)
 
     def snapshot(self) -> dict[str, Any]:
         good = [s for s in self.specs if isinstance(s, RoleSpec)]
-        units = [{"unit": u.name, "state": "running", "health": None} for u in good[-1].units
-                 ] if good else []
+        units = (
+            [{"unit": u.name, "state": "running", "health": None} for u in good[-1].units]
+            if good
+            else []
+        )
         return {"generation": len(good), "reconciled": len(good), "units": units, "mounts": []}
 
     def reboot(self, command: str) -> int:
@@ -181,7 +205,8 @@ class Node:
 
 @pytest.mark.integration
 def test_an_agent_reports_takes_its_spec_and_reboots_for_an_assignment(
-        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "hostos.agent")
     generation = _publish(server, "ag1", [UNIT])
     token = _token(server, "ag1")
@@ -201,8 +226,7 @@ def test_an_agent_reports_takes_its_spec_and_reboots_for_an_assignment(
         wait_for(lambda: len(node.specs) == 2, 10)
         assert node.reboots == []
         with server.client() as admin:
-            assert admin.put("/v1/nodes/ag1/assignment",
-                             json={"image": "img-2"}).status_code == 200
+            assert admin.put("/v1/nodes/ag1/assignment", json={"image": "img-2"}).status_code == 200
             wait_for(lambda: node.reboots, 10)
             slots = admin.get("/v1/nodes/ag1").json()
         assert node.reboots == ["true"]  # once: the boot goes on, the reboot is under way
@@ -219,8 +243,9 @@ def _steady(record: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @pytest.mark.integration
-def test_an_agent_beats_at_the_pace_its_server_asks(tmp_path: Path,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_an_agent_beats_at_the_pace_its_server_asks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """One node record at 2 heartbeats a second: the server asks 0.5 s, longer than the
     agent's own 0.2 s, and the agent waits that long between heartbeats."""
     caplog.set_level(logging.INFO, "hostos.agent")
@@ -258,7 +283,8 @@ def test_a_bad_spec_is_handed_over_as_its_problems(server: Server) -> None:
 
 @pytest.mark.integration
 def test_another_nodes_token_is_refused_and_said_once(
-        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     _publish(server, "ag3", [UNIT])
     other = _token(server, "ag4")
     node = Node(server, "ag3", other)
@@ -273,10 +299,11 @@ def test_another_nodes_token_is_refused_and_said_once(
 
 
 def test_the_supervisor_takes_a_served_spec_and_keeps_it_over_a_bad_one() -> None:
-    from hostos.supervisor import Settings, Supervisor
+    from hostos.node.supervisor import Settings, Supervisor
 
-    settings = Settings("units", node="cn001",
-                        agent=agent.Settings("http://127.0.0.1:1", "cn001", "t"))
+    settings = Settings(
+        "units", node="cn001", agent=agent.Settings("http://127.0.0.1:1", "cn001", "t")
+    )
     supervisor = Supervisor(settings)
     spec = resolve_role(load_site(str(EXAMPLE_SITE)), "demo")
     supervisor._handle("spec", spec_from_document(spec_document(spec)))

@@ -12,17 +12,20 @@ from typing import Any
 import httpx
 import pytest
 
-from hostos.cluster.kv import open_kv
-from hostos.cluster.server import Settings, create_app
-from hostos.cluster.state import State
+from hostos.cluster.server.app import Settings, create_app
+from hostos.cluster.store.fleet import State
+from hostos.cluster.store.kv import open_kv
 
 ADMIN = {"Authorization": "Bearer admin"}
-SITE = {"roles": {"compute": {"image": "img-1"}},
-        "nodes": {"cn001": {"role": "compute", "mac": "52:54:00:00:00:01"}}}
+SITE = {
+    "roles": {"compute": {"image": "img-1"}},
+    "nodes": {"cn001": {"role": "compute", "mac": "52:54:00:00:00:01"}},
+}
 
 
 def call(app: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
     """One request; an exception the app re-raises after its 500 is left to the server."""
+
     async def one() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://asked.test") as c:
@@ -41,8 +44,9 @@ def images(tmp_path: Path) -> Path:
 
 
 def app_with(images: Path, **settings: Any) -> Any:
-    app = create_app(State(open_kv("sqlite://:memory:")),
-                     Settings("admin", images=images, **settings))
+    app = create_app(
+        State(open_kv("sqlite://:memory:")), Settings("admin", images=images, **settings)
+    )
     assert call(app, "POST", "/v1/site", json=SITE, headers=ADMIN).status_code == 200
     assert call(app, "POST", "/v1/images/img-1", headers=ADMIN).status_code == 200
     return app
@@ -53,8 +57,9 @@ def kernel_args(script: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in line.split()[2:] if "=" in word)
 
 
-def test_boot_tokens_work_for_their_node_only(images: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_boot_tokens_work_for_their_node_only(
+    images: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     app = app_with(images, boot_tokens=True)
     with caplog.at_level(logging.INFO, logger="hostos"):
         script = call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text
@@ -91,8 +96,10 @@ def test_head_of_an_image_file(images: Path) -> None:
 def test_registering_an_image_without_its_files(images: Path) -> None:
     reply = call(app_with(images), "POST", "/v1/images/img-9", headers=ADMIN)
     assert reply.status_code == 404
-    assert reply.json()["kind"] == "not_found" and "no vmlinuz or initramfs.img" in \
-        reply.json()["value"]
+    assert (
+        reply.json()["kind"] == "not_found"
+        and "no vmlinuz or initramfs.img" in reply.json()["value"]
+    )
 
 
 class BrokenKV:
@@ -101,6 +108,7 @@ class BrokenKV:
     def __getattr__(self, name: str) -> Any:
         def fail(*args: Any, **kwargs: Any) -> Any:
             raise ConnectionError("store unreachable")
+
         return fail
 
 
@@ -108,15 +116,17 @@ def test_a_failing_store_answers_json(images: Path) -> None:
     app = create_app(State(BrokenKV()), Settings("admin", images=images))  # type: ignore[arg-type]
     reply = call(app, "GET", "/v1/nodes", headers=ADMIN)
     assert reply.status_code == 500
-    assert reply.json() == {"kind": "server_error",
-                            "value": "ConnectionError: store unreachable"}
+    assert reply.json() == {"kind": "server_error", "value": "ConnectionError: store unreachable"}
 
 
-@pytest.mark.parametrize(("body", "status", "kind"), [
-    ({"roles": [], "nodes": {}}, 400, "bad_request"),
-    ({"roles": {}, "nodes": {"n": {"role": "nope"}}}, 400, "bad_request"),
-    ("not an object", 422, "bad_request"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "kind"),
+    [
+        ({"roles": [], "nodes": {}}, 400, "bad_request"),
+        ({"roles": {}, "nodes": {"n": {"role": "nope"}}}, 400, "bad_request"),
+        ("not an object", 422, "bad_request"),
+    ],
+)
 def test_bad_site_bodies(images: Path, body: Any, status: int, kind: str) -> None:
     reply = call(app_with(images), "POST", "/v1/site", json=body, headers=ADMIN)
     assert (reply.status_code, reply.json()["kind"]) == (status, kind)
@@ -126,17 +136,25 @@ def test_site_diff_writes_nothing(images: Path) -> None:
     app = app_with(images)
     changed = {"roles": {"compute": {"image": "img-2"}}, "nodes": {}}
     reply = call(app, "POST", "/v1/site/diff", json=changed, headers=ADMIN).json()
-    assert reply == {"generation": 1, "changed": True,
-                     "roles": {"added": [], "removed": [], "changed": ["compute"]},
-                     "nodes": {"added": [], "removed": ["cn001"], "changed": []}}
+    assert reply == {
+        "generation": 1,
+        "changed": True,
+        "roles": {"added": [], "removed": [], "changed": ["compute"]},
+        "nodes": {"added": [], "removed": ["cn001"], "changed": []},
+    }
     same = call(app, "POST", "/v1/site/diff", json=SITE, headers=ADMIN).json()
     assert same["changed"] is False
     assert call(app, "GET", "/v1/site", headers=ADMIN).json()["generation"] == 1
 
 
 def test_an_image_whose_arguments_ipxe_would_mangle_is_refused(images: Path) -> None:
-    reply = call(app_with(images), "POST", "/v1/images/img-1", headers=ADMIN,
-                 json={"cmdline": "root=${root}"})
+    reply = call(
+        app_with(images),
+        "POST",
+        "/v1/images/img-1",
+        headers=ADMIN,
+        json={"cmdline": "root=${root}"},
+    )
     assert reply.status_code == 400 and "cannot go into an iPXE script" in reply.json()["value"]
 
 
@@ -149,14 +167,20 @@ def test_the_chain_script_leads_to_the_node_script(images: Path) -> None:
     assert kernel_args(script)["hostos.node"] == "cn001"
 
 
-def test_a_streamed_body_over_the_limit_is_a_json_413(images: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_a_streamed_body_over_the_limit_is_a_json_413(
+    images: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(3):
             yield b" " * (1 << 20)
 
     with caplog.at_level(logging.INFO, logger="hostos"):
-        reply = call(app_with(images), "PUT", "/v1/nodes/cn001/status", content=chunks(),
-                     headers={**ADMIN, "content-type": "application/json"})
+        reply = call(
+            app_with(images),
+            "PUT",
+            "/v1/nodes/cn001/status",
+            content=chunks(),
+            headers={**ADMIN, "content-type": "application/json"},
+        )
     assert reply.status_code == 413 and reply.json()["kind"] == "too_large"
     assert "path=/v1/nodes/cn001/status status=413" in caplog.text  # logged all the same

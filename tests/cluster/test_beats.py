@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from hostos.cluster import keys
-from hostos.cluster.beats import HeartbeatWriter
-from hostos.cluster.kv import KV, Entry
 from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument
-from hostos.cluster.state import State
+from hostos.cluster.server.beats import HeartbeatWriter
+from hostos.cluster.store import keys
+from hostos.cluster.store.fleet import State
+from hostos.cluster.store.kv import KV, Entry
 
-SITE = SiteDocument.from_json({"roles": {"compute": {"image": "img-1"}},
-                               "nodes": {f"n{i}": {"role": "compute"} for i in range(50)}})
+SITE = SiteDocument.from_json(
+    {
+        "roles": {"compute": {"image": "img-1"}},
+        "nodes": {f"n{i}": {"role": "compute"} for i in range(50)},
+    }
+)
 
 
 class RacingKV:
@@ -36,13 +40,15 @@ def test_a_batch_writes_every_beat_in_one_transaction(kv: KV) -> None:
     state = State(kv, clock=lambda: 1000.0)
     state.publish(SITE)
     before = kv.revision()
-    beats = {f"n{i}": Heartbeat(f"img-{i}", {"app": "healthy"}, boot_id=f"b{i}")
-             for i in range(50)}
+    beats = {f"n{i}": Heartbeat(f"img-{i}", {"app": "healthy"}, boot_id=f"b{i}") for i in range(50)}
     records = state.heartbeats(beats)
     assert kv.revision() == before + 1
     for node_id, record in records.items():
-        assert (record.booted_image, record.role, record.last_seen) == \
-            (beats[node_id].booted_image, "compute", 1000.0)
+        assert (record.booted_image, record.role, record.last_seen) == (
+            beats[node_id].booted_image,
+            "compute",
+            1000.0,
+        )
         assert state.node(node_id) == record
 
 
@@ -66,8 +72,11 @@ def test_the_writer_answers_each_beat_with_its_own_record(kv: KV) -> None:
     writer = HeartbeatWriter(state, batch=8)
     try:
         with ThreadPoolExecutor(16) as pool:
-            futures = list(pool.map(
-                lambda i: writer.submit(f"n{i % 50}", Heartbeat(boot_id=f"b{i}")), range(400)))
+            futures = list(
+                pool.map(
+                    lambda i: writer.submit(f"n{i % 50}", Heartbeat(boot_id=f"b{i}")), range(400)
+                )
+            )
         answers = [f.result(timeout=30) for f in futures]
     finally:
         writer.close()

@@ -17,7 +17,7 @@ from conftest import EXAMPLE_SITE
 
 pytestmark = pytest.mark.integration
 
-INVENTORY = "nodes:\n  - {name: \"d[1-3]\", role: demo}\n"
+INVENTORY = 'nodes:\n  - {name: "d[1-3]", role: demo}\n'
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,10 @@ def test_apply_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> Non
     generation = int(out.split()[2])
     code, out, _ = cli(server, "apply", str(small_site), "--server", url)
     assert (code, out.strip()) == (0, f"no change (generation {generation})")
-    assert cli(server, "diff", str(small_site), "--server", url)[1].strip() == \
-        f"no change (generation {generation})"
+    assert (
+        cli(server, "diff", str(small_site), "--server", url)[1].strip()
+        == f"no change (generation {generation})"
+    )
 
     role = small_site / "roles" / "demo.yaml"
     role.write_text(role.read_text().replace("image: demo-2026.11", "image: img-2"))
@@ -62,8 +64,10 @@ def test_apply_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> Non
     code, out, err = cli(server, "diff", str(small_site), "--server", url)
     assert code == 0, err
     assert f"against generation {generation}:" in out
-    assert "~ role demo: host image demo-2026.11 → img-2 " \
-           "(roll it out: hostos rollout start demo --image img-2)" in out
+    assert (
+        "~ role demo: host image demo-2026.11 → img-2 "
+        "(roll it out: hostos rollout start demo --image img-2)" in out
+    )
     assert "+ 1 node added: d4" in out
     assert cli(server, "apply", str(small_site), "--server", url, "-o", "json")[0] == 0
 
@@ -79,12 +83,31 @@ def test_apply_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> Non
     with fleet.running():
         wait_for(lambda: all(n.steady_sent for n in fleet.nodes.values()), 10)
         code, out, _ = cli(server, "nodes", "--server", url)
-        assert out.splitlines()[0].split() == ["NODE", "ROLE", "STATE", "BOOTED", "ASSIGNED",
-                                               "LAST", "SEEN"]
+        assert out.splitlines()[0].split() == [
+            "NODE",
+            "ROLE",
+            "STATE",
+            "BOOTED",
+            "ASSIGNED",
+            "LAST",
+            "SEEN",
+        ]
         assert out.splitlines()[1].split()[:4] == ["d1", "demo", "up", "img-1"]
-        code, out, err = cli(server, "rollout", "start", "demo", "--image", "img-2",
-                             "--server", url, "--max-unavailable", "50%",
-                             "--health-timeout", "30s", "--watch")
+        code, out, err = cli(
+            server,
+            "rollout",
+            "start",
+            "demo",
+            "--image",
+            "img-2",
+            "--server",
+            url,
+            "--max-unavailable",
+            "50%",
+            "--health-timeout",
+            "30s",
+            "--watch",
+        )
     assert code == 0, out + err
     assert "started demo-" in out and "demo img-1 → img-2, 2 at a time" in out
     assert "grant d1 img-2: next in order" in out
@@ -97,8 +120,7 @@ def test_apply_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> Non
     assert out.startswith("demo: done")
     code, _, err = cli(server, "rollout", "pause", "demo", "--server", url)
     assert code == 2 and "cannot pause a rollout that is done" in err
-    code, _, err = cli(server, "rollout", "start", "nosuch", "--image", "img-2",
-                       "--server", url)
+    code, _, err = cli(server, "rollout", "start", "nosuch", "--image", "img-2", "--server", url)
     assert code == 2 and "no role 'nosuch'" in err
 
 
@@ -110,10 +132,12 @@ def test_apply_refuses_a_bad_site_before_sending_it(server: Server, small_site: 
     assert "sshd.yaml:" in err and "colour" in err
 
 
-def test_commands_without_a_server_or_a_token(server: Server, tmp_path: Path,
-                                              small_site: Path) -> None:
-    done = hostos("rollout", "status", "--server", server.url,
-                  "--admin-token-file", str(tmp_path / "missing"))
+def test_commands_without_a_server_or_a_token(
+    server: Server, tmp_path: Path, small_site: Path
+) -> None:
+    done = hostos(
+        "rollout", "status", "--server", server.url, "--admin-token-file", str(tmp_path / "missing")
+    )
     assert done.returncode == 2 and "admin token file" in done.stderr
     code, _, err = cli(server, "nodes", "--server", "http://127.0.0.1:9")
     assert code == 1 and "127.0.0.1:9" in err

@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from hostos.cluster import commands, controller, keys
-from hostos.cluster.controller import Controller, Stored, round_writes, view_of
-from hostos.cluster.kv import open_kv
+from hostos.cli import cluster as commands
 from hostos.cluster.records import Heartbeat, ImageRecord, NodeRecord, SiteDocument
-from hostos.cluster.rollout import Action, Decision, Kind, NodeState, RolloutSpec, plan, start
-from hostos.cluster.state import NotFound, State
+from hostos.cluster.rollout import controller
+from hostos.cluster.rollout.controller import Controller, Stored, round_writes, view_of
+from hostos.cluster.rollout.plan import Action, Decision, Kind, NodeState, RolloutSpec, plan, start
+from hostos.cluster.store import keys
+from hostos.cluster.store.fleet import NotFound, State
+from hostos.cluster.store.kv import open_kv
 from hostos.errors import RuntimeFailure
 
 IDS = ["n1", "n2", "n3", "n4"]
@@ -62,8 +64,14 @@ def spec(**changes: Any) -> RolloutSpec:
 
 
 def test_a_node_record_as_the_planner_sees_it() -> None:
-    record = NodeRecord("n1", booted_image="img-2", last_seen=5.0, boot_id="b",
-                        steady_boot_id="b", units={"a": "healthy", "b": "running"})
+    record = NodeRecord(
+        "n1",
+        booted_image="img-2",
+        last_seen=5.0,
+        boot_id="b",
+        steady_boot_id="b",
+        units={"a": "healthy", "b": "running"},
+    )
     assert view_of(record) == controller.NodeView("n1", "img-2", True, True, 5.0)
     starting = dataclasses.replace(record, units={"a": "starting"}, steady_boot_id="old")
     assert (view_of(starting).healthy, view_of(starting).steady) == (False, False)
@@ -71,17 +79,21 @@ def test_a_node_record_as_the_planner_sees_it() -> None:
     assert view_of(NodeRecord("n3", last_seen=1.0)).healthy  # no units: nothing unhealthy
 
 
-@pytest.mark.parametrize(("records", "role_image", "expected"), [
-    ([("img-1", None), ("img-1", None), ("img-0", None)], None, "img-1"),
-    ([(None, "img-1"), (None, "img-0")], None, "img-0"),  # a tie: the first by name
-    ([(None, None)], "img-1", "img-1"),  # nothing reported: the role's spec image
-    ([("img-2", "img-2")], "img-2", None),  # everyone has the target already
-])
+@pytest.mark.parametrize(
+    ("records", "role_image", "expected"),
+    [
+        ([("img-1", None), ("img-1", None), ("img-0", None)], None, "img-1"),
+        ([(None, "img-1"), (None, "img-0")], None, "img-0"),  # a tie: the first by name
+        ([(None, None)], "img-1", "img-1"),  # nothing reported: the role's spec image
+        ([("img-2", "img-2")], "img-2", None),  # everyone has the target already
+    ],
+)
 def test_the_previous_image_is_what_the_nodes_run(
-        records: list[tuple[str | None, str | None]], role_image: str | None,
-        expected: str | None) -> None:
-    nodes = [NodeRecord(f"n{i}", assigned_image=a, booted_image=b)
-             for i, (a, b) in enumerate(records)]
+    records: list[tuple[str | None, str | None]], role_image: str | None, expected: str | None
+) -> None:
+    nodes = [
+        NodeRecord(f"n{i}", assigned_image=a, booted_image=b) for i, (a, b) in enumerate(records)
+    ]
     assert controller.previous_image(nodes, "img-2", role_image) == expected
 
 
@@ -92,20 +104,26 @@ def _started() -> Stored:
 
 def test_one_txn_holds_the_slots_the_assignments_and_the_rollout() -> None:
     before = _started()
-    decision = plan(before.rollout, [controller.NodeView(i, "img-1", True, True, 1000.0)
-                                     for i in IDS], 1001.0)
+    decision = plan(
+        before.rollout, [controller.NodeView(i, "img-1", True, True, 1000.0) for i in IDS], 1001.0
+    )
     assert [a.node for a in decision.grants] == ["n1", "n2", "n3"]
     foreign = keys.encode({"holders": ["n9", "n8"], "max": 3})  # two slots taken by hand
     slots = controller.Entry(keys.fleetlock("compute"), foreign, 7)
-    records = {"n1": controller.Entry(keys.node("n1"),
-                                      keys.encode(NodeRecord("n1", booted_image="img-1")
-                                                  .to_json()), 5)}
+    records = {
+        "n1": controller.Entry(
+            keys.node("n1"), keys.encode(NodeRecord("n1", booted_image="img-1").to_json()), 5
+        )
+    }
     writes = round_writes(before, decision, 3, slots, records, 1001.0)
     assert writes.refused == ["n2", "n3"]  # the table had one slot left
     assert writes.rollout.nodes["n1"].state is NodeState.GRANTED
     assert writes.rollout.nodes["n2"] == before.rollout.nodes["n2"]
     assert {(c.key, c.revision) for c in writes.compares} == {
-        ("rollouts/current/compute", 3), ("fleetlock/compute", 7), ("nodes/n1", 5)}
+        ("rollouts/current/compute", 3),
+        ("fleetlock/compute", 7),
+        ("nodes/n1", 5),
+    }
     assert keys.decode(writes.puts["fleetlock/compute"])["holders"] == ["n9", "n8", "n1"]
     assert keys.decode(writes.puts["nodes/n1"])["assigned_image"] == "img-2"
     assert "nodes/n2" not in writes.puts and writes.changed
@@ -116,8 +134,9 @@ def test_one_txn_holds_the_slots_the_assignments_and_the_rollout() -> None:
 def test_grants_beyond_one_txn_wait_for_the_next_round(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(controller, "GRANTS_PER_TXN", 2)
     before = _started()
-    decision = plan(before.rollout, [controller.NodeView(i, "img-1", True, True, 1000.0)
-                                     for i in IDS], 1001.0)
+    decision = plan(
+        before.rollout, [controller.NodeView(i, "img-1", True, True, 1000.0) for i in IDS], 1001.0
+    )
     writes = round_writes(before, decision, 3, None, {}, 1001.0)
     assert writes.refused == ["n3"]
     assert {c.key for c in writes.compares} >= {"nodes/n1", "nodes/n2"}
@@ -128,16 +147,18 @@ def test_nothing_to_write_when_every_grant_was_refused() -> None:
     before = _started()
     decision = Decision(before.rollout, (Action(Kind.GRANT, "next", "n1", "img-2"),))
     full = keys.encode({"holders": ["x", "y", "z"], "max": 3})
-    writes = round_writes(before, decision, 1,
-                          controller.Entry(keys.fleetlock("compute"), full, 2), {}, 1.0)
+    writes = round_writes(
+        before, decision, 1, controller.Entry(keys.fleetlock("compute"), full, 2), {}, 1.0
+    )
     assert writes.refused == ["n1"] and not writes.changed
 
 
 def test_a_finished_rollout_goes_to_the_history_in_the_same_txn() -> None:
     before = _started()
     done = dataclasses.replace(before.rollout, state=controller.rollout.State.DONE)
-    writes = round_writes(before, Decision(done, (Action(Kind.COMPLETE, "all done"),)), 1,
-                          None, {}, 1.0)
+    writes = round_writes(
+        before, Decision(done, (Action(Kind.COMPLETE, "all done"),)), 1, None, {}, 1.0
+    )
     assert "rollouts/history/r1" in writes.puts
 
 
@@ -159,8 +180,12 @@ def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: Stat
     assert leader.round()
     found = controller.read(state.kv, "compute")
     assert found is not None
-    assert [p.state.value for p in found[0].rollout.nodes.values()] == \
-        ["done", "done", "granted", "granted"]
+    assert [p.state.value for p in found[0].rollout.nodes.values()] == [
+        "done",
+        "done",
+        "granted",
+        "granted",
+    ]
 
 
 def test_only_writes_to_nodes_of_the_rollout_wake_the_controller(state: State) -> None:
@@ -302,21 +327,31 @@ def test_node_states_as_listed() -> None:
     assert commands.node_state({"last_seen": 990.0, "booted_image": "a"}, now) == "up"
     assert commands.node_state({"last_seen": 900.0, "booted_image": "a"}, now) == "stale"
     assert commands.node_state({"last_seen": 0}, now) == "unseen"
-    assert commands.node_state({"last_seen": 999.0, "booted_image": "a",
-                                "assigned_image": "b"}, now) == "rebooting"
-    row = commands.node_rows([{"id": "n1", "role": "c", "last_seen": 990.0,
-                               "booted_image": "a"}], now)[0]
+    assert (
+        commands.node_state({"last_seen": 999.0, "booted_image": "a", "assigned_image": "b"}, now)
+        == "rebooting"
+    )
+    row = commands.node_rows(
+        [{"id": "n1", "role": "c", "last_seen": 990.0, "booted_image": "a"}], now
+    )[0]
     assert row == ["n1", "c", "up", "a", "-", "10s ago"]
 
 
 def test_diff_lines_per_role() -> None:
-    old = {"roles": {"c": {"image": "i1"}, "gone": {}}, "nodes": {"n1": {"role": "c"},
-                                                                   "n2": {"role": "gone"}}}
-    new = {"roles": {"c": {"image": "i2"}, "fresh": {}}, "nodes": {"n1": {"role": "c"},
-                                                                    "n3": {"role": "fresh"}}}
-    diff = {"generation": 4, "changed": True,
-            "roles": {"added": ["fresh"], "removed": ["gone"], "changed": ["c"]},
-            "nodes": {"added": ["n3"], "removed": ["n2"], "changed": []}}
+    old = {
+        "roles": {"c": {"image": "i1"}, "gone": {}},
+        "nodes": {"n1": {"role": "c"}, "n2": {"role": "gone"}},
+    }
+    new = {
+        "roles": {"c": {"image": "i2"}, "fresh": {}},
+        "nodes": {"n1": {"role": "c"}, "n3": {"role": "fresh"}},
+    }
+    diff = {
+        "generation": 4,
+        "changed": True,
+        "roles": {"added": ["fresh"], "removed": ["gone"], "changed": ["c"]},
+        "nodes": {"added": ["n3"], "removed": ["n2"], "changed": []},
+    }
     assert commands.diff_lines(diff, old, new) == [
         "against generation 4:",
         "~ role c: host image i1 → i2 (roll it out: hostos rollout start c --image i2)",
@@ -325,24 +360,40 @@ def test_diff_lines_per_role() -> None:
         "- role gone",
         "    - 1 node removed: n2",
     ]
-    assert commands.diff_lines({"generation": 4, "changed": False}, old, old) == \
-        ["no change (generation 4)"]
+    assert commands.diff_lines({"generation": 4, "changed": False}, old, old) == [
+        "no change (generation 4)"
+    ]
 
 
 def _status(state: str, done: int, reverting: bool = False) -> dict[str, Any]:
-    return {"id": "r1", "state": state, "reverting": reverting, "total": 4,
-            "max_unavailable": 2, "canaries": [], "reason": "why",
-            "spec": {"role": "c", "previous_image": "i1", "target_image": "i2",
-                     "health_timeout": 60.0, "auto_rollback": False},
-            "counts": {"reverted" if reverting else "done": done, "granted": 1, "failed": 0},
-            "nodes": {"n1": {"state": "done", "image": "i2", "slot": False, "reason": ""}},
-            "log": [{"at": 3661.0, "kind": "grant", "node": "n1", "image": "i2",
-                     "reason": "next in order"}]}
+    return {
+        "id": "r1",
+        "state": state,
+        "reverting": reverting,
+        "total": 4,
+        "max_unavailable": 2,
+        "canaries": [],
+        "reason": "why",
+        "spec": {
+            "role": "c",
+            "previous_image": "i1",
+            "target_image": "i2",
+            "health_timeout": 60.0,
+            "auto_rollback": False,
+        },
+        "counts": {"reverted" if reverting else "done": done, "granted": 1, "failed": 0},
+        "nodes": {"n1": {"state": "done", "image": "i2", "slot": False, "reason": ""}},
+        "log": [
+            {"at": 3661.0, "kind": "grant", "node": "n1", "image": "i2", "reason": "next in order"}
+        ],
+    }
 
 
 def test_status_words() -> None:
-    assert commands.progress_line(_status("running", 1)) == \
-        "c: running i1 → i2, 1/4 done, 1 in flight, 0 failed (why)"
+    assert (
+        commands.progress_line(_status("running", 1))
+        == "c: running i1 → i2, 1/4 done, 1 in flight, 0 failed (why)"
+    )
     lines = commands.status_lines(_status("running", 1))
     assert lines[0] == "rollout r1"
     assert "n1    done   i2     -" in lines
@@ -359,25 +410,30 @@ class FakeClient:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
-def test_follow_prints_lines_without_a_terminal(monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_follow_prints_lines_without_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(commands, "WATCH_SECONDS", 0.0)
     client = FakeClient([_status("running", 1), _status("running", 1), _status("done", 4)])
     assert commands.follow(client, "c") == 0  # type: ignore[arg-type]
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "01:01:01 grant n1 i2: next in order"  # once, though read three times
-    assert out[1:] == ["c: running i1 → i2, 1/4 done, 1 in flight, 0 failed (why)",
-                       "c: done i1 → i2, 4/4 done, 1 in flight, 0 failed (why)"]
+    assert out[1:] == [
+        "c: running i1 → i2, 1/4 done, 1 in flight, 0 failed (why)",
+        "c: done i1 → i2, 4/4 done, 1 in flight, 0 failed (why)",
+    ]
     paused = FakeClient([_status("paused", 2)])
     assert commands.follow(paused, "c") == 1  # type: ignore[arg-type]
 
 
-def test_follow_draws_a_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_follow_draws_a_bar_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(commands, "WATCH_SECONDS", 0.0)
     monkeypatch.setattr(commands.sys.stdout, "isatty", lambda: True)
-    client = FakeClient([_status("rolling-back", 1, reverting=True), _status("rolled-back", 4,
-                                                                             reverting=True)])
+    client = FakeClient(
+        [_status("rolling-back", 1, reverting=True), _status("rolled-back", 4, reverting=True)]
+    )
     assert commands.follow(client, "c") == 1  # type: ignore[arg-type]
     assert "4/4 reverted" in capsys.readouterr().out
 
@@ -397,7 +453,8 @@ class FlakyClient(FakeClient):
 
 
 def test_follow_waits_for_a_server_that_is_away_a_moment(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(commands, "WATCH_SECONDS", 0.0)
     assert commands.follow(FlakyClient([_status("done", 4)], away=3), "c") == 0  # type: ignore[arg-type]
     assert "4/4 done" in capsys.readouterr().out

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 from etcd3gw.client import Etcd3Client
 
-from hostos.cluster.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry, open_kv
-from hostos.cluster.kv_sqlite import SqliteKV
+from hostos.cluster.store.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry, open_kv
+from hostos.cluster.store.sqlite import SqliteKV
 
 # -- reads and writes ----------------------------------------------------------------------
 
@@ -49,8 +49,7 @@ def test_range_is_sorted_by_key_and_stays_under_its_prefix(kv: KV) -> None:
     keys = ["nodes/b", "nodes/a", "nodes/c/x", "nodes", "nodesX", "images/1", "nodes/a0"]
     for key in random.Random(4).sample(keys, len(keys)):
         kv.put(key, key.encode())
-    assert [e.key for e in kv.range("nodes/")] == ["nodes/a", "nodes/a0", "nodes/b",
-                                                    "nodes/c/x"]
+    assert [e.key for e in kv.range("nodes/")] == ["nodes/a", "nodes/a0", "nodes/b", "nodes/c/x"]
     assert [e.key for e in kv.range("")] == sorted(keys)
     assert [e.value for e in kv.range("images/")] == [b"images/1"]
     assert kv.range("none/") == []
@@ -81,8 +80,17 @@ def test_txn_with_a_failing_compare_changes_nothing(kv: KV) -> None:
     current = kv.put("a", b"2")
     kv.put("keep", b"k")
     before = kv.revision()
-    assert kv.txn([Compare("keep", kv.get("keep").revision),  # type: ignore[union-attr]
-                   Compare("a", stale)], {"a": b"3", "b": b"B"}, ["keep"]) is None
+    assert (
+        kv.txn(
+            [
+                Compare("keep", kv.get("keep").revision),  # type: ignore[union-attr]
+                Compare("a", stale),
+            ],
+            {"a": b"3", "b": b"B"},
+            ["keep"],
+        )
+        is None
+    )
     assert kv.revision() == before
     assert kv.get("a") == Entry("a", b"2", current)
     assert kv.get("b") is None
@@ -375,12 +383,15 @@ def test_open_kv_refuses_what_it_cannot_open(url: str, message: str) -> None:
         open_kv(url)
 
 
-@pytest.mark.parametrize(("url", "prefix"), [
-    ("etcd://127.0.0.1:2379", "/hostos/"),
-    ("etcd://127.0.0.1:2379/", "/hostos/"),
-    ("etcd://etcd.example:2379/site-a", "/site-a/"),
-    ("etcd://etcd.example:2379/a/b/", "/a/b/"),
-])
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [
+        ("etcd://127.0.0.1:2379", "/hostos/"),
+        ("etcd://127.0.0.1:2379/", "/hostos/"),
+        ("etcd://etcd.example:2379/site-a", "/site-a/"),
+        ("etcd://etcd.example:2379/a/b/", "/a/b/"),
+    ],
+)
 def test_etcd_urls_name_the_key_prefix(url: str, prefix: str) -> None:
     store = open_kv(url)  # connects lazily: no etcd needed to parse
     try:
@@ -398,14 +409,12 @@ def test_sqlite_memory_store() -> None:
         store.close()
 
 
-
 @pytest.mark.integration
 def test_etcd_watch_after_a_compacted_revision_says_so(etcd_url: str) -> None:
     with contextlib.closing(open_kv(etcd_url.replace("http://", "etcd://") + "/compact")) as kv:
         first = kv.put("a", b"1")
         last = kv.put("a", b"2")
-        raw = Etcd3Client(host="127.0.0.1", port=int(etcd_url.rsplit(":", 1)[1]),
-                          api_path="/v3/")
+        raw = Etcd3Client(host="127.0.0.1", port=int(etcd_url.rsplit(":", 1)[1]), api_path="/v3/")
         raw.post(raw.get_url("/kv/compaction"), json={"revision": last})
         message = f"up to {last} were compacted away; cannot watch after {first - 1}"
         with pytest.raises(Compacted, match=message):
@@ -420,8 +429,9 @@ def _watch_streams_started(etcd_url: str) -> int:
     with urllib.request.urlopen(etcd_url + "/metrics", timeout=5) as reply:
         text = reply.read().decode()
     wanted = 'grpc_server_started_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch"'
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-               if line.startswith(wanted))
+    return sum(
+        int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(wanted)
+    )
 
 
 @pytest.mark.integration

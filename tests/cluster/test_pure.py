@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hostos.cluster import auth, fleetlock, ipxe, keys
+from hostos.cluster import auth
 from hostos.cluster.auth import ADMIN, Principal, Scope
 from hostos.cluster.records import (
     Generation,
@@ -17,6 +17,9 @@ from hostos.cluster.records import (
     SiteDocument,
     SlotTable,
 )
+from hostos.cluster.rollout import fleetlock
+from hostos.cluster.server import ipxe
+from hostos.cluster.store import keys
 
 # -- FleetLock ---------------------------------------------------------------------------
 
@@ -33,8 +36,14 @@ ACQUIRE = [
 
 
 @pytest.mark.parametrize(("table", "node", "limit", "ok", "holders", "changed"), ACQUIRE)
-def test_acquire(table: SlotTable | None, node: str, limit: int, ok: bool,
-                 holders: tuple[str, ...], changed: bool) -> None:
+def test_acquire(
+    table: SlotTable | None,
+    node: str,
+    limit: int,
+    ok: bool,
+    holders: tuple[str, ...],
+    changed: bool,
+) -> None:
     outcome = fleetlock.acquire(table, node, "compute", limit)
     assert (outcome.ok, outcome.table.holders, outcome.changed) == (ok, holders, changed)
     if ok:
@@ -52,8 +61,9 @@ RELEASE = [
 
 
 @pytest.mark.parametrize(("table", "node", "holders", "changed"), RELEASE)
-def test_release(table: SlotTable | None, node: str, holders: tuple[str, ...],
-                 changed: bool) -> None:
+def test_release(
+    table: SlotTable | None, node: str, holders: tuple[str, ...], changed: bool
+) -> None:
     outcome = fleetlock.release(table, node, "compute")
     assert (outcome.ok, outcome.table.holders, outcome.changed) == (True, holders, changed)
 
@@ -99,16 +109,31 @@ def test_identify() -> None:
     assert auth.identify(None, admin_hash, None) is None
 
 
-@pytest.mark.parametrize(("header", "token"), [
-    ("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", None), ("Bearer", None),
-    (None, None), ("", None)])
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        (None, None),
+        ("", None),
+    ],
+)
 def test_bearer(header: str | None, token: str | None) -> None:
     assert auth.bearer(header) == token
 
 
-@pytest.mark.parametrize(("token", "node"), [
-    ("hn1.cn001.s3cr3t", "cn001"), ("hn1.a.b.c.s", "a.b.c"), ("hn1..s", None),
-    ("hn1.cn001", None), ("admin", None)])
+@pytest.mark.parametrize(
+    ("token", "node"),
+    [
+        ("hn1.cn001.s3cr3t", "cn001"),
+        ("hn1.a.b.c.s", "a.b.c"),
+        ("hn1..s", None),
+        ("hn1.cn001", None),
+        ("admin", None),
+    ],
+)
 def test_token_node(token: str, node: str | None) -> None:
     assert auth.token_node(token) == node
 
@@ -125,10 +150,23 @@ def test_admin_token_file(tmp_path: Any) -> None:
 
 # -- keys ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "ok"), [
-    ("cn001", True), ("52-54-00-12-34-56", True), ("img-2026.12.01", True), ("a:b", True),
-    ("", False), ("a/b", False), ("..", False), ("a..b", False), (".hidden", False),
-    ("a b", False), ("x" * 129, False)])
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("cn001", True),
+        ("52-54-00-12-34-56", True),
+        ("img-2026.12.01", True),
+        ("a:b", True),
+        ("", False),
+        ("a/b", False),
+        ("..", False),
+        ("a..b", False),
+        (".hidden", False),
+        ("a b", False),
+        ("x" * 129, False),
+    ],
+)
 def test_names(name: str, ok: bool) -> None:
     if ok:
         assert keys.node(name) == f"nodes/{name}"
@@ -137,8 +175,10 @@ def test_names(name: str, ok: bool) -> None:
             keys.node(name)
 
 
-@pytest.mark.parametrize(("mac", "node_id"), [
-    ("52:54:00:12:34:56", "52-54-00-12-34-56"), ("52-54-00-AB-cd-EF", "52-54-00-ab-cd-ef")])
+@pytest.mark.parametrize(
+    ("mac", "node_id"),
+    [("52:54:00:12:34:56", "52-54-00-12-34-56"), ("52-54-00-AB-cd-EF", "52-54-00-ab-cd-ef")],
+)
 def test_mac_id(mac: str, node_id: str) -> None:
     assert keys.mac_id(mac) == node_id
 
@@ -155,29 +195,47 @@ def test_encode_is_canonical() -> None:
 
 # -- records ---------------------------------------------------------------------------
 
-SITE = {"roles": {"compute": {"units": [{"name": "munge"}]}},
-        "nodes": {"cn001": {"role": "compute", "mac": "52:54:00:00:00:01"}}}
+SITE = {
+    "roles": {"compute": {"units": [{"name": "munge"}]}},
+    "nodes": {"cn001": {"role": "compute", "mac": "52:54:00:00:00:01"}},
+}
 
 
-@pytest.mark.parametrize("record", [
-    NodeRecord("cn001", "compute", "52:54:00:00:00:01", "g1", "g2", 12.5, {"munge": "healthy"},
-               {"home": "mounted"}, "boot-1", 3),
-    NodeRecord("cn002"),
-    ImageRecord("g1", cmdline="quiet", sha256={"vmlinuz": "ab"}),
-    SlotTable(("a", "b"), 2),
-    Generation.of(4, SiteDocument.from_json(SITE), 100.0),
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        NodeRecord(
+            "cn001",
+            "compute",
+            "52:54:00:00:00:01",
+            "g1",
+            "g2",
+            12.5,
+            {"munge": "healthy"},
+            {"home": "mounted"},
+            "boot-1",
+            3,
+        ),
+        NodeRecord("cn002"),
+        ImageRecord("g1", cmdline="quiet", sha256={"vmlinuz": "ab"}),
+        SlotTable(("a", "b"), 2),
+        Generation.of(4, SiteDocument.from_json(SITE), 100.0),
+    ],
+)
 def test_records_round_trip(record: Any) -> None:
     assert type(record).from_json(keys.decode(keys.encode(record.to_json()))) == record
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ([], "expected a JSON object"),
-    ({"roles": []}, "roles: expected a mapping"),
-    ({"roles": {}, "nodes": {"n": {"role": "x"}}}, "unknown role 'x'"),
-    ({"roles": {"r": {}}, "nodes": {"n": {"role": "r", "mac": 5}}}, "mac: expected a string"),
-    ({"roles": {}, "nodes": {"n": "r"}}, "nodes.n: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "expected a JSON object"),
+        ({"roles": []}, "roles: expected a mapping"),
+        ({"roles": {}, "nodes": {"n": {"role": "x"}}}, "unknown role 'x'"),
+        ({"roles": {"r": {}}, "nodes": {"n": {"role": "r", "mac": 5}}}, "mac: expected a string"),
+        ({"roles": {}, "nodes": {"n": "r"}}, "nodes.n: expected a JSON object"),
+    ],
+)
 def test_bad_site_documents(data: Any, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         SiteDocument.from_json(data)
@@ -188,12 +246,15 @@ def test_site_hash_ignores_key_order() -> None:
     assert SiteDocument.from_json(SITE).hash() == SiteDocument.from_json(reordered).hash()
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    ({"units": {"a": 1}}, "units.a: expected a string"),
-    ({"generation": "3"}, "generation: expected an integer"),
-    ({"generation": True}, "generation: expected an integer"),
-    ({"booted_image": 7}, "booted_image: expected a string or null"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"units": {"a": 1}}, "units.a: expected a string"),
+        ({"generation": "3"}, "generation: expected an integer"),
+        ({"generation": True}, "generation: expected an integer"),
+        ({"booted_image": 7}, "booted_image: expected a string or null"),
+    ],
+)
 def test_bad_heartbeats(data: Any, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         Heartbeat.from_json(data)
@@ -201,12 +262,17 @@ def test_bad_heartbeats(data: Any, message: str) -> None:
 
 def test_heartbeat_keeps_role_and_assignment() -> None:
     node = NodeRecord("cn001", "compute", "m", "g1", "g2", 1.0, {"a": "starting"})
-    beat = Heartbeat.from_json({"booted_image": "g2", "units": {"a": "healthy"},
-                                "generation": 7, "extra": "ignored"})
+    beat = Heartbeat.from_json(
+        {"booted_image": "g2", "units": {"a": "healthy"}, "generation": 7, "extra": "ignored"}
+    )
     after = beat.applied_to(node, 50.0)
     assert (after.role, after.mac, after.assigned_image) == ("compute", "m", "g2")
-    assert (after.booted_image, after.units, after.last_seen, after.generation) == \
-        ("g2", {"a": "healthy"}, 50.0, 7)
+    assert (after.booted_image, after.units, after.last_seen, after.generation) == (
+        "g2",
+        {"a": "healthy"},
+        50.0,
+        7,
+    )
 
 
 # -- iPXE ------------------------------------------------------------------------------
@@ -215,52 +281,63 @@ IMAGE = ImageRecord("g7", cmdline="console=ttyS0 quiet hostos.node=stale initrd=
 
 
 def test_boot_script() -> None:
-    script = ipxe.boot_script(IMAGE, node_id="cn001", mac_id="52-54-00-12-34-56",
-                              server_url="http://10.0.0.1:8080/")
+    script = ipxe.boot_script(
+        IMAGE, node_id="cn001", mac_id="52-54-00-12-34-56", server_url="http://10.0.0.1:8080/"
+    )
     lines = script.splitlines()
     assert lines[0] == "#!ipxe"
     assert lines[2] == (
         "kernel http://10.0.0.1:8080/images/g7/vmlinuz console=ttyS0 quiet"
         " initrd=initramfs.img hostos.node=cn001 hostos.server=http://10.0.0.1:8080/"
-        " hostos.image=g7 BOOTIF=01-52-54-00-12-34-56")
+        " hostos.image=g7 BOOTIF=01-52-54-00-12-34-56"
+    )
     assert lines[3] == "initrd --name initramfs.img http://10.0.0.1:8080/images/g7/initramfs.img"
     assert lines[4] == "boot"
 
 
 def test_boot_script_token_is_an_argument() -> None:
-    args = ipxe.kernel_args(ImageRecord("g"), node_id="n", mac_id="m", server_url="u",
-                            token="hn1.n.s")
+    args = ipxe.kernel_args(
+        ImageRecord("g"), node_id="n", mac_id="m", server_url="u", token="hn1.n.s"
+    )
     assert args[-1] == "hostos.token=hn1.n.s"
 
 
 @pytest.mark.parametrize("cmdline", ["x=${net0/ip}", "a=\x01", "é"])
 def test_boot_script_refuses_what_ipxe_would_mangle(cmdline: str) -> None:
     with pytest.raises(ipxe.ScriptError):
-        ipxe.boot_script(ImageRecord("g", cmdline=cmdline), node_id="n", mac_id="m",
-                         server_url="http://s")
+        ipxe.boot_script(
+            ImageRecord("g", cmdline=cmdline), node_id="n", mac_id="m", server_url="http://s"
+        )
 
 
 def test_waiting_script_asks_again() -> None:
     script = ipxe.waiting_script("no image for cn001; ${evil}", "http://s/boot/m.ipxe", 5)
     assert script.splitlines()[1:] == [
         "echo hostos: no image for cn001? ??evil?, asking again in 5s",
-        "sleep 5", "chain --replace http://s/boot/m.ipxe"]
+        "sleep 5",
+        "chain --replace http://s/boot/m.ipxe",
+    ]
 
 
 def test_site_diff() -> None:
     old = SiteDocument.from_json(SITE)
-    new = SiteDocument.from_json({
-        "roles": {"compute": {"units": [{"name": "munge"}, {"name": "slurmd"}]},
-                  "login": {}},
-        "nodes": {"lg01": {"role": "login"}}})
+    new = SiteDocument.from_json(
+        {
+            "roles": {"compute": {"units": [{"name": "munge"}, {"name": "slurmd"}]}, "login": {}},
+            "nodes": {"lg01": {"role": "login"}},
+        }
+    )
     assert new.diff(old) == {
         "roles": {"added": ["login"], "removed": [], "changed": ["compute"]},
-        "nodes": {"added": ["lg01"], "removed": ["cn001"], "changed": []}}
+        "nodes": {"added": ["lg01"], "removed": ["cn001"], "changed": []},
+    }
     assert old.diff(None)["nodes"]["added"] == ["cn001"]
-    assert old.diff(old) == {k: {"added": [], "removed": [], "changed": []}
-                             for k in ("roles", "nodes")}
+    assert old.diff(old) == {
+        k: {"added": [], "removed": [], "changed": []} for k in ("roles", "nodes")
+    }
 
 
 def test_chain_script_names_the_booting_nic() -> None:
     assert ipxe.chain_script("http://10.0.0.1:8080/") == (
-        "#!ipxe\nchain --replace http://10.0.0.1:8080/boot/${netX/mac:hexhyp}.ipxe\n")
+        "#!ipxe\nchain --replace http://10.0.0.1:8080/boot/${netX/mac:hexhyp}.ipxe\n"
+    )

@@ -14,13 +14,16 @@ from server_fixtures import Server, start_server, stop_server
 pytestmark = pytest.mark.integration
 
 FLEETLOCK = {"fleet-lock-protocol": "true"}
-SITE = {"roles": {"compute": {"marker": ""}}, "nodes": {"cn001": {"role": "compute"},
-                                                         "cn002": {"role": "compute"}}}
+SITE = {
+    "roles": {"compute": {"marker": ""}},
+    "nodes": {"cn001": {"role": "compute"}, "cn002": {"role": "compute"}},
+}
 
 
 @pytest.fixture(scope="module")
-def replicas(etcd_url: str,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+def replicas(
+    etcd_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Server]]:
     store = etcd_url.replace("http://", "etcd://") + f"/replicas-{uuid.uuid4().hex[:12]}"
     first = start_server(tmp_path_factory.mktemp("replica-a"), store)
     try:
@@ -41,7 +44,8 @@ def publish(client: httpx.Client, marker: str) -> int:
 
 
 def test_a_long_poll_on_one_replica_wakes_on_a_publish_on_the_other(
-        replicas: tuple[Server, Server]) -> None:
+    replicas: tuple[Server, Server],
+) -> None:
     a, b = replicas
     with a.client() as admin_a, b.client() as admin_b:
         current = publish(admin_a, "one")
@@ -70,7 +74,8 @@ def test_slots_and_tokens_are_shared(replicas: tuple[Server, Server]) -> None:
             assert node_on_b.get("/v1/nodes/cn001/config").status_code == 200
             mine = {"client_params": {"id": "cn001", "group": "default"}}
             assert node_on_b.post("/v1/pre-reboot", json=mine, headers=FLEETLOCK).json()[
-                "holders"] == ["cn001"]
+                "holders"
+            ] == ["cn001"]
         other = {"client_params": {"id": "cn002", "group": "default"}}
         assert admin_a.post("/v1/pre-reboot", json=other, headers=FLEETLOCK).status_code == 409
         assert admin_a.post("/v1/steady-state", json=mine, headers=FLEETLOCK).status_code == 200

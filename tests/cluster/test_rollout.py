@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hostos.cluster.records import RecordError
-from hostos.cluster.rollout import (
+from hostos.cluster.rollout.plan import (
     FINAL,
     GRANTING,
     Decision,
@@ -62,8 +62,13 @@ class SimNode:
         if self.back_at is not None and now >= self.back_at and not self.gone:
             self.booted, self.back_at = self.assigned, None  # boots what it is assigned now
         if self.back_at is None and not any(a <= now < b for a, b in self.quiet):
-            self.report = NodeView(self.id, self.booted, steady=True,
-                                   healthy=self.booted not in self.bad, last_seen=now)
+            self.report = NodeView(
+                self.id,
+                self.booted,
+                steady=True,
+                healthy=self.booted not in self.bad,
+                last_seen=now,
+            )
 
     @property
     def last_seen(self) -> float:
@@ -97,8 +102,13 @@ class Fleet:
         self.history.append(decision)
         return decision.rollout
 
-    def run(self, rollout: Rollout, start_at: float, until: float,
-            on_step: Callable[[Rollout, float], Rollout] | None = None) -> Rollout:
+    def run(
+        self,
+        rollout: Rollout,
+        start_at: float,
+        until: float,
+        on_step: Callable[[Rollout, float], Rollout] | None = None,
+    ) -> Rollout:
         now = start_at
         while now <= until and rollout.state not in FINAL:
             rollout = self.step(rollout, now)
@@ -170,10 +180,12 @@ def test_canaries_go_first_and_alone_even_when_more_slots_are_free() -> None:
     rollout = fleet.run(begin(fleet, canary=3), 0, 3000)
     batches = fleet.batches()
     assert batches[:2] == [["n1", "n2"], ["n3"]]  # 3 canaries through 2 slots
-    first_other = next(i for i, d in enumerate(fleet.history) if {"n4", "n5", "n6"}
-                       & {a.node for a in d.grants})
-    done_before = {a.node for d in fleet.history[:first_other + 1] for a in d.actions
-                   if a.kind is Kind.DONE}
+    first_other = next(
+        i for i, d in enumerate(fleet.history) if {"n4", "n5", "n6"} & {a.node for a in d.grants}
+    )
+    done_before = {
+        a.node for d in fleet.history[: first_other + 1] for a in d.actions if a.kind is Kind.DONE
+    }
     assert {"n1", "n2", "n3"} <= done_before
     assert rollout.state is State.DONE
 
@@ -182,8 +194,14 @@ def test_auto_rollback_returns_the_touched_nodes_to_the_previous_image() -> None
     fleet = Fleet.of(6, n2={"bad": frozenset({NEW})})
     rollout = fleet.run(begin(fleet, canary=2, auto_rollback=True), 0, 5000)
     assert rollout.state is State.ROLLED_BACK
-    assert states(rollout) == {"n1": "reverted", "n2": "reverted", "n3": "pending",
-                               "n4": "pending", "n5": "pending", "n6": "pending"}
+    assert states(rollout) == {
+        "n1": "reverted",
+        "n2": "reverted",
+        "n3": "pending",
+        "n4": "pending",
+        "n5": "pending",
+        "n6": "pending",
+    }
     assert all(n.booted == OLD for n in fleet.nodes.values())
     assert fleet.kinds(Kind.ROLL_BACK) == [""]
     # n2 goes back in the slot it holds, n1 (done, slot released) takes the other one
@@ -260,8 +278,14 @@ def test_abort_stops_granting_and_leaves_nodes_where_they_are() -> None:
     rollout = fleet.run(rollout, STEP, 2000)
     assert rollout.state is State.ABORTED
     assert fleet.batches() == [["n1", "n2"]]
-    assert states(rollout) == {"n1": "done", "n2": "done", "n3": "pending", "n4": "pending",
-                               "n5": "pending", "n6": "pending"}
+    assert states(rollout) == {
+        "n1": "done",
+        "n2": "done",
+        "n3": "pending",
+        "n4": "pending",
+        "n5": "pending",
+        "n6": "pending",
+    }
     assert [n.booted for n in fleet.nodes.values()] == [NEW, NEW, OLD, OLD, OLD, OLD]
 
 
@@ -280,8 +304,9 @@ def test_a_node_that_never_comes_back_fails_at_its_deadline() -> None:
     assert rollout.state is State.PAUSED
     assert rollout.nodes["n2"].state is NodeState.FAILED
     assert rollout.nodes["n2"].reason == "not done 300s after its grant: silent since 0"
-    failed_at = next(i for i, d in enumerate(fleet.history) if Kind.FAILED in
-                     {a.kind for a in d.actions})
+    failed_at = next(
+        i for i, d in enumerate(fleet.history) if Kind.FAILED in {a.kind for a in d.actions}
+    )
     assert failed_at * STEP > 300  # not before its deadline
     assert fleet.batches() == [["n1", "n2"], ["n3"], ["n4"]]  # n2 held its slot meanwhile
 
@@ -349,12 +374,23 @@ def test_plan_does_not_change_its_input() -> None:
 # -- specs and commands --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "nodes", "limit"), [
-    (2, 8, 2), (1, 1, 1), (5, 3, 5), ("25%", 8, 2), ("25%", 10, 2), ("25%", 3, 1),
-    ("100%", 4, 4), (" 50 % ", 5, 2), ("1%", 0, 1),
-])
-def test_max_unavailable_resolves_against_the_node_count(value: int | str, nodes: int,
-                                                          limit: int) -> None:
+@pytest.mark.parametrize(
+    ("value", "nodes", "limit"),
+    [
+        (2, 8, 2),
+        (1, 1, 1),
+        (5, 3, 5),
+        ("25%", 8, 2),
+        ("25%", 10, 2),
+        ("25%", 3, 1),
+        ("100%", 4, 4),
+        (" 50 % ", 5, 2),
+        ("1%", 0, 1),
+    ],
+)
+def test_max_unavailable_resolves_against_the_node_count(
+    value: int | str, nodes: int, limit: int
+) -> None:
     assert resolve_max_unavailable(value, nodes) == limit
 
 
@@ -365,24 +401,30 @@ def test_percentage_max_unavailable_runs_that_many_at_once() -> None:
     assert fleet.batches() == [["n1", "n2", "n3", "n4"], ["n5", "n6", "n7", "n8"]]
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"max_unavailable": 0}, "max_unavailable: must be at least 1, got 0"),
-    ({"max_unavailable": "0%"}, "like '25%' \\(1-100\\), got '0%'"),
-    ({"max_unavailable": "150%"}, "got '150%'"),
-    ({"max_unavailable": "two"}, "got 'two'"),
-    ({"max_unavailable": True}, "expected a count or a percentage, got True"),
-    ({"canary": -1}, "canary: must be 0 or more"),
-    ({"health_timeout": 0.0}, "health_timeout: must be positive"),
-    ({"target_image": OLD}, "target image img-1 is the previous image already"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"max_unavailable": 0}, "max_unavailable: must be at least 1, got 0"),
+        ({"max_unavailable": "0%"}, "like '25%' \\(1-100\\), got '0%'"),
+        ({"max_unavailable": "150%"}, "got '150%'"),
+        ({"max_unavailable": "two"}, "got 'two'"),
+        ({"max_unavailable": True}, "expected a count or a percentage, got True"),
+        ({"canary": -1}, "canary: must be 0 or more"),
+        ({"health_timeout": 0.0}, "health_timeout: must be positive"),
+        ({"target_image": OLD}, "target image img-1 is the previous image already"),
+    ],
+)
 def test_bad_specs_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(RolloutError, match=message):
         start(spec(**changes), [], 0.0)
 
 
 def test_canaries_are_chosen_among_the_nodes_heard_from() -> None:
-    views = [NodeView("a", OLD, last_seen=-1000.0), NodeView("b", OLD, last_seen=0.0),
-             NodeView("c", OLD, last_seen=0.0)]
+    views = [
+        NodeView("a", OLD, last_seen=-1000.0),
+        NodeView("b", OLD, last_seen=0.0),
+        NodeView("c", OLD, last_seen=0.0),
+    ]
     assert start(spec(canary=1), views, 0.0).canaries == ("b",)
     assert start(spec(canary=3), views, 0.0).canaries == ("a", "b", "c")
 
@@ -396,8 +438,9 @@ COMMANDS: list[tuple[Callable[[Rollout], Rollout], Sequence[State]]] = [
 
 
 @pytest.mark.parametrize(("command", "allowed"), COMMANDS)
-def test_commands_apply_only_in_their_states(command: Callable[[Rollout], Rollout],
-                                             allowed: Sequence[State]) -> None:
+def test_commands_apply_only_in_their_states(
+    command: Callable[[Rollout], Rollout], allowed: Sequence[State]
+) -> None:
     base = start(spec(), [NodeView("a", OLD, last_seen=0.0)], 0.0)
     for state in State:
         rollout = dataclasses.replace(base, state=state)
@@ -432,22 +475,27 @@ def test_the_json_form_holds_what_the_fleetlock_endpoint_reads() -> None:
     assert data["spec"]["max_unavailable"] == "50%"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d.pop("id"), "id: missing"),
-    (lambda d: d.update(state="sleeping"), "state: unknown 'sleeping' \\(one of running, "),
-    (lambda d: d.update(max_unavailable="2"), "max_unavailable: expected int, got str"),
-    (lambda d: d.update(max_unavailable=True), "max_unavailable: expected int, got bool"),
-    (lambda d: d.update(canaries=[1]), "canaries: expected a list of node ids"),
-    (lambda d: d.update(nodes=[]), "nodes: expected a JSON object, got list"),
-    (lambda d: d["nodes"].update(n1={"slot": "yes"}), "slot: expected bool, got str"),
-    (lambda d: d["nodes"].update(n1={"granted_at": "now"}),
-     "granted_at: expected int or float or null, got str"),
-    (lambda d: d["spec"].update(canary=None), "canary: expected int, got NoneType"),
-    (lambda d: d.update(spec="x"), "rollout spec: expected a JSON object, got str"),
-])
-def test_a_stored_rollout_of_the_wrong_shape_is_refused(change: Callable[[dict[str, Any]],
-                                                                          object],
-                                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("id"), "id: missing"),
+        (lambda d: d.update(state="sleeping"), "state: unknown 'sleeping' \\(one of running, "),
+        (lambda d: d.update(max_unavailable="2"), "max_unavailable: expected int, got str"),
+        (lambda d: d.update(max_unavailable=True), "max_unavailable: expected int, got bool"),
+        (lambda d: d.update(canaries=[1]), "canaries: expected a list of node ids"),
+        (lambda d: d.update(nodes=[]), "nodes: expected a JSON object, got list"),
+        (lambda d: d["nodes"].update(n1={"slot": "yes"}), "slot: expected bool, got str"),
+        (
+            lambda d: d["nodes"].update(n1={"granted_at": "now"}),
+            "granted_at: expected int or float or null, got str",
+        ),
+        (lambda d: d["spec"].update(canary=None), "canary: expected int, got NoneType"),
+        (lambda d: d.update(spec="x"), "rollout spec: expected a JSON object, got str"),
+    ],
+)
+def test_a_stored_rollout_of_the_wrong_shape_is_refused(
+    change: Callable[[dict[str, Any]], object], message: str
+) -> None:
     data = start(spec(), Fleet.of(2).views(), 0.0, "r1").to_json()
     change(data)
     with pytest.raises(RecordError, match=message):
@@ -466,14 +514,23 @@ def fleets(draw: st.DrawFn) -> tuple[Fleet, RolloutSpec]:
     for n in range(1, count + 1):
         quiet = draw(st.lists(st.tuples(st.floats(0, 3000), st.floats(1, 400)), max_size=2))
         nodes[f"n{n}"] = SimNode(
-            f"n{n}", delay=draw(st.floats(1, 250)),
-            bad=draw(st.sampled_from([frozenset(), frozenset(), frozenset(), frozenset({NEW}),
-                                      frozenset({OLD, NEW})])),
+            f"n{n}",
+            delay=draw(st.floats(1, 250)),
+            bad=draw(
+                st.sampled_from(
+                    [frozenset(), frozenset(), frozenset(), frozenset({NEW}), frozenset({OLD, NEW})]
+                )
+            ),
             gone=draw(st.integers(0, 9)) == 0,
-            quiet=tuple((a, a + d) for a, d in quiet))
+            quiet=tuple((a, a + d) for a, d in quiet),
+        )
     limit = draw(st.one_of(st.integers(1, 4), st.sampled_from(["10%", "34%", "50%"])))
-    rollout_spec = spec(max_unavailable=limit, canary=draw(st.integers(0, 3)),
-                        auto_rollback=draw(st.booleans()), health_timeout=HEALTH_TIMEOUT)
+    rollout_spec = spec(
+        max_unavailable=limit,
+        canary=draw(st.integers(0, 3)),
+        auto_rollback=draw(st.booleans()),
+        health_timeout=HEALTH_TIMEOUT,
+    )
     return Fleet(nodes), rollout_spec
 
 
@@ -493,9 +550,12 @@ def check_step(fleet: Fleet, before: Rollout, decision: Decision, now: float) ->
     # its group's slot for ever; any other node reboots only in a slot
     assert rebooting <= set(slotted) | failed, f"{sorted(rebooting)} reboot without a slot"
     out = out_now(fleet, after, now)
-    live = [a.node for a in decision.grants
-            if not before.nodes[a.node or ""].slot and now - fleet.nodes[a.node or ""].last_seen
-            <= SILENT_AFTER]
+    live = [
+        a.node
+        for a in decision.grants
+        if not before.nodes[a.node or ""].slot
+        and now - fleet.nodes[a.node or ""].last_seen <= SILENT_AFTER
+    ]
     # a grant to a live node takes it out: only while the out ones leave room; a silent one
     # is out already and costs only a slot
     assert not live or len(out) <= limit, f"granted {live} with {sorted(out)} out, limit {limit}"
@@ -503,13 +563,16 @@ def check_step(fleet: Fleet, before: Rollout, decision: Decision, now: float) ->
         assert not decision.grants, f"a {before.state.value} rollout granted"
     forward = {a.node for a in decision.grants if a.kind is Kind.GRANT}
     if forward - set(after.canaries):
-        assert all(after.nodes[c].state is NodeState.DONE for c in after.canaries), \
+        assert all(after.nodes[c].state is NodeState.DONE for c in after.canaries), (
             f"granted {sorted(forward - set(after.canaries))} before the canaries were done"
+        )
 
 
 COMMANDS_BY_NAME: dict[str, Callable[[Rollout, float], Rollout]] = {
-    "pause": lambda r, now: pause(r), "resume": resume,
-    "abort": lambda r, now: abort(r), "rollback": lambda r, now: rollback(r),
+    "pause": lambda r, now: pause(r),
+    "resume": resume,
+    "abort": lambda r, now: abort(r),
+    "rollback": lambda r, now: rollback(r),
 }
 
 
@@ -539,7 +602,8 @@ def give(rollout: Rollout, command: str, now: float) -> Rollout:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleets(), operators())
 def test_rollouts_stay_within_max_unavailable_and_always_end(
-        drawn: tuple[Fleet, RolloutSpec], commands: list[tuple[float, str]]) -> None:
+    drawn: tuple[Fleet, RolloutSpec], commands: list[tuple[float, str]]
+) -> None:
     fleet, rollout_spec = drawn
     for node in fleet.nodes.values():
         node.tick(0.0)
@@ -548,8 +612,11 @@ def test_rollouts_stay_within_max_unavailable_and_always_end(
     last_command = max((at for at, _ in commands), default=0.0)
     # once silences and commands are over: what is in flight ends within a deadline, then
     # each node waits at most one deadline going forward and one coming back
-    bound = (max(quiet_end, last_command)
-             + (2 * len(fleet.nodes) + 1) * (HEALTH_TIMEOUT + 2 * STEP) + 10 * STEP)
+    bound = (
+        max(quiet_end, last_command)
+        + (2 * len(fleet.nodes) + 1) * (HEALTH_TIMEOUT + 2 * STEP)
+        + 10 * STEP
+    )
     now = 0.0
     while rollout.state in GRANTING or commands:
         assert now <= bound, f"no end by {bound:.0f}s: {rollout.state.value} {states(rollout)}"

@@ -105,8 +105,12 @@ def test_a_failing_canary_pauses_and_nothing_else_is_touched(server: Server) -> 
         assert started["canaries"] == ["n1"]
         paused = wait_for(lambda: state_is(server, "paused", "done"), 30)
     assert isinstance(paused, dict) and paused["state"] == "paused", paused
-    assert node_states(paused) == {"n1": "failed", "n2": "pending", "n3": "pending",
-                                   "n4": "pending"}
+    assert node_states(paused) == {
+        "n1": "failed",
+        "n2": "pending",
+        "n3": "pending",
+        "n4": "pending",
+    }
     assert "n1" in paused["reason"] and "units not healthy" in paused["nodes"]["n1"]["reason"]
     assert fleet.order == ["n1"]
     assert assignments(server) == {"n1": "img-2", "n2": None, "n3": None, "n4": None}
@@ -135,8 +139,10 @@ def test_a_node_that_never_returns_pauses_after_its_deadline(server: Server) -> 
     assert isinstance(paused, dict) and paused["state"] == "paused", paused
     states = node_states(paused)
     assert states["n3"] == "failed" and states["n1"] == states["n2"] == "done"
-    assert "no heartbeat" in paused["nodes"]["n3"]["reason"] or \
-        "runs img-1" in paused["nodes"]["n3"]["reason"]
+    assert (
+        "no heartbeat" in paused["nodes"]["n3"]["reason"]
+        or "runs img-1" in paused["nodes"]["n3"]["reason"]
+    )
     assert fleet.max_out <= 2
 
 
@@ -189,8 +195,7 @@ def test_a_restarted_server_resumes_the_rollout(tmp_path: Path) -> None:
     assert granted(done) == IDS
 
 
-def test_the_other_replica_takes_over_when_the_leader_dies(
-        etcd_url: str, tmp_path: Path) -> None:
+def test_the_other_replica_takes_over_when_the_leader_dies(etcd_url: str, tmp_path: Path) -> None:
     store = etcd_url.replace("http://", "etcd://") + f"/takeover-{uuid.uuid4().hex[:12]}"
     a = serve(tmp_path, "a", store)
     b = serve(tmp_path, "b", store)

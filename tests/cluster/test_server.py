@@ -22,11 +22,17 @@ FLEETLOCK = {"fleet-lock-protocol": "true"}
 
 def site(nodes: dict[str, str], marker: str = "") -> dict[str, object]:
     """A resolved site: node → role, each role with one unit."""
-    roles = {role: {"role": role, "image": "img-1", "units": [{"name": "u", "marker": marker}]}
-             for role in set(nodes.values())}
-    return {"roles": roles,
-            "nodes": {n: {"role": r, "mac": f"52:54:00:00:00:{i:02x}"}
-                      for i, (n, r) in enumerate(sorted(nodes.items()), start=1)}}
+    roles = {
+        role: {"role": role, "image": "img-1", "units": [{"name": "u", "marker": marker}]}
+        for role in set(nodes.values())
+    }
+    return {
+        "roles": roles,
+        "nodes": {
+            n: {"role": r, "mac": f"52:54:00:00:00:{i:02x}"}
+            for i, (n, r) in enumerate(sorted(nodes.items()), start=1)
+        },
+    }
 
 
 NODES = {"cn001": "compute", "cn002": "compute", "st001": "storage", "lp001": "login"}
@@ -46,8 +52,9 @@ def test_publish_is_idempotent_per_hash(admin: httpx.Client) -> None:
     assert admin.get("/v1/site").json()["generation"] == first + 1
 
 
-def test_long_poll_returns_within_a_second_of_a_publish(server: Server,
-                                                        admin: httpx.Client) -> None:
+def test_long_poll_returns_within_a_second_of_a_publish(
+    server: Server, admin: httpx.Client
+) -> None:
     current = publish(admin, "before-poll")
     answers: list[tuple[httpx.Response, float]] = []
 
@@ -67,15 +74,13 @@ def test_long_poll_returns_within_a_second_of_a_publish(server: Server,
     assert reply.status_code == 200, reply.text
     assert answered_at - published_at < 1.0
     config = reply.json()
-    assert (config["generation"], config["node"], config["role"]) == (current + 1, "lp001",
-                                                                      "login")
+    assert (config["generation"], config["node"], config["role"]) == (current + 1, "lp001", "login")
     assert config["spec"]["units"][0]["marker"] == "after-poll"
 
 
 def server_threads(server: Server) -> int:
     status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines()
-                    if line.startswith("Threads:")))
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
 
 
 def test_many_long_polls_cost_no_thread_each(server: Server, admin: httpx.Client) -> None:
@@ -86,11 +91,15 @@ def test_many_long_polls_cost_no_thread_each(server: Server, admin: httpx.Client
 
     async def scenario() -> list[int]:
         limits = httpx.Limits(max_connections=polls + 10)
-        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60,
-                                     headers={"Authorization": token}) as client:
-            waiting = [asyncio.create_task(client.get(
-                "/v1/nodes/lp001/config", params={"after": current, "wait": 30}))
-                for _ in range(polls)]
+        async with httpx.AsyncClient(
+            base_url=server.url, limits=limits, timeout=60, headers={"Authorization": token}
+        ) as client:
+            waiting = [
+                asyncio.create_task(
+                    client.get("/v1/nodes/lp001/config", params={"after": current, "wait": 30})
+                )
+                for _ in range(polls)
+            ]
             deadline = time.monotonic() + 20
             while (await client.get("/healthz")).json()["waiting"] < polls:
                 assert time.monotonic() < deadline, "the long-polls never all waited"
@@ -105,13 +114,16 @@ def test_many_long_polls_cost_no_thread_each(server: Server, admin: httpx.Client
     assert asyncio.run(scenario()) == [current + 1] * polls
 
 
-def test_long_poll_answers_at_once_when_behind_and_304_after_wait(server: Server,
-                                                                  admin: httpx.Client) -> None:
+def test_long_poll_answers_at_once_when_behind_and_304_after_wait(
+    server: Server, admin: httpx.Client
+) -> None:
     current = publish(admin, "behind")
     with node_client(server, admin, "cn002") as node:
         started = time.monotonic()
-        assert node.get("/v1/nodes/cn002/config", params={"after": 0, "wait": 30}).json()[
-            "generation"] == current
+        assert (
+            node.get("/v1/nodes/cn002/config", params={"after": 0, "wait": 30}).json()["generation"]
+            == current
+        )
         assert time.monotonic() - started < 2
         waited = node.get("/v1/nodes/cn002/config", params={"after": current, "wait": 0.5})
         assert waited.status_code == 304
@@ -120,8 +132,13 @@ def test_long_poll_answers_at_once_when_behind_and_304_after_wait(server: Server
 def test_heartbeat_then_nodes_shows_it(server: Server, admin: httpx.Client) -> None:
     publish(admin, "beat")
     with node_client(server, admin, "cn001") as node:
-        beat = {"booted_image": "img-1", "units": {"u": "healthy"}, "mounts": {"home": "mounted"},
-                "boot_id": "b-1", "generation": 3}
+        beat = {
+            "booted_image": "img-1",
+            "units": {"u": "healthy"},
+            "mounts": {"home": "mounted"},
+            "boot_id": "b-1",
+            "generation": 3,
+        }
         reply = node.put("/v1/nodes/cn001/status", json=beat)
         assert reply.status_code == 200, reply.text
         assert reply.json()["role"] == "compute"
@@ -151,7 +168,8 @@ def test_fleetlock_group_of_one(server: Server, admin: httpx.Client) -> None:
 
 
 def test_fleetlock_default_group_is_the_role_and_the_header_is_required(
-        server: Server, admin: httpx.Client) -> None:
+    server: Server, admin: httpx.Client
+) -> None:
     publish(admin, "groups")
     body = {"client_params": {"id": "cn002", "group": "default"}}
     missing = admin.post("/v1/pre-reboot", json=body)
@@ -165,8 +183,11 @@ def test_fleetlock_default_group_is_the_role_and_the_header_is_required(
 
 def test_scopes(server: Server, admin: httpx.Client) -> None:
     publish(admin, "scopes")
-    with node_client(server, admin, "cn001") as node, server.client(None) as anonymous, \
-            server.client("hn1.cn001.forged") as forged:
+    with (
+        node_client(server, admin, "cn001") as node,
+        server.client(None) as anonymous,
+        server.client("hn1.cn001.forged") as forged,
+    ):
         assert node.get("/v1/nodes/cn001/config").status_code == 200
         other = node.get("/v1/nodes/cn002/config")
         assert other.status_code == 403 and other.json()["kind"] == "forbidden"
@@ -194,8 +215,9 @@ def test_a_reissued_token_replaces_the_old_one(server: Server, admin: httpx.Clie
 
 def test_bodies_over_the_limit_get_413(server: Server, admin: httpx.Client) -> None:
     big = json.dumps({"units": {"u": "x" * (1 << 20)}})
-    reply = admin.put("/v1/nodes/cn001/status", content=big,
-                      headers={"content-type": "application/json"})
+    reply = admin.put(
+        "/v1/nodes/cn001/status", content=big, headers={"content-type": "application/json"}
+    )
     assert reply.status_code == 413 and reply.json()["kind"] == "too_large"
     large_site = site(NODES, "y" * (2 << 20))  # a site may be 16 MiB
     assert admin.post("/v1/site", json=large_site).status_code == 200
@@ -211,8 +233,9 @@ def test_images_range_requests(server: Server) -> None:
         assert part.content == KERNEL[100:356]
         tail = anonymous.get("/images/img-1/vmlinuz", headers={"Range": "bytes=-10"})
         assert tail.status_code == 206 and tail.content == KERNEL[-10:]
-        beyond = anonymous.get("/images/img-1/vmlinuz",
-                               headers={"Range": f"bytes={len(KERNEL) + 5}-"})
+        beyond = anonymous.get(
+            "/images/img-1/vmlinuz", headers={"Range": f"bytes={len(KERNEL) + 5}-"}
+        )
         assert beyond.status_code == 416
         assert anonymous.get("/images/img-1/nothing").status_code == 404
         assert anonymous.get("/images/..%2F..%2Fetc/passwd").status_code in (400, 404)
@@ -231,8 +254,13 @@ def test_boot_script_of_the_assigned_image(server: Server, admin: httpx.Client) 
     script = server.client(None).get("/boot/52:54:00:00:00:01.ipxe").text
     kernel = next(line for line in script.splitlines() if line.startswith("kernel "))
     assert kernel.split()[1] == f"{server.url}/images/img-2/vmlinuz"
-    for arg in ("hostos.node=cn001", f"hostos.server={server.url}", "hostos.image=img-2",
-                f"BOOTIF=01-{mac}", "initrd=initramfs.img"):
+    for arg in (
+        "hostos.node=cn001",
+        f"hostos.server={server.url}",
+        "hostos.image=img-2",
+        f"BOOTIF=01-{mac}",
+        "initrd=initramfs.img",
+    ):
         assert arg in kernel.split()
     assert f"initrd --name initramfs.img {server.url}/images/img-2/initramfs.img" in script
     assert httpx.get(kernel.split()[1]).content == KERNEL
@@ -241,23 +269,45 @@ def test_boot_script_of_the_assigned_image(server: Server, admin: httpx.Client) 
 
 
 def test_tokens_issue_command(server: Server) -> None:
-    issued = hostos("tokens", "issue", "st001", "--server", server.url,
-                    "--admin-token-file", str(server.token_file))
+    issued = hostos(
+        "tokens",
+        "issue",
+        "st001",
+        "--server",
+        server.url,
+        "--admin-token-file",
+        str(server.token_file),
+    )
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip()
     with server.client(token) as node:
         assert node.get("/v1/nodes/st001").status_code == 200
-    refused = hostos("tokens", "issue", "st/001", "--server", server.url,
-                     "--admin-token-file", str(server.token_file))
+    refused = hostos(
+        "tokens",
+        "issue",
+        "st/001",
+        "--server",
+        server.url,
+        "--admin-token-file",
+        str(server.token_file),
+    )
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert "400" in refused.stderr or "404" in refused.stderr
 
 
 def test_openapi_lists_the_api(server: Server) -> None:
     paths = httpx.get(server.url + "/openapi.json").json()["paths"]
-    for path in ("/v1/site", "/v1/nodes", "/v1/nodes/{node_id}/config",
-                 "/v1/nodes/{node_id}/status", "/v1/pre-reboot", "/v1/steady-state",
-                 "/boot/{mac}.ipxe", "/images/{name}/{file}", "/healthz"):
+    for path in (
+        "/v1/site",
+        "/v1/nodes",
+        "/v1/nodes/{node_id}/config",
+        "/v1/nodes/{node_id}/status",
+        "/v1/pre-reboot",
+        "/v1/steady-state",
+        "/boot/{mac}.ipxe",
+        "/images/{name}/{file}",
+        "/healthz",
+    ):
         assert path in paths
 
 
@@ -270,7 +320,6 @@ def test_zz_tokens_never_reach_the_log(server: Server, admin: httpx.Client) -> N
     log = server.log_text()
     # a node's routine traffic is logged at debug level, anything else at info
     assert "event=http method=GET path=/v1/nodes/cn001/config status=200" not in log
-    assert "event=http method=GET path=/v1/nodes/cn002/config status=403 who=node:cn001" \
-        in log
+    assert "event=http method=GET path=/v1/nodes/cn002/config status=403 who=node:cn001" in log
     for secret in (ADMIN_TOKEN, token, "hn1.", "Bearer", "hostos.token="):
         assert secret not in log

@@ -41,14 +41,23 @@ def server(lab: Lab, tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
-def cluster(lab: Lab, server: Server, tmp: Path, count: int,
-            **special: dict[str, Any]) -> SimCluster:
+def cluster(
+    lab: Lab, server: Server, tmp: Path, count: int, **special: dict[str, Any]
+) -> SimCluster:
     """Publish a site of count nodes n1… of role compute on img-1 (each with its MAC),
     register both images, give each node a namespace and a token file."""
     ids = IDS[:count] if count <= len(IDS) else [f"n{i}" for i in range(1, count + 1)]
-    site = {"roles": {"compute": {"role": "compute", "image": "img-1", "mounts": [],
-                                  "units": [{"name": "app", "image": "busybox"}]}},
-            "nodes": {n: {"role": "compute", "mac": mac(i)} for i, n in enumerate(ids, 1)}}
+    site = {
+        "roles": {
+            "compute": {
+                "role": "compute",
+                "image": "img-1",
+                "mounts": [],
+                "units": [{"name": "app", "image": "busybox"}],
+            }
+        },
+        "nodes": {n: {"role": "compute", "mac": mac(i)} for i, n in enumerate(ids, 1)},
+    }
     nodes_dir = tmp / "nodes"
     nodes_dir.mkdir()
     with server.client() as admin:
@@ -60,8 +69,7 @@ def cluster(lab: Lab, server: Server, tmp: Path, count: int,
             token = nodes_dir / f"{node}.token"
             token.write_text(admin.post(f"/v1/tokens/nodes/{node}").json()["token"] + "\n")
             lab.add(node, mac(i))
-            nodes[node] = SimNode(node, mac(i).replace(":", "-"), token,
-                                  **special.get(node, {}))
+            nodes[node] = SimNode(node, mac(i).replace(":", "-"), token, **special.get(node, {}))
     return SimCluster(lab, server.url, nodes_dir, nodes)
 
 
@@ -70,7 +78,8 @@ def all_steady(sim: SimCluster, server: Server) -> bool:
     with server.client() as admin:
         records = admin.get("/v1/nodes").json()
     return len(records) == len(sim.nodes) and all(
-        r["boot_id"] and r["steady_boot_id"] == r["boot_id"] for r in records)
+        r["boot_id"] and r["steady_boot_id"] == r["boot_id"] for r in records
+    )
 
 
 def start(server: Server, **spec: Any) -> dict[str, Any]:
@@ -98,15 +107,27 @@ def assignments(server: Server) -> dict[str, str | None]:
         return {n["id"]: n["assigned_image"] for n in admin.get("/v1/nodes").json()}
 
 
-def test_eight_nodes_two_at_a_time_through_the_cli(lab: Lab, server: Server,
-                                                    tmp_path: Path) -> None:
+def test_eight_nodes_two_at_a_time_through_the_cli(
+    lab: Lab, server: Server, tmp_path: Path
+) -> None:
     sim = cluster(lab, server, tmp_path, 8)
     with sim.running():
         wait_for(lambda: all_steady(sim, server), 30)
         env = {**os.environ, "HOSTOS_ADMIN_TOKEN_FILE": str(server.token_file)}
-        done = hostos("rollout", "start", "compute", "--image", "img-2", "--server",
-                      server.url, "--max-unavailable", "2", "--health-timeout", "60s",
-                      env=env)
+        done = hostos(
+            "rollout",
+            "start",
+            "compute",
+            "--image",
+            "img-2",
+            "--server",
+            server.url,
+            "--max-unavailable",
+            "2",
+            "--health-timeout",
+            "60s",
+            env=env,
+        )
         assert done.returncode == 0, done.stderr
         ended = wait_for(lambda: state_is(server, "done", "paused"), 120, every=0.5)
         wait_for(lambda: all_steady(sim, server), 20)
@@ -124,8 +145,9 @@ def test_eight_nodes_two_at_a_time_through_the_cli(lab: Lab, server: Server,
     assert server.process.poll() is None
 
 
-def test_a_failing_canary_pauses_and_nothing_else_is_touched(lab: Lab, server: Server,
-                                                             tmp_path: Path) -> None:
+def test_a_failing_canary_pauses_and_nothing_else_is_touched(
+    lab: Lab, server: Server, tmp_path: Path
+) -> None:
     sim = cluster(lab, server, tmp_path, 4, n1={"bad": frozenset({"img-2"})})
     with sim.running():
         wait_for(lambda: all_steady(sim, server), 30)
@@ -134,8 +156,12 @@ def test_a_failing_canary_pauses_and_nothing_else_is_touched(lab: Lab, server: S
         paused = wait_for(lambda: state_is(server, "paused", "done"), 60, every=0.5)
         booted = sim.booted()
     assert isinstance(paused, dict) and paused["state"] == "paused", paused
-    assert node_states(paused) == {"n1": "failed", "n2": "pending", "n3": "pending",
-                                   "n4": "pending"}
+    assert node_states(paused) == {
+        "n1": "failed",
+        "n2": "pending",
+        "n3": "pending",
+        "n4": "pending",
+    }
     assert "units not healthy" in paused["nodes"]["n1"]["reason"]
     assert sim.order() == ["n1"]
     assert booted == {"n1": "img-2", "n2": "img-1", "n3": "img-1", "n4": "img-1"}
@@ -147,15 +173,17 @@ def test_auto_rollback_puts_the_canary_back(lab: Lab, server: Server, tmp_path: 
     with sim.running():
         wait_for(lambda: all_steady(sim, server), 30)
         start(server, max_unavailable=2, canary=1, health_timeout=8, auto_rollback=True)
-        ended = wait_for(lambda: state_is(server, "rolled-back", "paused", "done"), 90,
-                         every=0.5)
+        ended = wait_for(lambda: state_is(server, "rolled-back", "paused", "done"), 90, every=0.5)
         wait_for(lambda: "n1" in sim.steady(), 20)
     assert isinstance(ended, dict) and ended["state"] == "rolled-back", ended
     assert node_states(ended)["n1"] == "reverted"
     assert {node_states(ended)[n] for n in ("n2", "n3", "n4")} == {"pending"}
     assert sim.order() == ["n1", "n1"]  # onto img-2, and back
-    assert [e["image"] for e in sim.events("boot") if e["node"] == "n1"] == \
-        ["img-1", "img-2", "img-1"]
+    assert [e["image"] for e in sim.events("boot") if e["node"] == "n1"] == [
+        "img-1",
+        "img-2",
+        "img-1",
+    ]
     assert assignments(server)["n1"] == "img-1"
 
 
@@ -185,8 +213,9 @@ def test_a_restarted_server_resumes_the_rollout(lab: Lab, tmp_path: Path) -> Non
     assert set(sim.booted().values()) == {"img-2"}
 
 
-def test_a_node_that_never_returns_pauses_after_its_deadline(lab: Lab, server: Server,
-                                                             tmp_path: Path) -> None:
+def test_a_node_that_never_returns_pauses_after_its_deadline(
+    lab: Lab, server: Server, tmp_path: Path
+) -> None:
     sim = cluster(lab, server, tmp_path, 4, n3={"gone": True})
     with sim.running():
         wait_for(lambda: all_steady(sim, server), 30)
@@ -195,25 +224,45 @@ def test_a_node_that_never_returns_pauses_after_its_deadline(lab: Lab, server: S
     assert isinstance(paused, dict) and paused["state"] == "paused", paused
     states = node_states(paused)
     assert states["n3"] == "failed" and states["n1"] == states["n2"] == "done", states
-    assert "no heartbeat" in paused["nodes"]["n3"]["reason"] or \
-        "runs img-1" in paused["nodes"]["n3"]["reason"]
+    assert (
+        "no heartbeat" in paused["nodes"]["n3"]["reason"]
+        or "runs img-1" in paused["nodes"]["n3"]["reason"]
+    )
     assert sim.max_out() <= 2
     assert "n3" not in sim.booted() or sim.booted()["n3"] == "img-1"  # never came back
 
 
-def test_a_node_token_against_another_nodes_config_is_forbidden(lab: Lab, server: Server,
-                                                                tmp_path: Path) -> None:
+def test_a_node_token_against_another_nodes_config_is_forbidden(
+    lab: Lab, server: Server, tmp_path: Path
+) -> None:
     sim = cluster(lab, server, tmp_path, 2)
     other = sim.nodes["n2"].token_file.read_text().strip()
     own = sim.nodes["n1"].token_file.read_text().strip()
-    code = ("import json, sys\n"
-            "from hostos.cluster.agent import Http\n"
-            "answers = [Http(sys.argv[1], t).request('GET', '/v1/nodes/n1/config').status\n"
-            "           for t in sys.argv[2:]]\n"
-            "print(json.dumps(answers))\n")
-    done = subprocess.run(["ip", "netns", "exec", lab.nodes["n2"].name, sys.executable, "-c",
-                           code, server.url, other, own], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import json, sys\n"
+        "from hostos.cluster.agent import Http\n"
+        "answers = [Http(sys.argv[1], t).request('GET', '/v1/nodes/n1/config').status\n"
+        "           for t in sys.argv[2:]]\n"
+        "print(json.dumps(answers))\n"
+    )
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.nodes["n2"].name,
+            sys.executable,
+            "-c",
+            code,
+            server.url,
+            other,
+            own,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [403, 200]  # from n2's own address, n2's token
     log = server.log_text()

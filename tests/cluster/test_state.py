@@ -10,20 +10,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from hostos.cluster import keys
-from hostos.cluster.changes import SITE, Changes, node_topic
-from hostos.cluster.kv import KV, Compacted, Entry, open_kv
-from hostos.cluster.mirror import Mirror
 from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument, SlotTable
-from hostos.cluster.state import GENERATIONS_KEPT, NotFound, State
+from hostos.cluster.server.changes import SITE, Changes, node_topic
+from hostos.cluster.server.mirror import Mirror
+from hostos.cluster.store import keys
+from hostos.cluster.store.fleet import GENERATIONS_KEPT, NotFound, State
+from hostos.cluster.store.kv import KV, Compacted, Entry, open_kv
 
 
 def site(marker: str = "", **nodes: str) -> SiteDocument:
     nodes = nodes or {"cn001": "compute", "cn002": "compute", "st001": "storage"}
-    return SiteDocument.from_json({
-        "roles": {r: {"image": "img-1", "marker": marker} for r in set(nodes.values())},
-        "nodes": {n: {"role": r, "mac": f"52:54:00:00:00:{i:02x}"}
-                  for i, (n, r) in enumerate(sorted(nodes.items()), start=1)}})
+    return SiteDocument.from_json(
+        {
+            "roles": {r: {"image": "img-1", "marker": marker} for r in set(nodes.values())},
+            "nodes": {
+                n: {"role": r, "mac": f"52:54:00:00:00:{i:02x}"}
+                for i, (n, r) in enumerate(sorted(nodes.items()), start=1)
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -125,15 +130,21 @@ def test_tokens(state: State) -> None:
 
 def test_the_mirror_wakes_a_node_only_when_its_assignment_changes() -> None:
     mirror = Mirror()
-    assert mirror.apply([Entry("site/current", b'{"generation":2}', 1),
-                         Entry("site/gen/2", b"{}", 1), Entry("fleetlock/g", b"{}", 3),
-                         Entry("nodes/cn001", b'{"assigned_image":null}', 2)]) == \
-        {SITE, node_topic("cn001")}
+    assert mirror.apply(
+        [
+            Entry("site/current", b'{"generation":2}', 1),
+            Entry("site/gen/2", b"{}", 1),
+            Entry("fleetlock/g", b"{}", 3),
+            Entry("nodes/cn001", b'{"assigned_image":null}', 2),
+        ]
+    ) == {SITE, node_topic("cn001")}
     # a heartbeat rewrites the record, the assignment stays: nobody is woken
-    assert mirror.apply([Entry("nodes/cn001", b'{"assigned_image":null,"last_seen":5}', 4)]) \
-        == set()
-    assert mirror.apply([Entry("nodes/cn001", b'{"assigned_image":"img-2"}', 5)]) == \
-        {node_topic("cn001")}
+    assert (
+        mirror.apply([Entry("nodes/cn001", b'{"assigned_image":null,"last_seen":5}', 4)]) == set()
+    )
+    assert mirror.apply([Entry("nodes/cn001", b'{"assigned_image":"img-2"}', 5)]) == {
+        node_topic("cn001")
+    }
     assert mirror.apply([Entry("site/current", b'{"generation":2}', 6)]) == set()
     assert (mirror.generation, mirror.assigned) == (2, {"cn001": "img-2"})
     assert mirror.apply([Entry("nodes/cn001", b"", 7)]) == {node_topic("cn001")}  # deleted
@@ -142,8 +153,12 @@ def test_the_mirror_wakes_a_node_only_when_its_assignment_changes() -> None:
 
 def test_the_mirror_follows_token_hashes() -> None:
     mirror = Mirror()
-    mirror.apply([Entry("tokens/nodes/cn001", b'{"sha256":"ab"}', 1),
-                  Entry("tokens/nodes/cn002", b'{"sha256":"cd"}', 2)])
+    mirror.apply(
+        [
+            Entry("tokens/nodes/cn001", b'{"sha256":"ab"}', 1),
+            Entry("tokens/nodes/cn002", b'{"sha256":"cd"}', 2),
+        ]
+    )
     mirror.apply([Entry("tokens/nodes/cn002", b"", 3), Entry("tokens/nodes/cn003", b"x", 4)])
     assert mirror.tokens == {"cn001": "ab"}
 

@@ -26,7 +26,7 @@ import pytest
 from hostos.image.boot import Guest, Image, Options, initrd_with_site, qemu_command
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE_CLI = [sys.executable, "-c", "from hostos.image.cli import image_app; image_app()"]
+IMAGE_CLI = [sys.executable, "-c", "from hostos.cli.image import image_app; image_app()"]
 
 
 def _need(*programs: str) -> None:
@@ -36,6 +36,7 @@ def _need(*programs: str) -> None:
 
 
 # -- the console ---------------------------------------------------------------------------
+
 
 @dataclass
 class Console:
@@ -60,8 +61,9 @@ class Console:
         hits = [(t, line) for t, line in self.lines if regex.search(line)]
         return hits[count - 1] if len(hits) >= count else None
 
-    def wait_for(self, pattern: str, timeout: float, guest: Guest | None = None,
-                 count: int = 1) -> tuple[float, str]:
+    def wait_for(
+        self, pattern: str, timeout: float, guest: Guest | None = None, count: int = 1
+    ) -> tuple[float, str]:
         """The count-th line matching pattern, waiting up to timeout seconds for it."""
         deadline = time.monotonic() + timeout
         with self.changed:
@@ -72,8 +74,10 @@ class Console:
                 left = deadline - time.monotonic()
                 if left <= 0 or (guest is not None and not guest.running()):
                     tail = "\n".join(line for _, line in self.lines[-40:])
-                    raise AssertionError(f"no console line matching {pattern!r} within "
-                                         f"{timeout:g}s; last lines:\n{tail}")
+                    raise AssertionError(
+                        f"no console line matching {pattern!r} within "
+                        f"{timeout:g}s; last lines:\n{tail}"
+                    )
                 self.changed.wait(min(left, 0.5))
 
     def text(self) -> str:
@@ -85,8 +89,7 @@ class Booted:
     guest: Guest
     console: Console
 
-    def wait_for(self, pattern: str, timeout: float = 120, count: int = 1
-                 ) -> tuple[float, str]:
+    def wait_for(self, pattern: str, timeout: float = 120, count: int = 1) -> tuple[float, str]:
         return self.console.wait_for(pattern, timeout, self.guest, count)
 
     def power_off(self, timeout: float = 180) -> int:
@@ -102,14 +105,20 @@ def boot(tmp_path: Path) -> Iterator[object]:
     guests: list[Guest] = []
 
     @contextlib.contextmanager
-    def start(image: Image, append: str, site: Path | None = None, mem: str = "256M",
-              stdin: int | None = subprocess.DEVNULL) -> Iterator[Booted]:
+    def start(
+        image: Image,
+        append: str,
+        site: Path | None = None,
+        mem: str = "256M",
+        stdin: int | None = subprocess.DEVNULL,
+    ) -> Iterator[Booted]:
         qmp = str(tmp_path / f"qmp{len(guests)}.sock")
         options = Options(mem=mem, append=append, qmp=qmp)
         with initrd_with_site(image, site) as initrd:
             console = Console()
-            guest = Guest(qemu_command(image, options, initrd), qmp, on_line=console.add,
-                          stdin=stdin)
+            guest = Guest(
+                qemu_command(image, options, initrd), qmp, on_line=console.add, stdin=stdin
+            )
             guests.append(guest)
             guest.start()
             console.started = guest.started
@@ -127,17 +136,22 @@ def boot(tmp_path: Path) -> Iterator[object]:
 
 # -- NFS -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def nfs_server(tmp_path: Path) -> Iterator[nfs.NfsServer]:
     """nfs-ganesha exporting a temporary directory as /export (10.0.2.2:/export in a guest)."""
     if nfs.missing_programs():
-        pytest.fail(f"missing {', '.join(nfs.missing_programs())}: apt-get install "
-                    + " ".join(nfs.PACKAGES) + " (scripts/setup installs them)")
+        pytest.fail(
+            f"missing {', '.join(nfs.missing_programs())}: apt-get install "
+            + " ".join(nfs.PACKAGES)
+            + " (scripts/setup installs them)"
+        )
     with nfs.ganesha(tmp_path / "nfs") as server:
         yield server
 
 
 # -- images --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def kernel() -> devimage.Kernel:
@@ -154,8 +168,7 @@ def dev_image(kernel: devimage.Kernel, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
-def dev_squashfs_image(kernel: devimage.Kernel,
-                       tmp_path_factory: pytest.TempPathFactory) -> Image:
+def dev_squashfs_image(kernel: devimage.Kernel, tmp_path_factory: pytest.TempPathFactory) -> Image:
     _need("mksquashfs", "cpio")
     out = tmp_path_factory.mktemp("dev-squashfs-image") / "initramfs.img"
     devimage.build(kernel, out, squashfs=True)
@@ -163,8 +176,9 @@ def dev_squashfs_image(kernel: devimage.Kernel,
 
 
 def _image(*args: str, timeout: float) -> None:
-    result = subprocess.run([*IMAGE_CLI, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [*IMAGE_CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     print(result.stdout, result.stderr, sep="\n")
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -184,6 +198,7 @@ def host_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     _need("mmdebstrap", "mksquashfs", "zstd")
     _image("base", "--engine", "docker", timeout=900)
     out = tmp_path_factory.mktemp("host-image") / "out"
-    _image("build", "--engine", "docker", "--out", str(out), "--tag", "hostos/host:e2e",
-           timeout=2400)
+    _image(
+        "build", "--engine", "docker", "--out", str(out), "--tag", "hostos/host:e2e", timeout=2400
+    )
     return find_image(out)

@@ -43,8 +43,9 @@ class Kernel:
 
 
 def kernel_package() -> str:
-    out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["apt-cache", "depends", "linux-image-amd64"], check=True, capture_output=True, text=True
+    ).stdout
     for line in out.splitlines():
         line = line.strip()
         if line.startswith("Depends: linux-image-"):
@@ -61,8 +62,9 @@ def ensure_kernel(cache: Path = CACHE) -> Kernel:
         download = cache / "download"
         shutil.rmtree(download, ignore_errors=True)
         download.mkdir(parents=True)
-        subprocess.run(["apt-get", "download", package], cwd=download, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["apt-get", "download", package], cwd=download, check=True, capture_output=True
+        )
         deb = next(download.glob("*.deb"))
         shutil.rmtree(root, ignore_errors=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -75,9 +77,12 @@ def module_order(kernel: Kernel, names: tuple[str, ...]) -> list[str]:
     """Module paths relative to lib/modules/VERSION, dependencies first, each once."""
     order: list[str] = []
     for name in names:
-        out = subprocess.run(["modprobe", "-d", str(kernel.root), "-S", kernel.version,
-                              "--show-depends", name], check=True, capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["modprobe", "-d", str(kernel.root), "-S", kernel.version, "--show-depends", name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         for line in out.splitlines():
             words = line.split()
             if words[:1] == ["insmod"]:
@@ -90,8 +95,9 @@ def module_order(kernel: Kernel, names: tuple[str, ...]) -> list[str]:
 def _busybox_entries() -> list[cpio.Entry]:
     entries = [cpio.directory(d) for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin")]
     entries.append(cpio.Entry("bin/busybox", stat.S_IFREG | 0o755, source=BUSYBOX))
-    listing = subprocess.run([str(BUSYBOX), "--list-full"], check=True, capture_output=True,
-                             text=True).stdout
+    listing = subprocess.run(
+        [str(BUSYBOX), "--list-full"], check=True, capture_output=True, text=True
+    ).stdout
     for path in listing.split():
         if path != "bin/busybox":
             target = os.path.relpath("bin/busybox", os.path.dirname(path))
@@ -101,10 +107,13 @@ def _busybox_entries() -> list[cpio.Entry]:
 
 def _base_entries() -> list[cpio.Entry]:
     dirs = ("dev", "proc", "sys", "run", "tmp", "root", "etc", "var", "var/lib", "mnt")
-    return [*(cpio.directory(d) for d in dirs), cpio.char_device("dev/console", 5, 1),
-            cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
-            cpio.file("etc/group", b"root:x:0:\n"),
-            cpio.file("etc/hosts", b"127.0.0.1 localhost\n")]
+    return [
+        *(cpio.directory(d) for d in dirs),
+        cpio.char_device("dev/console", 5, 1),
+        cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+        cpio.file("etc/group", b"root:x:0:\n"),
+        cpio.file("etc/hosts", b"127.0.0.1 localhost\n"),
+    ]
 
 
 def _module_entries(kernel: Kernel, order: list[str]) -> list[cpio.Entry]:
@@ -114,8 +123,9 @@ def _module_entries(kernel: Kernel, order: list[str]) -> list[cpio.Entry]:
         parts = Path(rel).parts
         for i in range(1, len(parts)):
             entries.append(cpio.directory(f"{base}/{'/'.join(parts[:i])}"))
-        entries.append(cpio.Entry(f"{base}/{rel}", stat.S_IFREG | 0o644,
-                                  source=kernel.modules / rel))
+        entries.append(
+            cpio.Entry(f"{base}/{rel}", stat.S_IFREG | 0o644, source=kernel.modules / rel)
+        )
     listing = "".join(line + "\n" for line in order).encode()
     entries += [cpio.directory("etc/hostos"), cpio.file("etc/hostos/modules", listing)]
     return entries
@@ -148,15 +158,20 @@ while :; do sleep 1 & wait $!; done
 """
 
 
-def build(kernel: Kernel, out: Path, *, squashfs: bool = False,
-          extra: dict[str, bytes] | None = None) -> Path:
+def build(
+    kernel: Kernel, out: Path, *, squashfs: bool = False, extra: dict[str, bytes] | None = None
+) -> Path:
     """Pack the initramfs (gzip) to out.  squashfs=True packs the root as /root.squashfs in
     an outer initramfs, as the image build does."""
-    root_entries = [*_base_entries(), *_busybox_entries(),
-                    *cpio.tree_entries(INIT_TREE),
-                    *_module_entries(kernel, module_order(kernel, MODULES)),
-                    cpio.directory("usr/local"), cpio.directory("usr/local/bin"),
-                    cpio.file("usr/local/bin/hostos", STUB_HOSTOS.encode(), 0o755)]
+    root_entries = [
+        *_base_entries(),
+        *_busybox_entries(),
+        *cpio.tree_entries(INIT_TREE),
+        *_module_entries(kernel, module_order(kernel, MODULES)),
+        cpio.directory("usr/local"),
+        cpio.directory("usr/local/bin"),
+        cpio.file("usr/local/bin/hostos", STUB_HOSTOS.encode(), 0o755),
+    ]
     root_entries += [cpio.file(path, data) for path, data in (extra or {}).items()]
     entries = _outer_entries(kernel, root_entries, out.parent) if squashfs else root_entries
     raw = io.BytesIO()
@@ -172,14 +187,24 @@ def _outer_entries(kernel: Kernel, root_entries: list[cpio.Entry], work: Path) -
     raw = io.BytesIO()
     cpio.write(raw, root_entries, mtime=0)
     tree.mkdir()
-    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], cwd=tree,
-                   input=raw.getvalue(), check=True)
+    subprocess.run(
+        ["cpio", "-idm", "--quiet", "--no-absolute-filenames"],
+        cwd=tree,
+        input=raw.getvalue(),
+        check=True,
+    )
     image = work / "root.squashfs"
     image.unlink(missing_ok=True)
-    subprocess.run(["mksquashfs", str(tree), str(image), "-comp", "zstd", "-noappend",
-                    "-quiet", "-all-root"], check=True, capture_output=True)
+    subprocess.run(
+        ["mksquashfs", str(tree), str(image), "-comp", "zstd", "-noappend", "-quiet", "-all-root"],
+        check=True,
+        capture_output=True,
+    )
     shutil.rmtree(tree)
-    return [*_base_entries(), *_busybox_entries(),
-            cpio.Entry("init", stat.S_IFREG | 0o755, source=INIT_TREE / "init"),
-            *_module_entries(kernel, module_order(kernel, OUTER_MODULES)),
-            cpio.Entry("root.squashfs", stat.S_IFREG | 0o644, source=image)]
+    return [
+        *_base_entries(),
+        *_busybox_entries(),
+        cpio.Entry("init", stat.S_IFREG | 0o755, source=INIT_TREE / "init"),
+        *_module_entries(kernel, module_order(kernel, OUTER_MODULES)),
+        cpio.Entry("root.squashfs", stat.S_IFREG | 0o644, source=image),
+    ]

@@ -51,8 +51,11 @@ LOG {{ Default_Log_Level = EVENT; }}
 
 
 def missing_programs() -> list[str]:
-    return [p for p in ("ganesha.nfsd", "rpcbind") if shutil.which(p) is None
-            and not Path("/usr/sbin", p).exists()]
+    return [
+        p
+        for p in ("ganesha.nfsd", "rpcbind")
+        if shutil.which(p) is None and not Path("/usr/sbin", p).exists()
+    ]
 
 
 def free_port() -> int:
@@ -88,8 +91,11 @@ def rpcbind() -> Iterator[None]:
         yield
         return
     Path("/run/rpcbind").mkdir(exist_ok=True)
-    process = subprocess.Popen([shutil.which("rpcbind") or "/usr/sbin/rpcbind", "-f", "-w"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [shutil.which("rpcbind") or "/usr/sbin/rpcbind", "-f", "-w"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while not _rpcbind_running():
@@ -116,16 +122,30 @@ def ganesha(workdir: Path) -> Iterator[NfsServer]:
     log = workdir / "ganesha.log"
     with rpcbind():
         process = subprocess.Popen(
-            [shutil.which("ganesha.nfsd") or "/usr/bin/ganesha.nfsd", "-F", "-f", str(config),
-             "-L", str(log), "-p", str(workdir / "ganesha.pid"), "-N", "NIV_EVENT"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                shutil.which("ganesha.nfsd") or "/usr/bin/ganesha.nfsd",
+                "-F",
+                "-f",
+                str(config),
+                "-L",
+                str(log),
+                "-p",
+                str(workdir / "ganesha.pid"),
+                "-N",
+                "NIV_EVENT",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 20
             while not answers(port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                    raise RuntimeError(f"ganesha did not answer on port {port} "
-                                       f"(exit {process.poll()}):\n{tail}")
+                    raise RuntimeError(
+                        f"ganesha did not answer on port {port} (exit {process.poll()}):\n{tail}"
+                    )
                 time.sleep(0.05)
             yield NfsServer(export, port, log)
         finally:

@@ -22,8 +22,14 @@ NODE = "e2e-node1"
 ROLE = "e2e"
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes = b"", mode: int = 0o644,
-         kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
+def _add(
+    tar: tarfile.TarFile,
+    name: str,
+    data: bytes = b"",
+    mode: int = 0o644,
+    kind: bytes = tarfile.REGTYPE,
+    link: str = "",
+) -> None:
     info = tarfile.TarInfo(name)
     info.mode, info.type, info.linkname, info.size = mode, kind, link, len(data)
     info.mtime = 0
@@ -35,8 +41,7 @@ def _layer() -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for directory in ("bin", "data", "etc", "proc", "sys", "dev", "tmp", "root", "run"):
-            _add(tar, directory, mode=0o1777 if directory == "tmp" else 0o755,
-                 kind=tarfile.DIRTYPE)
+            _add(tar, directory, mode=0o1777 if directory == "tmp" else 0o755, kind=tarfile.DIRTYPE)
         _add(tar, "bin/busybox", BUSYBOX.read_bytes(), 0o755)
         for applet in applets:
             if applet != "busybox":
@@ -50,15 +55,20 @@ def busybox_archive(path: Path, tag: str = "localhost/hostos/e2e-busybox:1") -> 
     """Write a one-layer docker-archive of busybox to path; its image ID (config digest)."""
     layer = _layer()
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": "hostos e2e: static busybox"}],
-    }, sort_keys=True).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created_by": "hostos e2e: static busybox"}],
+        },
+        sort_keys=True,
+    ).encode()
     config_id = hashlib.sha256(config).hexdigest()
-    manifest = json.dumps([{"Config": f"{config_id}.json", "RepoTags": [tag],
-                            "Layers": [f"{diff_id[7:]}/layer.tar"]}]).encode()
+    manifest = json.dumps(
+        [{"Config": f"{config_id}.json", "RepoTags": [tag], "Layers": [f"{diff_id[7:]}/layer.tar"]}]
+    ).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
         _add(tar, f"{config_id}.json", config)
@@ -78,18 +88,26 @@ def demo_site(site: Path, data_source: str, data_options: str, timeout: str = "2
     "<hostname> <date>" into /data/hello.txt (needs the mount), `tick` needs nothing."""
     busybox_archive(site / ARCHIVE)
     options = ", ".join(data_options.split(","))
-    write(site / "nodes.yaml", f"""
+    write(
+        site / "nodes.yaml",
+        f"""
         nodes:
           - {{name: {NODE}, role: {ROLE}}}
-        """)
-    write(site / "roles" / f"{ROLE}.yaml", f"""
+        """,
+    )
+    write(
+        site / "roles" / f"{ROLE}.yaml",
+        f"""
         role: {ROLE}
         mounts:
           - {{name: data, type: nfs4, source: "{data_source}", target: /data,
              options: [{options}], timeout: {timeout}}}
         units: [hello, tick]
-        """)
-    write(site / "hello.yaml", f"""
+        """,
+    )
+    write(
+        site / "hello.yaml",
+        f"""
         image: {IMAGE}
         command:
           - sh
@@ -99,11 +117,15 @@ def demo_site(site: Path, data_source: str, data_options: str, timeout: str = "2
         mounts:
           - {{mount: data, target: /data}}
         stop_timeout: 5s
-        """)
-    write(site / "tick.yaml", f"""
+        """,
+    )
+    write(
+        site / "tick.yaml",
+        f"""
         image: {IMAGE}
         command: ["sh", "-c", "while :; do echo tick; sleep 5; done"]
         network: none
         stop_timeout: 5s
-        """)
+        """,
+    )
     return site

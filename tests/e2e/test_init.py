@@ -25,13 +25,12 @@ def site_on_nfs(server: NfsServer) -> str:
     (server.export / "site" / "nodes.yaml").write_text("nodes: []\n")
     # the stub mounts this and writes data/hello.txt into it
     (server.export / "site" / "stub-data").write_text(
-        f"10.0.2.2:/export/data {server.mount_options()}\n")
-    return (f"hostos.site=10.0.2.2:/export/site "
-            f"hostos.site_opts={server.mount_options()},soft")
+        f"10.0.2.2:/export/data {server.mount_options()}\n"
+    )
+    return f"hostos.site=10.0.2.2:/export/site hostos.site_opts={server.mount_options()},soft"
 
 
-def test_nfs_site_dhcp_and_power_button(boot: Any, dev_image: Image,
-                                        nfs_server: NfsServer) -> None:
+def test_nfs_site_dhcp_and_power_button(boot: Any, dev_image: Image, nfs_server: NfsServer) -> None:
     append = f"hostos.node=cn001 quiet {site_on_nfs(nfs_server)}"
     with boot(dev_image, append) as node:
         node.wait_for(r"hostos-init: network: eth0 10\.0\.2\.15/24 via 10\.0\.2\.2 \(dhcp\)", 60)
@@ -41,15 +40,20 @@ def test_nfs_site_dhcp_and_power_button(boot: Any, dev_image: Image,
         assert (nfs_server.export / "data" / "hello.txt").read_text().startswith("cn001 ")
         assert node.power_off(60) == 0
         text = node.console.text()
-    for line in ("hostos-init: poweroff requested", "stub-supervisor: stopping",
-                 "hostos-init: supervisor stopped", "reboot: Power down"):
+    for line in (
+        "hostos-init: poweroff requested",
+        "stub-supervisor: stopping",
+        "hostos-init: supervisor stopped",
+        "reboot: Power down",
+    ):
         assert line in text
     assert "still running after SIGTERM" not in text
     assert "hostos-init: error" not in text
 
 
-def test_squashfs_root_static_ip_and_local_site(boot: Any, dev_squashfs_image: Image,
-                                                tmp_path: Path) -> None:
+def test_squashfs_root_static_ip_and_local_site(
+    boot: Any, dev_squashfs_image: Image, tmp_path: Path
+) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "nodes.yaml").write_text("nodes: []\n")
@@ -67,8 +71,9 @@ def test_failure_says_why_and_powers_off(boot: Any, dev_image: Image, tmp_path: 
     site = tmp_path / "site"
     site.mkdir()
     with boot(dev_image, "quiet ip=off", site=site) as node:
-        node.wait_for("hostos-init: error: no hostos.node= or hostos.role= on the kernel "
-                      "command line", 60)
+        node.wait_for(
+            "hostos-init: error: no hostos.node= or hostos.role= on the kernel command line", 60
+        )
         node.wait_for("add hostos.rescue=1 to the kernel command line for a rescue shell")
         assert node.guest.wait(30) == 0  # powered off by itself
         assert node.guest.failed
@@ -88,11 +93,16 @@ def test_rescue_shell_on_request(boot: Any, dev_image: Image) -> None:
 
 def test_unreachable_nfs_site_is_retried_and_reported(boot: Any, dev_image: Image) -> None:
     """No server: /init keeps trying (saying why) and still powers off on the button."""
-    append = ("quiet hostos.node=cn001 hostos.site=10.0.2.2:/export/site "
-              "hostos.site_opts=vers=4.1,port=9,soft")
+    append = (
+        "quiet hostos.node=cn001 hostos.site=10.0.2.2:/export/site "
+        "hostos.site_opts=vers=4.1,port=9,soft"
+    )
     with boot(dev_image, append) as node:
-        node.wait_for(r"hostos-init: waiting for the site 10\.0\.2\.2:/export/site: .*"
-                      r"retrying in 2s", 90)
+        node.wait_for(
+            r"hostos-init: waiting for the site 10\.0\.2\.2:/export/site: .*"
+            r"retrying in 2s",
+            90,
+        )
         node.wait_for("retrying in 4s", 60)
         assert node.power_off(60) == 0
         assert "hostos-init: poweroff requested" in node.console.text()
@@ -100,15 +110,18 @@ def test_unreachable_nfs_site_is_retried_and_reported(boot: Any, dev_image: Imag
 
 @pytest.mark.parametrize("seconds", [3])
 def test_site_wait_gives_up(boot: Any, dev_image: Image, seconds: int) -> None:
-    append = (f"quiet hostos.node=cn001 hostos.site=10.0.2.2:/export/site "
-              f"hostos.site_opts=vers=4.1,port=9,soft hostos.site_wait={seconds}")
+    append = (
+        f"quiet hostos.node=cn001 hostos.site=10.0.2.2:/export/site "
+        f"hostos.site_opts=vers=4.1,port=9,soft hostos.site_wait={seconds}"
+    )
     with boot(dev_image, append) as node:
         node.wait_for(r"hostos-init: error: cannot mount the site 10\.0\.2\.2:/export/site", 90)
         assert node.guest.wait(30) == 0
 
 
-def test_supervisor_restarted_and_console_poweroff(boot: Any, dev_image: Image,
-                                                   tmp_path: Path) -> None:
+def test_supervisor_restarted_and_console_poweroff(
+    boot: Any, dev_image: Image, tmp_path: Path
+) -> None:
     """A supervisor that dies is started again; `poweroff` typed in the console shell
     (hostos.shell=1) goes through PID 1 like the power button."""
     site = tmp_path / "site"
@@ -117,8 +130,10 @@ def test_supervisor_restarted_and_console_poweroff(boot: Any, dev_image: Image,
     append = "quiet hostos.node=cn001 hostos.shell=1 ip=off"
     with boot(dev_image, append, site=site, stdin=subprocess.PIPE) as node:
         node.wait_for("stub-supervisor: exiting with 3", 60)
-        node.wait_for(r"hostos-init: error: the supervisor exited \(status 3\); "
-                      r"starting it again in 1s")
+        node.wait_for(
+            r"hostos-init: error: the supervisor exited \(status 3\); "
+            r"starting it again in 1s"
+        )
         node.wait_for(f"{STUB} --node cn001", 30, count=2)
         node.guest.send(b"poweroff\n")
         assert node.guest.wait(60) == 0

@@ -44,7 +44,8 @@ def _images(root: Path, image: Image) -> Path:
         (directory / "initramfs.img").symlink_to(image.initrd)
         (directory / "boot.ipxe").write_text(
             f"#!ipxe\nkernel vmlinuz initrd=initramfs.img {image.cmdline} console=ttyS0\n"
-            "initrd initramfs.img\nboot\n")
+            "initrd initramfs.img\nboot\n"
+        )
     return root
 
 
@@ -62,15 +63,29 @@ def server(tmp_path: Path, host_image: Image) -> Iterator[tuple[str, httpx.Clien
     (tmp_path / "admin-token").write_text(token + "\n")
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "hostos", "serve", "--listen", f"127.0.0.1:{port}",
-         "--store", f"sqlite:///{tmp_path / 'cluster.db'}",
-         "--admin-token-file", str(tmp_path / "admin-token"),
-         "--images", str(_images(tmp_path / "images", host_image)),
-         "--public-url", f"http://10.0.2.2:{port}", "--boot-tokens"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "hostos",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--store",
+            f"sqlite:///{tmp_path / 'cluster.db'}",
+            "--admin-token-file",
+            str(tmp_path / "admin-token"),
+            "--images",
+            str(_images(tmp_path / "images", host_image)),
+            "--public-url",
+            f"http://10.0.2.2:{port}",
+            "--boot-tokens",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                          timeout=30)
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -85,9 +100,22 @@ def server(tmp_path: Path, host_image: Image) -> Iterator[tuple[str, httpx.Clien
         for name in ("img-1", "img-2"):
             client.post(f"/v1/images/{name}").raise_for_status()
         published = subprocess.run(
-            [sys.executable, "-m", "hostos", "apply", str(_site(tmp_path / "site")),
-             "--server", url, "--admin-token-file", str(tmp_path / "admin-token")],
-            cwd=ROOT, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "hostos",
+                "apply",
+                str(_site(tmp_path / "site")),
+                "--server",
+                url,
+                "--admin-token-file",
+                str(tmp_path / "admin-token"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert published.returncode == 0, published.stdout + published.stderr
         yield url, client
     finally:
@@ -121,24 +149,44 @@ def _wait(what: str, check: Any, console: Console, guest: Guest) -> Any:
 
 
 def test_a_node_netboots_from_the_server_and_rolls_to_a_second_image(
-        server: tuple[str, httpx.Client], tmp_path: Path) -> None:
+    server: tuple[str, httpx.Client], tmp_path: Path
+) -> None:
     url, client = server
     port = url.rsplit(":", 1)[1]
     qmp = str(tmp_path / "qmp.sock")
-    command = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "256M",
-               "-nographic", "-boot", "n",
-               "-netdev", f"user,id=n0,bootfile=http://10.0.2.2:{port}/boot.ipxe",
-               "-device", f"virtio-net-pci,netdev=n0,mac={MAC}",
-               "-qmp", f"unix:{qmp},server=on,wait=off"]
+    command = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "256M",
+        "-nographic",
+        "-boot",
+        "n",
+        "-netdev",
+        f"user,id=n0,bootfile=http://10.0.2.2:{port}/boot.ipxe",
+        "-device",
+        f"virtio-net-pci,netdev=n0,mac={MAC}",
+        "-qmp",
+        f"unix:{qmp},server=on,wait=off",
+    ]
     console = Console()
     guest = Guest(command, qmp, on_line=console.add)
     guest.start()
     console.started = guest.started
     try:
-        _wait("heartbeat on img-1",
-              lambda: _node(client).get("booted_image") == "img-1", console, guest)
-        started = client.post("/v1/rollouts", json={
-            "role": "r", "image": "img-2", "max_unavailable": 1, "health_timeout": TIMEOUT})
+        _wait(
+            "heartbeat on img-1",
+            lambda: _node(client).get("booted_image") == "img-1",
+            console,
+            guest,
+        )
+        started = client.post(
+            "/v1/rollouts",
+            json={"role": "r", "image": "img-2", "max_unavailable": 1, "health_timeout": TIMEOUT},
+        )
         assert started.status_code in (200, 201), started.text
         _wait("the rollout done", lambda: _rollout_state(client) == "done", console, guest)
         assert _node(client).get("booted_image") == "img-2"
@@ -150,6 +198,7 @@ def test_a_node_netboots_from_the_server_and_rolls_to_a_second_image(
         if guest.running():
             guest.kill()
     text = console.text()
-    assert "hostos.token=" not in "".join(line for line in text.splitlines()
-                                          if "hostos-init" in line or "event=" in line)
+    assert "hostos.token=" not in "".join(
+        line for line in text.splitlines() if "hostos-init" in line or "event=" in line
+    )
     print(f"\nnetboot rollout: done at {round(time.monotonic() - guest.started, 1)} s")

@@ -61,13 +61,16 @@ def wait_for_file(path: Path, timeout: float, node: Any) -> str:
     raise AssertionError(f"{path} did not appear within {timeout:g}s:\n{node.console.text()}")
 
 
-def test_unit_writes_onto_nfs_and_node_powers_off(boot: Any, host_image: Image,
-                                                  nfs_server: NfsServer) -> None:
+def test_unit_writes_onto_nfs_and_node_powers_off(
+    boot: Any, host_image: Image, nfs_server: NfsServer
+) -> None:
     export = nfs_server.export
     (export / "data").mkdir()
     sites.demo_site(export / "site", "10.0.2.2:/export/data", nfs_server.mount_options())
-    append = (f"hostos.node={sites.NODE} hostos.site=10.0.2.2:/export/site "
-              f"hostos.site_opts={nfs_server.mount_options()},soft")
+    append = (
+        f"hostos.node={sites.NODE} hostos.site=10.0.2.2:/export/site "
+        f"hostos.site_opts={nfs_server.mount_options()},soft"
+    )
     with boot(host_image, append, mem=MEM) as node:
         node.wait_for(r"hostos-init: site: 10\.0\.2\.2:/export/site \(nfs\)", BOOT_TIMEOUT)
         # one reconcile or two: hello waits for the data mount, which may come up later
@@ -78,22 +81,31 @@ def test_unit_writes_onto_nfs_and_node_powers_off(boot: Any, host_image: Image,
         assert text.startswith(f"{sites.NODE} "), text
         assert node.power_off(180) == 0
         console = node.console.text()
-    memory = [line.split("memory: ", 1)[1] for _, line in node.console.lines
-              if "hostos-init" in line and "memory: " in line]
+    memory = [
+        line.split("memory: ", 1)[1]
+        for _, line in node.console.lines
+        if "hostos-init" in line and "memory: " in line
+    ]
     times = {**milestones(node, MILESTONES), "file on the host": seen_at}
     print(f"\nTIMINGS (s since qemu start): {times}\nMEMORY: {memory}")
-    for line in ("hostos-init: poweroff requested", "event=unit-stopped unit=hello",
-                 "event=unit-stopped unit=tick", "hostos-init: supervisor stopped",
-                 "reboot: Power down"):
+    for line in (
+        "hostos-init: poweroff requested",
+        "event=unit-stopped unit=hello",
+        "event=unit-stopped unit=tick",
+        "hostos-init: supervisor stopped",
+        "reboot: Power down",
+    ):
         assert line in console, line
     assert "hostos-init: error" not in console
 
 
-def test_unreachable_nfs_node_still_runs_what_it_can(boot: Any, host_image: Image,
-                                                     tmp_path: Path) -> None:
+def test_unreachable_nfs_node_still_runs_what_it_can(
+    boot: Any, host_image: Image, tmp_path: Path
+) -> None:
     port = free_port()  # nothing listens there: connection refused, as from a dead server
-    site = sites.demo_site(tmp_path / "site", "10.0.2.2:/export/data",
-                           f"vers=4.1,port={port}", timeout="10s")
+    site = sites.demo_site(
+        tmp_path / "site", "10.0.2.2:/export/data", f"vers=4.1,port={port}", timeout="10s"
+    )
     with boot(host_image, f"hostos.node={sites.NODE}", site=site, mem=MEM) as node:
         node.wait_for(r"hostos-init: site: /etc/hostos/site \(local\)", BOOT_TIMEOUT)
         node.wait_for(r"event=unit-started unit=tick ", BOOT_TIMEOUT)

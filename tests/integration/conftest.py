@@ -20,12 +20,13 @@ import pytest
 
 from hostos.engine.base import OWNER, OWNER_LABEL, ContainerSpec, Engine
 from hostos.engine.connect import connect
-from hostos.run import run
+from hostos.process import run
 
 # Test modules in this directory `from conftest import …` and get this file, which
 # pytest has loaded under that name: hand on the helpers of tests/conftest.py.
-_spec = importlib.util.spec_from_file_location("_hostos_tests_conftest",
-                                               Path(__file__).parent.parent / "conftest.py")
+_spec = importlib.util.spec_from_file_location(
+    "_hostos_tests_conftest", Path(__file__).parent.parent / "conftest.py"
+)
 assert _spec is not None and _spec.loader is not None
 _shared = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_shared)
@@ -66,8 +67,7 @@ class Lab:
     def name(self, suffix: str) -> str:
         return self.prefix + suffix
 
-    def labels(self, owned: bool = True, extra: Mapping[str, str] | None = None
-               ) -> dict[str, str]:
+    def labels(self, owned: bool = True, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         labels = {TEST_LABEL: self.id, SESSION_LABEL: SESSION, **(extra or {})}
         if owned:
             labels[OWNER_LABEL] = OWNER
@@ -76,8 +76,11 @@ class Lab:
     def spec(self, suffix: str, owned: bool = True, **fields: Any) -> ContainerSpec:
         """A busybox container with no network, stopping at once on SIGTERM."""
         base: dict[str, Any] = {
-            "name": self.name(suffix), "image": self.busybox(), "labels": self.labels(owned),
-            "network": "none", "stop_timeout": 2,
+            "name": self.name(suffix),
+            "image": self.busybox(),
+            "labels": self.labels(owned),
+            "network": "none",
+            "stop_timeout": 2,
             "command": ("sh", "-c", "trap 'exit 0' TERM; sleep 300 & wait"),
         }
         return ContainerSpec(**{**base, **fields})
@@ -110,8 +113,9 @@ def lab(engine: Engine) -> Iterator[Lab]:
 
 def remove_labelled(cli: str, label: str) -> list[str]:
     """Force-remove every container with this label; returns their names."""
-    listed = run([cli, "ps", "--all", "--filter", f"label={label}",
-                  "--format", "{{.ID}} {{.Names}}"]).stdout.split("\n")
+    listed = run(
+        [cli, "ps", "--all", "--filter", f"label={label}", "--format", "{{.ID}} {{.Names}}"]
+    ).stdout.split("\n")
     rows = [line.split(maxsplit=1) for line in listed if line.strip()]
     if rows:
         run([cli, "rm", "--force", "--volumes", *(row[0] for row in rows)], check=False)
@@ -128,8 +132,9 @@ def no_containers_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not any(left.values()), f"tests left containers behind: {json.dumps(left)}"
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0,
-              interval: float = 0.2) -> T:
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.2
+) -> T:
     """Poll until probe returns something truthy; fail naming what was awaited."""
     deadline = time.monotonic() + timeout
     last: T | None = None

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from hostos.apply import Prepared, converge, down, owned, prepare
-from hostos.cli import app
+from hostos.cli.main import app
 from hostos.engine.base import ContainerSpec, Engine, container_name
-from hostos.load import load_site
-from hostos.plan import Kind
-from hostos.resolve import resolve_role
+from hostos.node.converge import Prepared, converge, down, owned, prepare
+from hostos.node.plan import Kind
+from hostos.site.load import load_site
+from hostos.site.resolve import resolve_role
 
 from conftest import write
 
@@ -114,12 +114,22 @@ def test_container_stopped_or_deleted_behind_our_back_is_restored(node: Node) ->
 
 def test_foreign_containers_are_never_touched(node: Node) -> None:
     engine = node.engine
-    similar = engine.create(ContainerSpec(name=node.name("a") + "-2", image=BASE,
-                                          labels={"test": node.namespace},
-                                          command=("sleep", "3600")))
-    clash = engine.create(ContainerSpec(name=node.name("b"), image=BASE,
-                                        labels={"test": node.namespace},
-                                        command=("sleep", "3600")))
+    similar = engine.create(
+        ContainerSpec(
+            name=node.name("a") + "-2",
+            image=BASE,
+            labels={"test": node.namespace},
+            command=("sleep", "3600"),
+        )
+    )
+    clash = engine.create(
+        ContainerSpec(
+            name=node.name("b"),
+            image=BASE,
+            labels={"test": node.namespace},
+            command=("sleep", "3600"),
+        )
+    )
     try:
         node.units({"a": SLEEPER, "b": SLEEPER, "c": SLEEPER + "requires: [b]\n"})
         result = node.apply()
@@ -145,13 +155,17 @@ HEALTHY_LATE = (
 
 
 def test_dependents_start_after_health(node: Node) -> None:
-    node.units({"db": HEALTHY_LATE, "app": SLEEPER + "requires: [db]\n",
-                "side": SLEEPER + "after: [db]\n"})
+    node.units(
+        {"db": HEALTHY_LATE, "app": SLEEPER + "requires: [db]\n", "side": SLEEPER + "after: [db]\n"}
+    )
     since = time.time() - 1
     result = node.apply()
     assert result.failed == 0, result.outcomes
-    events = [e for e in node.engine.events(since, time.time() + 1)
-              if e.get("action") == "start" and node.namespace in str(e.get("name", ""))]
+    events = [
+        e
+        for e in node.engine.events(since, time.time() + 1)
+        if e.get("action") == "start" and node.namespace in str(e.get("name", ""))
+    ]
     started = {str(e["name"]): float(e["time"]) for e in events}
     db, app_, side = (started[node.name(u)] for u in ("db", "app", "side"))
     assert db < side  # after: order only
@@ -160,8 +174,10 @@ def test_dependents_start_after_health(node: Node) -> None:
 
 
 def test_unhealthy_dependency_blocks_dependents_and_the_rest_go_on(node: Node) -> None:
-    sick = (f"image: {BASE}\ncommand: [sleep, '3600']\nstop_timeout: 1s\n"
-            "health: {command: ['false'], interval: 1s, timeout: 1s, retries: 1}\n")
+    sick = (
+        f"image: {BASE}\ncommand: [sleep, '3600']\nstop_timeout: 1s\n"
+        "health: {command: ['false'], interval: 1s, timeout: 1s, retries: 1}\n"
+    )
     node.units({"db": sick, "app": SLEEPER + "requires: [db]\n", "other": SLEEPER})
     result = node.apply()
     by_unit = {o.unit: o for o in result.outcomes}
@@ -188,9 +204,21 @@ def test_missing_image_is_a_clear_error_naming_the_unit(node: Node) -> None:
     missing = "127.0.0.1:9/hostos-test/nothing:1"
     node.units({"a": f"image: {missing}\n", "b": SLEEPER})
     runner = CliRunner()
-    result = runner.invoke(app, ["apply", str(node.root), "--role", "r", "-o", "json",
-                                 "--engine", node.engine.name,
-                                 "--namespace", node.namespace])
+    result = runner.invoke(
+        app,
+        [
+            "apply",
+            str(node.root),
+            "--role",
+            "r",
+            "-o",
+            "json",
+            "--engine",
+            node.engine.name,
+            "--namespace",
+            node.namespace,
+        ],
+    )
     assert result.exit_code == 1, result.output
     doc = json.loads(result.stdout)
     by_unit = {r["unit"]: r for r in doc["results"]}
@@ -218,12 +246,17 @@ def test_role_mount_reference_binds_the_host_path(node: Node, tmp_path: Path) ->
     data = tmp_path / "data"
     data.mkdir()
     (data / "hello").write_text("hello from the role mount\n")
-    node.units({"a": f"image: {BASE}\ncommand: [sh, -c, 'cat /data/hello; exec sleep 3600']\n"
-                     "stop_timeout: 1s\nmounts: [{mount: data, target: /data, readonly: true}]\n"
-                     "requires: [data]\n"})
+    node.units(
+        {
+            "a": f"image: {BASE}\ncommand: [sh, -c, 'cat /data/hello; exec sleep 3600']\n"
+            "stop_timeout: 1s\nmounts: [{mount: data, target: /data, readonly: true}]\n"
+            "requires: [data]\n"
+        }
+    )
     role = node.root / "roles" / "r.yaml"
-    role.write_text(role.read_text() + f"mounts: [{{name: data, type: bind, source: {data}, "
-                    f"target: {data}}}]\n")
+    role.write_text(
+        role.read_text() + f"mounts: [{{name: data, type: bind, source: {data}, target: {data}}}]\n"
+    )
     result = node.apply()
     assert result.failed == 0, result.outcomes
     deadline = time.monotonic() + 5
@@ -246,17 +279,18 @@ def test_prepare_trusts_an_early_list_only_when_nothing_was_fetched(node: Node) 
         return {a.unit: a.kind for a in prepared.actions}
 
     listed = node.engine.owned()
-    assert kinds(prepare(node.engine, spec, site, fetch=True, namespace=node.namespace,
-                         listed=listed)) == {"a": Kind.NOOP}
+    assert kinds(
+        prepare(node.engine, spec, site, fetch=True, namespace=node.namespace, listed=listed)
+    ) == {"a": Kind.NOOP}
     # The list given is what counts (an empty one: a would be created again) ...
-    assert kinds(prepare(node.engine, spec, site, fetch=False, namespace=node.namespace,
-                         listed=[])) == {"a": Kind.CREATE}
+    assert kinds(
+        prepare(node.engine, spec, site, fetch=False, namespace=node.namespace, listed=[])
+    ) == {"a": Kind.CREATE}
     # ... unless an image had to be fetched: then the engine is listed afresh.
     node.units({"a": SLEEPER, "b": "image: 127.0.0.1:9/hostos-test/nothing:1\n"})
     spec = resolve_role(load_site(site), "r")
     node.engine.pull_backoff = (0.0, 0.0)  # type: ignore[attr-defined]
-    prepared = prepare(node.engine, spec, site, fetch=True, namespace=node.namespace,
-                       listed=[])
+    prepared = prepare(node.engine, spec, site, fetch=True, namespace=node.namespace, listed=[])
     assert prepared.images["b"].how == "missing"
     assert kinds(prepared)["a"] is Kind.NOOP
 
@@ -281,8 +315,19 @@ def test_cli_apply_lists_the_engine_once(node: Node, monkeypatch: pytest.MonkeyP
         return engine
 
     monkeypatch.setattr(connect_module, "connect", counting_connect)
-    result = CliRunner().invoke(app, ["apply", str(node.root), "--role", "r", "--engine",
-                                      node.engine.name, "--namespace", node.namespace])
+    result = CliRunner().invoke(
+        app,
+        [
+            "apply",
+            str(node.root),
+            "--role",
+            "r",
+            "--engine",
+            node.engine.name,
+            "--namespace",
+            node.namespace,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "0 changes"
     assert calls == ["owned"]
@@ -306,8 +351,19 @@ def test_bad_input_closes_the_early_engine(node: Node, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(connect_module, "connect", tracking_connect)
     node.units({"a": SLEEPER + "bogus: 1\n"})
-    result = CliRunner().invoke(app, ["apply", str(node.root), "--role", "r", "--engine",
-                                      node.engine.name, "--namespace", node.namespace])
+    result = CliRunner().invoke(
+        app,
+        [
+            "apply",
+            str(node.root),
+            "--role",
+            "r",
+            "--engine",
+            node.engine.name,
+            "--namespace",
+            node.namespace,
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "bogus" in result.output
     assert closed == [node.engine.name]

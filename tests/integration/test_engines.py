@@ -23,7 +23,7 @@ from hostos.engine.base import (
     UlimitSpec,
 )
 from hostos.engine.connect import PODMAN_SOCKET, EarlyEngine, connect, ping, start_podman_early
-from hostos.run import run
+from hostos.process import run
 
 from conftest import ROOT, Lab, remove_labelled, wait_for
 
@@ -37,7 +37,11 @@ def test_create_start_inspect_rename_stop_remove(engine: Engine, lab: Lab) -> No
     cid = engine.create(spec)
     created = engine.inspect(cid)
     assert (created.id, created.name, created.state, created.owned) == (
-        cid, spec.name, "created", True)
+        cid,
+        spec.name,
+        "created",
+        True,
+    )
     assert created.image_id == lab.busybox()
 
     engine.start(cid)
@@ -70,7 +74,8 @@ def test_find_matches_whole_names_only(engine: Engine, lab: Lab) -> None:
 
 
 def test_owned_reports_only_hostos_containers_with_state_and_exit_code(
-        engine: Engine, lab: Lab) -> None:
+    engine: Engine, lab: Lab
+) -> None:
     exits = engine.create(lab.spec("exits", command=("sh", "-c", "exit 3")))
     runs = engine.create(lab.spec("runs"))
     engine.create(lab.spec("created"))
@@ -84,8 +89,7 @@ def test_owned_reports_only_hostos_containers_with_state_and_exit_code(
     assert (owned[lab.name("exits")].state, owned[lab.name("exits")].exit_code) == ("exited", 3)
     assert (owned[lab.name("runs")].state, owned[lab.name("runs")].exit_code) == ("running", None)
     assert owned[lab.name("created")].state == "created"
-    assert all(o.health is None and o.owned and o.image_id == lab.busybox()
-               for o in owned.values())
+    assert all(o.health is None and o.owned and o.image_id == lab.busybox() for o in owned.values())
     assert engine.inspect(exits).exit_code == 3
 
 
@@ -134,8 +138,11 @@ def test_create_with_a_missing_image_names_the_image(engine: Engine, lab: Lab) -
 
 def test_errors_name_the_container(engine: Engine, lab: Lab) -> None:
     ghost = lab.name("ghost")
-    for call in (lambda: engine.start(ghost), lambda: engine.inspect(ghost),
-                 lambda: engine.rename(ghost, lab.name("x"))):
+    for call in (
+        lambda: engine.start(ghost),
+        lambda: engine.inspect(ghost),
+        lambda: engine.rename(ghost, lab.name("x")),
+    ):
         with pytest.raises(EngineError, match=ghost):
             call()
 
@@ -152,7 +159,8 @@ def test_build_the_web_image(engine: Engine, lab: Lab) -> None:
 
 def test_build_args_reach_the_build(engine: Engine, lab: Lab, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile.args").write_text(
-        "FROM hostos/busybox:latest\nARG GREETING\nRUN test \"$GREETING\" = hello\n")
+        'FROM hostos/busybox:latest\nARG GREETING\nRUN test "$GREETING" = hello\n'
+    )
     tag = f"hxt-{lab.id}-args:1"
     lab.images.append(tag)
     assert engine.build(str(tmp_path), tag, "Dockerfile.args", {"GREETING": "hello"})
@@ -160,7 +168,8 @@ def test_build_args_reach_the_build(engine: Engine, lab: Lab, tmp_path: Path) ->
 
 def test_build_failure_names_the_failing_step(engine: Engine, lab: Lab, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(
-        "FROM hostos/busybox:latest\nRUN echo step-one\nRUN echo about-to-fail && exit 7\n")
+        "FROM hostos/busybox:latest\nRUN echo step-one\nRUN echo about-to-fail && exit 7\n"
+    )
     tag = f"hxt-{lab.id}-broken:1"
     lab.images.append(tag)
     with pytest.raises(EngineError) as caught:
@@ -189,8 +198,17 @@ def test_load_an_oci_archive(engine: Engine, lab: Lab, tmp_path: Path) -> None:
     """podman loads OCI archives; dockerd 20.10 cannot, and says what to do instead."""
     tag = f"localhost/hxt-{lab.id}-oci:1"
     archive = tmp_path / "image.oci.tar"
-    run(["podman", "save", "--format", "oci-archive", "-o", str(archive),
-         "localhost/hostos/busybox:latest"])
+    run(
+        [
+            "podman",
+            "save",
+            "--format",
+            "oci-archive",
+            "-o",
+            str(archive),
+            "localhost/hostos/busybox:latest",
+        ]
+    )
     if engine.name == "docker":
         with pytest.raises(EngineError, match=r"OCI archive.*skopeo copy oci-archive:"):
             engine.load(f"oci-archive:{archive}")
@@ -224,18 +242,26 @@ def test_events_show_create_and_start_in_order(engine: Engine, lab: Lab) -> None
         engine.start(engine.create(spec))
     until = time.time() + 0.5
     time.sleep(0.6)  # docker serves `until` only once it has passed
-    seen = [(e["name"], e["action"]) for e in engine.events(since, until)
-            if e["name"] in (first.name, second.name) and e["action"] in ("create", "start")]
-    assert seen == [(first.name, "create"), (first.name, "start"),
-                    (second.name, "create"), (second.name, "start")]
+    seen = [
+        (e["name"], e["action"])
+        for e in engine.events(since, until)
+        if e["name"] in (first.name, second.name) and e["action"] in ("create", "start")
+    ]
+    assert seen == [
+        (first.name, "create"),
+        (first.name, "start"),
+        (second.name, "create"),
+        (second.name, "start"),
+    ]
     event = next(e for e in engine.events(since, until) if e["name"] == first.name)
     assert event["attributes"].get("io.hostos.test") == lab.id
     assert isinstance(event["time"], float) and since <= event["time"] <= until
 
 
 def test_logs(engine: Engine, lab: Lab) -> None:
-    cid = engine.create(lab.spec("talks", command=("sh", "-c", "echo one; echo two >&2; "
-                                                   "echo three")))
+    cid = engine.create(
+        lab.spec("talks", command=("sh", "-c", "echo one; echo two >&2; echo three"))
+    )
     engine.start(cid)
     wait_for("exit", lambda: engine.inspect(cid).state == "exited")
     text = b"".join(engine.logs(cid, follow=False, tail=None))
@@ -245,9 +271,15 @@ def test_logs(engine: Engine, lab: Lab) -> None:
 
 def test_ulimits_and_limits_apply(engine: Engine, lab: Lab) -> None:
     """Podman replaces its default ulimits once one is given: the adapter keeps them."""
-    cid = engine.create(lab.spec(
-        "limits", ulimits=(UlimitSpec("nofile", 512, 1024),), memory=64 * MiB, pids=64,
-        command=("sh", "-c", "echo $(ulimit -n) $(ulimit -Hn) $(ulimit -u)")))
+    cid = engine.create(
+        lab.spec(
+            "limits",
+            ulimits=(UlimitSpec("nofile", 512, 1024),),
+            memory=64 * MiB,
+            pids=64,
+            command=("sh", "-c", "echo $(ulimit -n) $(ulimit -Hn) $(ulimit -u)"),
+        )
+    )
     engine.start(cid)
     wait_for("exit", lambda: engine.inspect(cid).state == "exited")
     assert engine.inspect(cid).exit_code == 0
@@ -267,8 +299,10 @@ def test_owned_latency_with_100_containers(engine: Engine, lab: Lab) -> None:
         timings.append(time.perf_counter() - started)
     assert len(lab.mine(owned)) == 100
     best = min(timings)
-    print(f"\n{engine.name}: owned() with 100 containers: best {best * 1000:.1f} ms, "
-          f"worst {max(timings) * 1000:.1f} ms")
+    print(
+        f"\n{engine.name}: owned() with 100 containers: best {best * 1000:.1f} ms, "
+        f"worst {max(timings) * 1000:.1f} ms"
+    )
     assert best < 0.15
 
 
@@ -287,8 +321,9 @@ def test_embedded_podman_service_starts_and_stops(tmp_path: Path) -> None:
     """With no service on the podman socket, connect starts a private one for itself."""
     private = tmp_path / "hostos" / "podman.sock"
     started = time.monotonic()
-    engine = connect("podman", podman_socket=str(tmp_path / "absent.sock"),
-                     embedded_socket=str(private))
+    engine = connect(
+        "podman", podman_socket=str(tmp_path / "absent.sock"), embedded_socket=str(private)
+    )
     try:
         assert time.monotonic() - started < 5
         assert engine.name == "podman"
@@ -305,11 +340,13 @@ def test_embedded_podman_service_starts_and_stops(tmp_path: Path) -> None:
 
 def test_connect_reuses_a_running_private_service(tmp_path: Path) -> None:
     private = tmp_path / "podman.sock"
-    owner = connect("podman", podman_socket=str(tmp_path / "absent.sock"),
-                    embedded_socket=str(private))
+    owner = connect(
+        "podman", podman_socket=str(tmp_path / "absent.sock"), embedded_socket=str(private)
+    )
     try:
-        guest = connect("podman", podman_socket=str(tmp_path / "absent.sock"),
-                        embedded_socket=str(private))
+        guest = connect(
+            "podman", podman_socket=str(tmp_path / "absent.sock"), embedded_socket=str(private)
+        )
         guest.close()  # not its service: it must keep running
         assert ping(f"unix://{private}") is not None
     finally:
@@ -323,8 +360,9 @@ def test_a_service_started_early_is_the_one_connect_uses(tmp_path: Path) -> None
     absent = str(tmp_path / "absent.sock")
     starting = start_podman_early("podman", podman_socket=absent, embedded_socket=str(private))
     assert starting is not None
-    engine = connect("podman", podman_socket=absent, embedded_socket=str(private),
-                     starting=starting)
+    engine = connect(
+        "podman", podman_socket=absent, embedded_socket=str(private), starting=starting
+    )
     try:
         assert engine.name == "podman"
         assert _service_pid(str(private)) == str(starting.process.pid)
@@ -337,22 +375,29 @@ def test_a_service_started_early_is_the_one_connect_uses(tmp_path: Path) -> None
 def test_nothing_is_started_early_when_an_engine_answers(tmp_path: Path) -> None:
     private = tmp_path / "hostos" / "podman.sock"
     assert start_podman_early("auto", embedded_socket=str(private)) is None  # dockerd answers
-    assert start_podman_early("podman", podman_socket=PODMAN_SOCKET,
-                              embedded_socket=str(private)) is None
+    assert (
+        start_podman_early("podman", podman_socket=PODMAN_SOCKET, embedded_socket=str(private))
+        is None
+    )
     assert not private.exists()
 
 
 def test_connect_can_be_told_not_to_start_a_service(tmp_path: Path) -> None:
     private = tmp_path / "hostos" / "podman.sock"
     with pytest.raises(EngineError, match="no podman service answers"):
-        connect("podman", podman_socket=str(tmp_path / "absent.sock"),
-                embedded_socket=str(private), start_service=False)
+        connect(
+            "podman",
+            podman_socket=str(tmp_path / "absent.sock"),
+            embedded_socket=str(private),
+            start_service=False,
+        )
     assert not private.exists()
     assert _service_pid(str(private)) is None
 
 
-def test_early_engine_lists_what_hostos_owns(engine: Engine, lab: Lab,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_early_engine_lists_what_hostos_owns(
+    engine: Engine, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cid = engine.create(lab.spec("early"))
     early = EarlyEngine(engine.name)  # type: ignore[arg-type]
     try:
@@ -389,21 +434,32 @@ def test_connect_errors_give_a_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 def full_spec(lab: Lab, image: str, volume: str, bind: Path) -> ContainerSpec:
     return ContainerSpec(
-        name=lab.name("twin"), image=image,
+        name=lab.name("twin"),
+        image=image,
         labels=lab.labels(extra={"org.example.role": "twin"}),
-        entrypoint=("/bin/sh", "-c"), command=("exec sleep 300",),
-        env={"GREETING": "hello", "EQUATION": "a=b"}, working_dir="/tmp", user="nobody",
-        mounts=(MountSpec("bind", "/data", str(bind), readonly=True),
-                MountSpec("volume", "/vol", volume),
-                MountSpec("tmpfs", "/scratch", size=16 * MiB, mode=0o1777)),
+        entrypoint=("/bin/sh", "-c"),
+        command=("exec sleep 300",),
+        env={"GREETING": "hello", "EQUATION": "a=b"},
+        working_dir="/tmp",
+        user="nobody",
+        mounts=(
+            MountSpec("bind", "/data", str(bind), readonly=True),
+            MountSpec("volume", "/vol", volume),
+            MountSpec("tmpfs", "/scratch", size=16 * MiB, mode=0o1777),
+        ),
         ports=(PortSpec(8080, 18080), PortSpec(53, 10053, "udp", "127.0.0.1")),
-        network="bridge", hostname="twin",
+        network="bridge",
+        hostname="twin",
         devices=(DeviceSpec("/dev/null", "/dev/extra-null", "rwm"),),
-        cap_add=("NET_ADMIN",), cap_drop=("MKNOD",),
+        cap_add=("NET_ADMIN",),
+        cap_drop=("MKNOD",),
         ulimits=(UlimitSpec("nofile", 512, 1024),),
-        cpus=0.5, memory=64 * MiB, pids=100,
+        cpus=0.5,
+        memory=64 * MiB,
+        pids=100,
         health=HealthSpec(("CMD-SHELL", "test -d /scratch"), 1.5, 2.0, 3, 0.5),
-        stop_signal="SIGUSR1", stop_timeout=7,
+        stop_signal="SIGUSR1",
+        stop_timeout=7,
     )
 
 
@@ -433,8 +489,10 @@ def normalise(doc: dict[str, Any], spec: ContainerSpec) -> dict[str, Any]:
     stop_signal = config.get("StopSignal")
     if isinstance(stop_signal, str):
         stop_signal = int(signal.Signals[stop_signal])
-    ulimits = {u["Name"].lower().removeprefix("rlimit_"): (u["Soft"], u["Hard"])
-               for u in host.get("Ulimits") or []}
+    ulimits = {
+        u["Name"].lower().removeprefix("rlimit_"): (u["Soft"], u["Hard"])
+        for u in host.get("Ulimits") or []
+    }
     return {
         "name": doc["Name"].lstrip("/"),
         "labels": config.get("Labels") or {},
@@ -447,15 +505,17 @@ def normalise(doc: dict[str, Any], spec: ContainerSpec) -> dict[str, Any]:
         "mounts": _mounts(doc),
         "ports": host.get("PortBindings"),
         "network": host.get("NetworkMode"),
-        "devices": sorted((d["PathOnHost"], d["PathInContainer"])
-                          for d in host.get("Devices") or []),
+        "devices": sorted(
+            (d["PathOnHost"], d["PathInContainer"]) for d in host.get("Devices") or []
+        ),
         "cap_add": sorted(c.removeprefix("CAP_") for c in host.get("CapAdd") or []),
         "privileged": host.get("Privileged"),
         "ulimits": {name: ulimits.get(name) for name in (u.name for u in spec.ulimits)},
-        "limits": {key: host.get(key) for key in ("NanoCpus", "Memory", "MemorySwap",
-                                                  "PidsLimit")},
-        "health": {key: (config.get("Healthcheck") or {}).get(key)
-                   for key in ("Test", "Interval", "Timeout", "Retries", "StartPeriod")},
+        "limits": {key: host.get(key) for key in ("NanoCpus", "Memory", "MemorySwap", "PidsLimit")},
+        "health": {
+            key: (config.get("Healthcheck") or {}).get(key)
+            for key in ("Test", "Interval", "Timeout", "Retries", "StartPeriod")
+        },
         "stop_signal": stop_signal,
         "stop_timeout": config.get("StopTimeout"),
         "restart": (host.get("RestartPolicy") or {}).get("Name"),
@@ -467,12 +527,15 @@ def _mounts(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
     them (docker: HostConfig.Mounts[].TmpfsOptions; podman: HostConfig.Tmpfs options)."""
     mounts: list[tuple[Any, ...]] = [
         (m["Type"], m.get("Name") or m.get("Source"), m["Destination"], m["RW"])
-        for m in doc.get("Mounts") or [] if m["Type"] in ("bind", "volume")]
+        for m in doc.get("Mounts") or []
+        if m["Type"] in ("bind", "volume")
+    ]
     for mount in doc["HostConfig"].get("Mounts") or []:
         if mount["Type"] == "tmpfs":
             options = mount.get("TmpfsOptions") or {}
-            mounts.append(("tmpfs", mount["Target"], options.get("SizeBytes"),
-                           oct(options.get("Mode", 0))))
+            mounts.append(
+                ("tmpfs", mount["Target"], options.get("SizeBytes"), oct(options.get("Mode", 0)))
+            )
     for target, text in (doc["HostConfig"].get("Tmpfs") or {}).items():
         options = dict(o.split("=", 1) for o in text.split(",") if "=" in o)
         mounts.append(("tmpfs", target, int(options["size"]), oct(int(options["mode"], 8))))

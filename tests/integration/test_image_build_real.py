@@ -24,15 +24,16 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-# `hostos image …` without depending on where hostos/cli.py mounts the sub-app.
-IMAGE_CLI = [sys.executable, "-c", "from hostos.image.cli import image_app; image_app()"]
+# `hostos image …` without depending on where hostos/cli/main.py mounts the sub-app.
+IMAGE_CLI = [sys.executable, "-c", "from hostos.cli.image import image_app; image_app()"]
 OUTPUTS = {"vmlinuz", "initramfs.img", "boot.ipxe", "manifest.json"}
 TARGET_BYTES = 32 * 1024 * 1024  # outer initramfs + root image, the budget
 
 
 def image(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*IMAGE_CLI, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [*IMAGE_CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     print(result.stdout, result.stderr, sep="\n")
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -47,8 +48,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(f"{tool} is not installed (scripts/setup installs it)")
     image("base", "--engine", "docker", timeout=600)
     top = tmp_path_factory.mktemp("image")
-    image("build", "--engine", "docker", "--out", str(top / "out"), "--work",
-          str(top / "work"), timeout=1800)
+    image(
+        "build",
+        "--engine",
+        "docker",
+        "--out",
+        str(top / "out"),
+        "--work",
+        str(top / "work"),
+        timeout=1800,
+    )
     return top
 
 
@@ -65,8 +74,7 @@ def test_build_writes_the_four_files_and_a_matching_manifest(built: Path) -> Non
     assert {"hostos", "pydantic", "podman"} <= set(python)
     assert "docker" not in python  # podman-only image: no docker-py
     sizes = {name: entry["size"] for name, entry in manifest["files"].items()}
-    print(f"sizes: {sizes}, total {sum(sizes.values()) / 1e6:.1f} MB, "
-          f"root: {manifest['root']}")
+    print(f"sizes: {sizes}, total {sum(sizes.values()) / 1e6:.1f} MB, root: {manifest['root']}")
     assert sizes["initramfs.img"] <= TARGET_BYTES
     ipxe = (out / "boot.ipxe").read_text()
     assert ipxe.startswith("#!ipxe\n") and "initrd initramfs.img" in ipxe
@@ -87,18 +95,41 @@ def test_the_pruned_root_runs_python_and_hostos(built: Path) -> None:
     assert (root / "init").is_file() and os.access(root / "init", os.X_OK)
     assert not (root / "usr/share/doc").exists()
     assert not (root / "var/lib/dpkg").exists()
-    help_text = subprocess.run(["chroot", str(root), "/usr/local/bin/hostos", "--help"],
-                               capture_output=True, text=True, timeout=60)
+    help_text = subprocess.run(
+        ["chroot", str(root), "/usr/local/bin/hostos", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert help_text.returncode == 0, help_text.stderr
     assert "supervise" in help_text.stdout
     imports = subprocess.run(
-        ["chroot", str(root), "/usr/bin/python3", "-c",
-         "import hostos.supervisor, hostos.engine.podman, hostos.watch, hostos.engine.connect"],
-        capture_output=True, text=True, timeout=60)
+        [
+            "chroot",
+            str(root),
+            "/usr/bin/python3",
+            "-c",
+            "import hostos.node.supervisor, hostos.engine.podman, hostos.node.events, "
+            "hostos.engine.connect",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert imports.returncode == 0, imports.stderr
-    supervise = subprocess.run(["chroot", str(root), "/usr/local/bin/hostos", "supervise",
-                                "--help"], capture_output=True, text=True, timeout=60)
+    supervise = subprocess.run(
+        ["chroot", str(root), "/usr/local/bin/hostos", "supervise", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert supervise.stdout.startswith("usage: hostos supervise"), supervise.stderr
     for program in ("podman", "crun", "conmon", "iptables", "mount", "sh", "insmod"):
-        assert subprocess.run(["chroot", str(root), "/bin/sh", "-c", f"command -v {program}"],
-                              capture_output=True, timeout=30).returncode == 0, program
+        assert (
+            subprocess.run(
+                ["chroot", str(root), "/bin/sh", "-c", f"command -v {program}"],
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        ), program

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from hostos.apply import converge, down
 from hostos.engine.base import Engine
-from hostos.load import load_site
-from hostos.resolve import resolve_role
+from hostos.node.converge import converge, down
+from hostos.site.load import load_site
+from hostos.site.resolve import resolve_role
 
 from conftest import ROOT, write
 
@@ -27,16 +27,20 @@ REGISTRY = "127.0.0.1:5959"  # scripts/setup marks it insecure for podman
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's docker-registry (distribution 2.8) serving from a temp dir."""
     root = tmp_path_factory.mktemp("registry")
-    config = write(root / "config.yml", f"""\
+    config = write(
+        root / "config.yml",
+        f"""\
 version: 0.1
 storage:
   filesystem: {{rootdirectory: {root / "data"}}}
   delete: {{enabled: true}}
 http: {{addr: "{REGISTRY}"}}
-""")
+""",
+    )
     log = open(root / "registry.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         _wait_for(f"http://{REGISTRY}/v2/", proc)
         yield REGISTRY
@@ -82,21 +86,25 @@ def namespace(engine: Engine) -> Iterator[str]:
     down(engine, namespace=name)
 
 
-def test_pull_from_a_loopback_registry(engine: Engine, registry: str, tmp_path: Path,
-                                       namespace: str) -> None:
+def test_pull_from_a_loopback_registry(
+    engine: Engine, registry: str, tmp_path: Path, namespace: str
+) -> None:
     ref = _push(registry, uuid.uuid4().hex[:8])
     assert engine.image_id(ref) is None
-    result = _apply(engine, tmp_path, f"image: {ref}\ncommand: [sleep, '60']\n"
-                    "stop_timeout: 1s\n", namespace)
+    result = _apply(
+        engine, tmp_path, f"image: {ref}\ncommand: [sleep, '60']\nstop_timeout: 1s\n", namespace
+    )
     assert result.failed == 0, result.outcomes
     assert engine.image_id(ref) is not None
-    again = _apply(engine, tmp_path, f"image: {ref}\ncommand: [sleep, '60']\n"
-                   "stop_timeout: 1s\n", namespace)
+    again = _apply(
+        engine, tmp_path, f"image: {ref}\ncommand: [sleep, '60']\nstop_timeout: 1s\n", namespace
+    )
     assert again.changes == 0
 
 
-def test_missing_tag_in_the_registry_fails_that_unit(engine: Engine, registry: str,
-                                                     tmp_path: Path, namespace: str) -> None:
+def test_missing_tag_in_the_registry_fails_that_unit(
+    engine: Engine, registry: str, tmp_path: Path, namespace: str
+) -> None:
     ref = f"{registry}/hostos-test/never-pushed:1"
     result = _apply(engine, tmp_path, f"image: {ref}\n", namespace)
     [outcome] = result.outcomes
@@ -115,8 +123,9 @@ def test_load_from_an_archive_once(engine: Engine, tmp_path: Path, namespace: st
     assert time.monotonic() - started < 2  # found by its config digest, not loaded again
 
 
-def test_build_context_is_built_when_missing(engine: Engine, tmp_path: Path,
-                                             namespace: str) -> None:
+def test_build_context_is_built_when_missing(
+    engine: Engine, tmp_path: Path, namespace: str
+) -> None:
     tag = f"localhost/hostos-test/web:{uuid.uuid4().hex[:8]}"
     unit = f"image: {tag}\nbuild: {ROOT / 'containers' / 'web'}\nstop_timeout: 2s\n"
     try:

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from hostos.model import RoleMount
-from hostos.mounter import Commands, MountError, RealMounter, parse_mountinfo
-from hostos.mounts import MountManager
-from hostos.mountstate import Mounted, MountState, Policy
-from hostos.run import run
+from hostos.mounts.commands import Commands, MountError, RealMounter, parse_mountinfo
+from hostos.mounts.manager import MountManager
+from hostos.mounts.state import Mounted, MountState, Policy
+from hostos.process import run
+from hostos.site.model import RoleMount
 
 from conftest import wait_for
 
@@ -62,8 +62,9 @@ class RecordingMounter(RealMounter):
         super().__init__(**kwargs)
         self.attempts: list[float] = []
 
-    def mount(self, spec: RoleMount, stale: Sequence[RoleMount],
-              cancel: threading.Event) -> Mounted:
+    def mount(
+        self, spec: RoleMount, stale: Sequence[RoleMount], cancel: threading.Event
+    ) -> Mounted:
         self.attempts.append(time.monotonic())
         return super().mount(spec, stale, cancel)
 
@@ -83,8 +84,9 @@ class Lab:
         return self.root / name
 
     def mount(self, name: str, **fields: Any) -> RoleMount:
-        return RoleMount.model_validate({"name": name, "target": str(self.path(name)),
-                                         "timeout": "5s", **fields})
+        return RoleMount.model_validate(
+            {"name": name, "target": str(self.path(name)), "timeout": "5s", **fields}
+        )
 
     def script(self, name: str, body: str) -> str:
         path = self.root / "bin" / name
@@ -95,7 +97,7 @@ class Lab:
 
     def hanging_mount(self) -> str:
         """A `mount` that never returns, like mount.nfs on a dead server; notes its pid."""
-        return self.script("mount", f'echo $$ >> {self.root}/hung.pids\nexec sleep 60\n')
+        return self.script("mount", f"echo $$ >> {self.root}/hung.pids\nexec sleep 60\n")
 
     def hung_pids(self) -> list[int]:
         pids = self.root / "hung.pids"
@@ -103,20 +105,29 @@ class Lab:
 
     def flaky_stat(self) -> str:
         """A `stat` that hangs while flags/hang exists and fails while flags/broken exists."""
-        return self.script("stat", (
-            f'while [ -e {self.flags}/hang ]; do sleep 0.05; done\n'
-            f'if [ -e {self.flags}/broken ]; then echo "stat: Stale file handle" >&2; exit 1; fi\n'
-            'exec stat -f "$@"\n'))
+        return self.script(
+            "stat",
+            (
+                f"while [ -e {self.flags}/hang ]; do sleep 0.05; done\n"
+                f"if [ -e {self.flags}/broken ]; then "
+                'echo "stat: Stale file handle" >&2; exit 1; fi\n'
+                'exec stat -f "$@"\n'
+            ),
+        )
 
     def mounter(self, commands: Commands | None = None, **kwargs: Any) -> RecordingMounter:
-        return RecordingMounter(state_dir=str(self.state), commands=commands,
-                                probe_timeout=kwargs.pop("probe_timeout", 0.5), reap=0.5,
-                                **kwargs)
+        return RecordingMounter(
+            state_dir=str(self.state),
+            commands=commands,
+            probe_timeout=kwargs.pop("probe_timeout", 0.5),
+            reap=0.5,
+            **kwargs,
+        )
 
-    def manager(self, mounts: list[RoleMount], mounter: RealMounter | None = None
-                ) -> MountManager:
-        made = MountManager(mounts, self._changed, mounter=mounter or self.mounter(),
-                            policy=FAST, rand=lambda: 0.5)
+    def manager(self, mounts: list[RoleMount], mounter: RealMounter | None = None) -> MountManager:
+        made = MountManager(
+            mounts, self._changed, mounter=mounter or self.mounter(), policy=FAST, rand=lambda: 0.5
+        )
         self.managers.append(made)
         made.start()
         return made
@@ -137,9 +148,15 @@ def unmount_under(root: Path) -> list[str]:
     """Lazily unmount everything at or below root, deepest first; returns what was there."""
     text = Path("/proc/self/mountinfo").read_text()
     prefix = str(root) + os.sep
-    targets = sorted({e.target for e in parse_mountinfo(text)
-                      if e.target == str(root) or e.target.startswith(prefix)},
-                     key=len, reverse=True)
+    targets = sorted(
+        {
+            e.target
+            for e in parse_mountinfo(text)
+            if e.target == str(root) or e.target.startswith(prefix)
+        },
+        key=len,
+        reverse=True,
+    )
     for target in targets:
         run(["umount", "-l", target], check=False)
     return targets
@@ -162,6 +179,7 @@ def state_of(manager: MountManager, name: str) -> MountState | None:
 
 # -- the tests ---------------------------------------------------------------------------
 
+
 def test_a_tmpfs_mounts_and_is_unmounted_when_it_leaves_the_role(lab: Lab) -> None:
     spec = lab.mount("scratch", type="tmpfs", options=["size=1m", "mode=0750"])
     mm = lab.manager([spec])
@@ -178,8 +196,7 @@ def test_a_tmpfs_mounts_and_is_unmounted_when_it_leaves_the_role(lab: Lab) -> No
     assert mm.sources() == {}
 
 
-def test_a_bind_mount_of_a_missing_source_retries_with_backoff_until_it_appears(lab: Lab
-                                                                                ) -> None:
+def test_a_bind_mount_of_a_missing_source_retries_with_backoff_until_it_appears(lab: Lab) -> None:
     source = lab.path("export")
     spec = lab.mount("apps", type="bind", source=str(source))
     mounter = lab.mounter()
@@ -203,14 +220,11 @@ def test_a_bind_mount_of_a_missing_source_retries_with_backoff_until_it_appears(
     assert mm.status()["apps"].attempts == 0
 
 
-def test_units_bind_the_fallback_while_the_mount_is_down_and_the_target_once_up(lab: Lab
-                                                                               ) -> None:
+def test_units_bind_the_fallback_while_the_mount_is_down_and_the_target_once_up(lab: Lab) -> None:
     source, local = lab.path("export"), lab.path("local-copy")
-    spec = lab.mount("apps", type="bind", source=str(source), options=["ro"],
-                     fallback=str(local))
+    spec = lab.mount("apps", type="bind", source=str(source), options=["ro"], fallback=str(local))
     seen: list[dict[str, str]] = []
-    mm = MountManager([spec], lambda: seen.append(mm.sources()), mounter=lab.mounter(),
-                      policy=FAST)
+    mm = MountManager([spec], lambda: seen.append(mm.sources()), mounter=lab.mounter(), policy=FAST)
     lab.managers.append(mm)
     mm.start()
     wait_for("fallback", lambda: state_of(mm, "apps") is MountState.FALLBACK)
@@ -264,23 +278,25 @@ def test_a_mount_taken_away_behind_its_back_is_mounted_again(lab: Lab) -> None:
     spec = lab.mount("scratch", type="tmpfs", options=["size=1m"])
     states: list[MountState | None] = []
     mounter = lab.mounter()
-    mm = MountManager([spec], lambda: states.append(state_of(mm, "scratch")), mounter=mounter,
-                      policy=FAST)
+    mm = MountManager(
+        [spec], lambda: states.append(state_of(mm, "scratch")), mounter=mounter, policy=FAST
+    )
     lab.managers.append(mm)
     mm.start()
     wait_for("mounted", lambda: MountState.MOUNTED in states)
     (lab.path("scratch") / "marker").write_text("x")
 
     run(["umount", str(lab.path("scratch"))])
-    wait_for("mounted again", lambda: len(mounter.attempts) == 2 and
-             state_of(mm, "scratch") is MountState.MOUNTED)
+    wait_for(
+        "mounted again",
+        lambda: len(mounter.attempts) == 2 and state_of(mm, "scratch") is MountState.MOUNTED,
+    )
     assert MountState.FAILED in states  # noticed, and said so, before it was back
     assert mounted_at(lab.path("scratch")) == ["rw,size=1024k"]
     assert not (lab.path("scratch") / "marker").exists()  # a fresh tmpfs
 
 
-def test_a_mount_that_stops_answering_falls_back_and_returns_without_a_remount(lab: Lab
-                                                                               ) -> None:
+def test_a_mount_that_stops_answering_falls_back_and_returns_without_a_remount(lab: Lab) -> None:
     mounter = lab.mounter(Commands(stat=(lab.flaky_stat(),)), probe_timeout=0.3)
     spec = lab.mount("scratch", type="tmpfs", fallback=str(lab.path("local")))
     mm = lab.manager([spec], mounter)

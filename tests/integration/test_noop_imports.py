@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from hostos.apply import converge, down
 from hostos.engine.base import Engine
-from hostos.load import load_site
-from hostos.resolve import resolve_role
+from hostos.node.converge import converge, down
+from hostos.site.load import load_site
+from hostos.site.resolve import resolve_role
 
 from conftest import ROOT, write
 
@@ -39,15 +39,23 @@ def imported(stderr: str) -> set[str]:
 
 
 def run_hostos(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "hostos", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hostos", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_adapters_import_no_sdk() -> None:
-    code = ("import sys, hostos.engine.docker, hostos.engine.podman, hostos.engine.connect;"
-            f"print(sorted(m for m in {SDK_MODULES!r} if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    code = (
+        "import sys, hostos.engine.docker, hostos.engine.podman, hostos.engine.connect;"
+        f"print(sorted(m for m in {SDK_MODULES!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -59,8 +67,9 @@ def site(engine: Engine, tmp_path: Path) -> Iterator[tuple[Path, str]]:
         write(root / f"{unit}.yaml", SLEEPER)
     write(root / "roles" / "r.yaml", "role: r\nunits: [a, b]\n")
     try:
-        result = converge(engine, resolve_role(load_site(str(root)), "r"), str(root),
-                          namespace=namespace)
+        result = converge(
+            engine, resolve_role(load_site(str(root)), "r"), str(root), namespace=namespace
+        )
         assert result.failed == 0 and result.changes == 2
         yield root, namespace
     finally:
@@ -70,8 +79,9 @@ def site(engine: Engine, tmp_path: Path) -> Iterator[tuple[Path, str]]:
 @pytest.mark.integration
 def test_noop_apply_imports_no_sdk(engine: Engine, site: tuple[Path, str]) -> None:
     root, namespace = site
-    result = run_hostos("apply", str(root), "--role", "r", "--namespace", namespace,
-                        "--engine", engine.name)
+    result = run_hostos(
+        "apply", str(root), "--role", "r", "--namespace", namespace, "--engine", engine.name
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "0 changes"
     modules = imported(result.stderr)
@@ -80,14 +90,16 @@ def test_noop_apply_imports_no_sdk(engine: Engine, site: tuple[Path, str]) -> No
 
 
 @pytest.mark.integration
-def test_a_change_goes_through_the_sdk_only_on_docker(engine: Engine,
-                                                      site: tuple[Path, str]) -> None:
+def test_a_change_goes_through_the_sdk_only_on_docker(
+    engine: Engine, site: tuple[Path, str]
+) -> None:
     """docker's adapter creates and starts through docker-py; podman's speaks plain HTTP
     for everything but builds (a node's first containers must not wait for requests)."""
     root, namespace = site
     write(root / "a.yaml", SLEEPER + "env: {MODE: two}\n")
-    result = run_hostos("apply", str(root), "--role", "r", "--namespace", namespace,
-                        "--engine", engine.name)
+    result = run_hostos(
+        "apply", str(root), "--role", "r", "--namespace", namespace, "--engine", engine.name
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 changes, 0 failed" in result.stdout
     modules = imported(result.stderr)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from hostos.apply import down, owned
 from hostos.engine.base import Engine, EngineError
-from hostos.status_api import read_status, socket_path
+from hostos.node.converge import down, owned
+from hostos.node.status import read_status, socket_path
 
 from conftest import write
 
@@ -24,9 +24,11 @@ pytestmark = pytest.mark.integration
 
 BASE = "hostos/busybox:latest"
 # Stops at once on SIGTERM, so stops and recreates take no stop timeout.
-SERVICE = (f"image: {BASE}\n"
-           "command: [sh, -c, 'trap \"exit 0\" TERM; while :; do sleep 0.2; done']\n"
-           "stop_timeout: 3s\n")
+SERVICE = (
+    f"image: {BASE}\n"
+    "command: [sh, -c, 'trap \"exit 0\" TERM; while :; do sleep 0.2; done']\n"
+    "stop_timeout: 3s\n"
+)
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
@@ -55,13 +57,25 @@ class Node:
                 old.unlink()
         for name, text in units.items():
             write(self.root / f"{name}.yaml", text)
-        write(self.root / "roles" / "r.yaml",
-              f"role: r\nunits: [{', '.join(units)}]\n{role_extra}")
+        write(self.root / "roles" / "r.yaml", f"role: r\nunits: [{', '.join(units)}]\n{role_extra}")
 
     def start(self, *extra: str) -> None:
-        args = [sys.executable, "-m", "hostos", "supervise", str(self.root), "--role", "r",
-                "--engine", self.engine.name, "--namespace", self.namespace, "--resync", "5",
-                *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "hostos",
+            "supervise",
+            str(self.root),
+            "--role",
+            "r",
+            "--engine",
+            self.engine.name,
+            "--namespace",
+            self.namespace,
+            "--resync",
+            "5",
+            *extra,
+        ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
@@ -110,8 +124,11 @@ class Node:
     def settled(self) -> bool:
         """The supervisor has reconciled the spec it loaded last."""
         status = self.status()
-        return bool(status) and status["generation"] >= 1 and \
-            status["reconciled"] == status["generation"]
+        return (
+            bool(status)
+            and status["generation"] >= 1
+            and status["reconciled"] == status["generation"]
+        )
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
@@ -133,12 +150,17 @@ def node(engine: Engine, tmp_path: Path) -> Iterator[Node]:
 
 
 def test_crash_loop_backs_off_and_others_are_unaffected(node: Node) -> None:
-    crasher = f"image: {BASE}\ncommand: [sh, -c, 'exit 3']\n" \
-              "restart: {policy: always, backoff: {initial: 1s, max: 4s}}\n"
+    crasher = (
+        f"image: {BASE}\ncommand: [sh, -c, 'exit 3']\n"
+        "restart: {policy: always, backoff: {initial: 1s, max: 4s}}\n"
+    )
     node.units({"ok": SERVICE, "crash": crasher})
     node.start()
-    wait_until(lambda: node.unit_status("crash").get("restarts", 0) >= 3, 40,
-               "three restarts of the crashing unit")
+    wait_until(
+        lambda: node.unit_status("crash").get("restarts", 0) >= 3,
+        40,
+        "three restarts of the crashing unit",
+    )
     crash = wait_until(lambda: (s := node.unit_status("crash")).get("waiting") and s, 10)
     assert crash["last_exit"] == 3
     assert "crash loop: next try in" in crash["waiting"]
@@ -153,8 +175,14 @@ def test_kill_of_a_container_is_repaired(node: Node) -> None:
     wait_until(lambda: node.converged({"a", "b"}), 30, "converged")
     first = node.running()
     subprocess.run([node.engine.name, "kill", first["a"]], check=True, capture_output=True)
-    wait_until(lambda: node.unit_status("a").get("restarts") == 1
-               and node.unit_status("a").get("state") == "running", 15, "a restarted")
+    wait_until(
+        lambda: (
+            node.unit_status("a").get("restarts") == 1
+            and node.unit_status("a").get("state") == "running"
+        ),
+        15,
+        "a restarted",
+    )
     assert node.running() == first  # the same containers, started again
     assert node.unit_status("b")["restarts"] == 0
 
@@ -169,8 +197,7 @@ def test_kill_9_mid_apply_then_restart_leaves_no_duplicates(node: Node) -> None:
     node.start()
     # converged on the new spec: the restarted supervisor's first reconcile is over (the
     # containers made before the kill look converged while u00's recreate is still to come)
-    wait_until(lambda: node.converged(set(units)) and node.settled(), 60,
-               "converged after restart")
+    wait_until(lambda: node.converged(set(units)) and node.settled(), 60, "converged after restart")
     names = [c.name for c in node.containers()]
     assert len(names) == len(set(names)) == 10
     assert not any(name.endswith(".next") for name in names)
@@ -183,29 +210,37 @@ def test_bad_edit_keeps_everything_running_and_the_next_edit_converges(node: Nod
     before = node.running()
     write(node.root / "a.yaml", SERVICE + "resources: {memroy: 64Mi}\n")
     (node.root / "b.yaml").write_text("image: [unclosed\n")
-    status = wait_until(lambda: (s := node.status()) and s["site_error"] and s, 10,
-                        "the bad edit seen")
+    status = wait_until(
+        lambda: (s := node.status()) and s["site_error"] and s, 10, "the bad edit seen"
+    )
     assert "a.yaml:4:" in status["site_error"] and "memroy" in status["site_error"]
     time.sleep(1)
     assert node.running() == before  # nothing stopped or recreated
     assert "event=site-invalid" in node.logs()
     write(node.root / "a.yaml", SERVICE + "env: {V: '2'}\n")
     write(node.root / "b.yaml", SERVICE)
-    wait_until(lambda: (r := node.running()).keys() == {"a", "b"} and r["a"] != before["a"],
-               20, "a recreated after the good edit")
+    wait_until(
+        lambda: (r := node.running()).keys() == {"a", "b"} and r["a"] != before["a"],
+        20,
+        "a recreated after the good edit",
+    )
     assert node.running()["b"] == before["b"]
 
 
 def test_sigterm_stops_dependents_first(node: Node) -> None:
-    node.units({"db": SERVICE, "app": SERVICE + "requires: [db]\n",
-                "web": SERVICE + "after: [app]\n"})
+    node.units(
+        {"db": SERVICE, "app": SERVICE + "requires: [db]\n", "web": SERVICE + "after: [app]\n"}
+    )
     node.start()
     wait_until(lambda: node.converged({"db", "app", "web"}), 30, "converged")
     since = time.time()
     assert node.stop() == 0
     until = time.time() + 1
-    died = [e["name"].rsplit("-", 1)[-1] for e in node.engine.events(since, until)
-            if e["action"] == "die" and node.namespace in e["name"]]
+    died = [
+        e["name"].rsplit("-", 1)[-1]
+        for e in node.engine.events(since, until)
+        if e["action"] == "die" and node.namespace in e["name"]
+    ]
     assert died == ["web", "app", "db"]
     states = {c.unit: c.state for c in node.containers()}
     assert states == {"db": "exited", "app": "exited", "web": "exited"}
@@ -242,8 +277,9 @@ def _podman_service_lost(node: Node, tmp_path: Path) -> None:
 
 
 def _service_pid(sock: str) -> int | None:
-    found = subprocess.run(["pgrep", "-f", f"podman system service.*{sock}"],
-                           capture_output=True, text=True).stdout.split()
+    found = subprocess.run(
+        ["pgrep", "-f", f"podman system service.*{sock}"], capture_output=True, text=True
+    ).stdout.split()
     return int(found[0]) if found else None
 
 
@@ -251,37 +287,51 @@ def _dockerd_lost(node: Node) -> None:
     """dockerd is killed (its containers die with it) and started again."""
     node.start()
     wait_until(lambda: node.converged({"a", "b"}), 30, "converged")
-    pid = int(subprocess.run(["pidof", "dockerd"], capture_output=True, text=True,
-                             check=True).stdout.split()[0])
+    pid = int(
+        subprocess.run(
+            ["pidof", "dockerd"], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, "dockerd gone")
     time.sleep(1)
     with open("/var/log/hostos-dockerd.log", "ab") as log:
-        subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True, cwd="/")  # outlives the checkout
+        subprocess.Popen(
+            ["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd="/"
+        )  # outlives the checkout
     wait_until(lambda: node.converged({"a", "b"}), 60, "reconverged after dockerd restart")
     assert "event=engine-lost" in node.logs() or "event=engine-unreachable" in node.logs()
 
 
-def test_failed_mount_holds_only_its_dependants_with_fallback_and_back(node: Node,
-                                                                      tmp_path: Path) -> None:
+def test_failed_mount_holds_only_its_dependants_with_fallback_and_back(
+    node: Node, tmp_path: Path
+) -> None:
     src, src2 = tmp_path / "export", tmp_path / "export2"
-    target, target2, fallback = tmp_path / "mnt" / "data", tmp_path / "mnt" / "d2", \
-        tmp_path / "local-copy"
+    target, target2, fallback = (
+        tmp_path / "mnt" / "data",
+        tmp_path / "mnt" / "d2",
+        tmp_path / "local-copy",
+    )
     fallback.mkdir()
     (fallback / "where").write_text("fallback\n")
-    reader = (f"image: {BASE}\nstop_timeout: 3s\n"
-              "command: [sh, -c, 'trap \"exit 0\" TERM; cat /data/where; "
-              "while :; do sleep 0.2; done']\n")
+    reader = (
+        f"image: {BASE}\nstop_timeout: 3s\n"
+        'command: [sh, -c, \'trap "exit 0" TERM; cat /data/where; '
+        "while :; do sleep 0.2; done']\n"
+    )
     role_mounts = (
         f"mounts:\n"
         f"  - {{name: data, type: bind, source: {src}, target: {target}, fallback: {fallback}}}\n"
-        f"  - {{name: d2, type: bind, source: {src2}, target: {target2}}}\n")
-    node.units({
-        "uses": reader + "mounts: [{mount: data, target: /data}]\nrequires: [data]\n",
-        "strict": SERVICE + "mounts: [{mount: d2, target: /d2}]\nrequires: [d2]\n",
-        "free": SERVICE,
-    }, role_mounts)
+        f"  - {{name: d2, type: bind, source: {src2}, target: {target2}}}\n"
+    )
+    node.units(
+        {
+            "uses": reader + "mounts: [{mount: data, target: /data}]\nrequires: [data]\n",
+            "strict": SERVICE + "mounts: [{mount: d2, target: /d2}]\nrequires: [d2]\n",
+            "free": SERVICE,
+        },
+        role_mounts,
+    )
     try:
         node.start()
         wait_until(lambda: set(node.running()) == {"uses", "free"}, 30, "uses on fallback")
@@ -292,8 +342,14 @@ def test_failed_mount_holds_only_its_dependants_with_fallback_and_back(node: Nod
         (src / "where").write_text("export\n")
         src2.mkdir()
         # one look at the engine per try: between two, `uses` may be mid-recreate
-        wait_until(lambda: (seen := node.running()).keys() == {"uses", "free", "strict"}
-                   and seen["uses"] != first, 40, "moved back onto the mount")
+        wait_until(
+            lambda: (
+                (seen := node.running()).keys() == {"uses", "free", "strict"}
+                and seen["uses"] != first
+            ),
+            40,
+            "moved back onto the mount",
+        )
         moved = node.running()["uses"]
         wait_until(lambda: b"export" in b"".join(node.engine.logs(moved, False, None)), 10)
         status = node.status() or {}
@@ -310,17 +366,32 @@ def test_as_pid_1_it_reaps_orphans(node: Node) -> None:
     if node.engine.name != "docker":
         pytest.skip("one engine is enough: reaping does not depend on it")
     node.units({"a": SERVICE})
-    args = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable,
-            "-m", "hostos",
-            "supervise", str(node.root), "--role", "r", "--engine", "docker",
-            "--namespace", node.namespace]
+    args = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        sys.executable,
+        "-m",
+        "hostos",
+        "supervise",
+        str(node.root),
+        "--role",
+        "r",
+        "--engine",
+        "docker",
+        "--namespace",
+        node.namespace,
+    ]
     with open(node.log, "ab") as log:
         node.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     wait_until(lambda: node.converged({"a"}), 30, "converged")
     init = _pid_1_of(node.proc.pid)
     # An orphan in its namespace: sh backgrounds a short sleep and exits at once.
-    subprocess.run(["nsenter", "-t", str(init), "-p", "-m", "sh", "-c", "sleep 0.3 & exit 0"],
-                   check=True)
+    subprocess.run(
+        ["nsenter", "-t", str(init), "-p", "-m", "sh", "-c", "sleep 0.3 & exit 0"], check=True
+    )
     time.sleep(1.5)
     zombies = [p for p in _children(init) if _state(p) == "Z"]
     assert zombies == []
@@ -349,16 +420,17 @@ def _state(pid: int) -> str:
         return ""
 
 
-def test_with_a_server_the_spec_comes_from_there_and_changes_live(node: Node,
-                                                                  tmp_path: Path) -> None:
+def test_with_a_server_the_spec_comes_from_there_and_changes_live(
+    node: Node, tmp_path: Path
+) -> None:
     """`supervise --server`: no site; the server's spec runs, a new generation is applied
     without a restart, and the node's record says its units and steady-state."""
     import json
     import socket
     import urllib.request
 
-    from hostos.load import load_site
-    from hostos.resolve import resolve_role, spec_document
+    from hostos.site.load import load_site
+    from hostos.site.resolve import resolve_role, spec_document
 
     node.units({"a": SERVICE, "b": SERVICE})  # the site the server's spec is made from
     admin_token, token_file = uuid.uuid4().hex, tmp_path / "node-token"
@@ -368,16 +440,29 @@ def test_with_a_server_the_spec_comes_from_there_and_changes_live(node: Node,
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with open(tmp_path / "server.log", "ab") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "hostos", "serve", "--listen", url[len("http://"):],
-             "--store", f"sqlite://{tmp_path / 'cluster.db'}",
-             "--admin-token-file", str(tmp_path / "admin-token")],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "hostos",
+                "serve",
+                "--listen",
+                url[len("http://") :],
+                "--store",
+                f"sqlite://{tmp_path / 'cluster.db'}",
+                "--admin-token-file",
+                str(tmp_path / "admin-token"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def call(method: str, path: str, body: Any = None) -> Any:
         request = urllib.request.Request(
-            url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {admin_token}",
-                     "Content-Type": "application/json"})
+            url + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as reply:
             return json.loads(reply.read())
 
@@ -392,10 +477,30 @@ def test_with_a_server_the_spec_comes_from_there_and_changes_live(node: Node,
         token_file.write_text(call("POST", "/v1/tokens/nodes/sn1")["token"] + "\n")
         with open(node.log, "ab") as log:  # no site argument: the spec is the server's
             node.proc = subprocess.Popen(
-                [sys.executable, "-m", "hostos", "supervise", "--server", url, "--token-file",
-                 str(token_file), "--node", "sn1", "--booted-image", "img-1", "--engine",
-                 node.engine.name, "--namespace", node.namespace, "--resync", "5"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+                [
+                    sys.executable,
+                    "-m",
+                    "hostos",
+                    "supervise",
+                    "--server",
+                    url,
+                    "--token-file",
+                    str(token_file),
+                    "--node",
+                    "sn1",
+                    "--booted-image",
+                    "img-1",
+                    "--engine",
+                    node.engine.name,
+                    "--namespace",
+                    node.namespace,
+                    "--resync",
+                    "5",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
         wait_until(lambda: node.converged({"a"}), 60, "a from the server")
         record = wait_until(lambda: _steady(call("GET", "/v1/nodes/sn1")), 30, "steady")
         assert record["booted_image"] == "img-1" and record["units"] == {"a": "running"}
@@ -423,5 +528,4 @@ def _answers(url: str) -> bool:
 
 
 def _steady(record: dict[str, Any]) -> dict[str, Any] | None:
-    return record if record["boot_id"] and record["steady_boot_id"] == record["boot_id"] \
-        else None
+    return record if record["boot_id"] and record["steady_boot_id"] == record["boot_id"] else None

@@ -1,0 +1,503 @@
+"""The operator's cluster commands: `apply --server`, `diff`, `nodes --server`, `rollout …`.
+
+hostos/cli/main.py hands these the parsed options; the `rollout` sub-app is mounted there with
+`app.add_typer(rollout_app, name="rollout")`.  This module imports only typer at the top, so
+`hostos --help` stays fast; the client, the loader and rich come in inside the commands.
+Exit codes as everywhere: 0 ok, 1 runtime failure (the server away, a rollout that did not
+reach its target), 2 bad input (the site, an unknown role, a command the rollout refuses).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from hostos.cluster import pacing
+
+if TYPE_CHECKING:
+    from hostos.cluster.admin import Client
+
+EXIT_RUNTIME = 1
+EXIT_INPUT = 2
+WATCH_SECONDS = 1.0  # between two reads of `rollout status --watch`
+WATCH_RETRIES = 30  # reads that may fail in a row while watching (a server restarting)
+ACTIVE = ("running", "rolling-back")
+INPUT_STATUSES = frozenset({400, 404, 409, 422})
+T = TypeVar("T")
+
+ServerOpt = Annotated[str, typer.Option(envvar="HOSTOS_SERVER", help="http://HOST:PORT")]
+TokenFileOpt = Annotated[
+    str, typer.Option(envvar="HOSTOS_ADMIN_TOKEN_FILE", help="a file holding the admin token")
+]
+DEFAULT_TOKEN_FILE = "/etc/hostos/admin-token"
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o")]
+
+
+def _fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
+    typer.echo(f"hostos: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def admin_client(server: str, token_file: str) -> Client:
+    from hostos.cluster.admin import Client
+    from hostos.cluster.auth import AdminTokenError, read_admin_token
+
+    try:
+        return Client(server, read_admin_token(token_file))
+    except AdminTokenError as exc:
+        _fail(str(exc), EXIT_INPUT)
+
+
+def remote(action: Callable[[], T]) -> T:
+    """Run action; the server's refusal of bad input → exit 2, anything else → exit 1."""
+    from hostos.cluster.admin import ServerError
+    from hostos.errors import RuntimeFailure
+
+    try:
+        return action()
+    except ServerError as exc:
+        _fail(str(exc), EXIT_INPUT if exc.status in INPUT_STATUSES else EXIT_RUNTIME)
+    except RuntimeFailure as exc:
+        _fail(str(exc))
+
+
+def _emit(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+def _resolved_site(site: str) -> dict[str, Any]:
+    """The site loaded, checked and resolved locally (problems: one line each, exit 2)."""
+    from hostos.cli.main import guarded
+    from hostos.cluster.admin import site_document
+    from hostos.site.load import load_site
+
+    return guarded(lambda: site_document(load_site(site)))
+
+
+# -- apply, diff, nodes --------------------------------------------------------------------
+
+
+def apply_remote(site: str, server: str, token_file: str, as_json: bool = False) -> None:
+    """Validate the site here, then publish it: a new generation, or no change."""
+    document = _resolved_site(site)
+    client = admin_client(server, token_file)
+    published = remote(lambda: client.publish(document))
+    if as_json:
+        _emit(published)
+    elif published.get("changed"):
+        typer.echo(
+            f"published generation {published['generation']} ({str(published['hash'])[:12]})"
+        )
+    else:
+        typer.echo(f"no change (generation {published['generation']})")
+
+
+def diff_remote(site: str, server: str, token_file: str, as_json: bool = False) -> None:
+    """What publishing the site would change, per role; writes nothing."""
+    document = _resolved_site(site)
+    client = admin_client(server, token_file)
+    diff = remote(lambda: client.diff(document))
+    current = remote(client.current_site) if diff.get("changed") else None
+    if as_json:
+        _emit(diff)
+        return
+    for line in diff_lines(diff, current, document):
+        typer.echo(line)
+
+
+def diff_lines(
+    diff: Mapping[str, Any], current: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> list[str]:
+    """Per role: added, removed or changed (the host image change spelled out, with the
+    command that rolls it out), and the nodes that come, go or change in it."""
+    if not diff.get("changed"):
+        return [f"no change (generation {diff.get('generation', 0)})"]
+    old_roles = dict(current.get("roles", {})) if current else {}
+    old_nodes = dict(current.get("nodes", {})) if current else {}
+    roles, nodes = diff.get("roles", {}), diff.get("nodes", {})
+    lines = [f"against generation {diff.get('generation', 0)}:"]
+    touched = sorted(
+        {
+            *roles.get("added", []),
+            *roles.get("removed", []),
+            *roles.get("changed", []),
+            *_node_roles(nodes, old_nodes, new),
+        }
+    )
+    for role in touched:
+        lines.append(_role_line(role, roles, old_roles, new.get("roles", {})))
+        lines += _node_lines(role, nodes, old_nodes, new.get("nodes", {}))
+    return lines
+
+
+def _node_roles(
+    nodes: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+) -> set[str]:
+    names = [*nodes.get("added", []), *nodes.get("removed", []), *nodes.get("changed", [])]
+    return {
+        str(side[n].get("role", ""))
+        for n in names
+        for side in (old, new)
+        if n in side and isinstance(side[n], Mapping)
+    }
+
+
+def _role_line(
+    role: str, roles: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+) -> str:
+    if role in roles.get("added", []):
+        return f"+ role {role}"
+    if role in roles.get("removed", []):
+        return f"- role {role}"
+    if role not in roles.get("changed", []):
+        return f"  role {role}: spec unchanged"
+    before, after = _image(old.get(role)), _image(new.get(role))
+    if before != after and after:
+        return (
+            f"~ role {role}: host image {before or '-'} → {after} "
+            f"(roll it out: hostos rollout start {role} --image {after})"
+        )
+    return f"~ role {role}: spec changed (the nodes apply it live)"
+
+
+def _image(spec: Any) -> str | None:
+    image = spec.get("image") if isinstance(spec, Mapping) else None
+    return image if isinstance(image, str) else None
+
+
+def _node_lines(
+    role: str, nodes: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
+) -> list[str]:
+    def in_role(names: Sequence[str], *sides: Mapping[str, Any]) -> list[str]:
+        return [
+            n
+            for n in names
+            if any(isinstance(s.get(n), Mapping) and s[n].get("role") == role for s in sides)
+        ]
+
+    lines = []
+    for mark, key, sides in (
+        ("+", "added", (new,)),
+        ("-", "removed", (old,)),
+        ("~", "changed", (old, new)),
+    ):
+        names = in_role(nodes.get(key, []), *sides)
+        if names:
+            lines.append(
+                f"    {mark} {len(names)} node{'s' if len(names) != 1 else ''} "
+                f"{key}: {_some(names)}"
+            )
+    return lines
+
+
+def _some(names: Sequence[str], shown: int = 8) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def node_state(record: Mapping[str, Any], now: float) -> str:
+    """rebooting (assigned an image it has not booted yet), up, stale (silent for three
+    heartbeats at the pace the server asked, and at least a minute: pacing.py), or unseen
+    (never sent a heartbeat)."""
+    assigned, booted = record.get("assigned_image"), record.get("booted_image")
+    seen = float(record.get("last_seen") or 0.0)
+    if assigned and assigned != booted:
+        return "rebooting"
+    if seen <= 0:
+        return "unseen"
+    paced = float(record.get("heartbeat_seconds") or 0.0)
+    return "stale" if pacing.is_silent(seen, paced, now) else "up"
+
+
+def _ago(seen: float, now: float) -> str:
+    if seen <= 0:
+        return "never"
+    from hostos.site.quantity import format_duration
+
+    return f"{format_duration(max(0.0, round(now - seen)))} ago"
+
+
+def node_rows(records: Sequence[Mapping[str, Any]], now: float) -> list[list[str]]:
+    return [
+        [
+            str(r.get("id")),
+            str(r.get("role") or "-"),
+            node_state(r, now),
+            str(r.get("booted_image") or "-"),
+            str(r.get("assigned_image") or "-"),
+            _ago(float(r.get("last_seen") or 0.0), now),
+        ]
+        for r in records
+    ]
+
+
+def nodes_remote(server: str, token_file: str, as_json: bool = False) -> None:
+    """Who is up, stale, rebooting, on which image, as the server sees them."""
+    from hostos.cli.main import print_table
+
+    client = admin_client(server, token_file)
+    records, now = remote(client.nodes), time.time()
+    if as_json:
+        _emit([{**r, "state": node_state(r, now)} for r in records])
+        return
+    print_table(
+        ["NODE", "ROLE", "STATE", "BOOTED", "ASSIGNED", "LAST SEEN"], node_rows(records, now)
+    )
+
+
+# -- rollouts ------------------------------------------------------------------------------
+
+rollout_app = typer.Typer(
+    help="Roll a new host image across a role: reboots in health-gated batches (admin).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+RoleArg = Annotated[str, typer.Argument(help="the role whose rollout this is")]
+WatchOpt = Annotated[
+    bool,
+    typer.Option("--watch", "-w", help="follow it until it stops (a progress bar on a terminal)"),
+]
+
+
+@rollout_app.command("start")
+def start(
+    role: RoleArg,
+    image: Annotated[str, typer.Option(help="the host image generation to roll out")],
+    server: ServerOpt,
+    max_unavailable: Annotated[
+        str,
+        typer.Option(help="nodes out at once: a count, or a percentage of the role's nodes (25%)"),
+    ] = "1",
+    canary: Annotated[int, typer.Option(help="nodes updated first, alone")] = 0,
+    health_timeout: Annotated[
+        str, typer.Option(help="how long a node may take from its grant to healthy (10m, 90s)")
+    ] = "10m",
+    auto_rollback: Annotated[
+        bool, typer.Option(help="on a failure, give every updated node its previous image back")
+    ] = False,
+    previous: Annotated[
+        str | None,
+        typer.Option(help="the image to roll back to (default: what the role's nodes run)"),
+    ] = None,
+    watch: WatchOpt = False,
+    admin_token_file: TokenFileOpt = DEFAULT_TOKEN_FILE,
+) -> None:
+    """Start rolling ROLE's nodes onto --image."""
+    from hostos.site.quantity import parse_duration
+
+    try:
+        timeout = parse_duration(health_timeout)
+    except ValueError as exc:
+        _fail(f"--health-timeout: {exc}", EXIT_INPUT)
+    unavailable: int | str = int(max_unavailable) if max_unavailable.isdigit() else max_unavailable
+    request = {
+        "role": role,
+        "image": image,
+        "max_unavailable": unavailable,
+        "canary": canary,
+        "health_timeout": timeout,
+        "auto_rollback": auto_rollback,
+        "previous_image": previous,
+    }
+    client = admin_client(server, admin_token_file)
+    status = remote(lambda: client.start_rollout(request))
+    typer.echo(
+        f"started {status['id']}: {role} {status['spec']['previous_image']} → {image}, "
+        f"{status['max_unavailable']} at a time"
+        + (f", canaries {', '.join(status['canaries'])}" if status["canaries"] else "")
+    )
+    if watch:
+        raise typer.Exit(remote(lambda: follow(client, role)))
+
+
+@rollout_app.command("status")
+def status(
+    server: ServerOpt,
+    role: Annotated[str | None, typer.Argument(help="a role (default: every rollout)")] = None,
+    watch: WatchOpt = False,
+    output: OutputOpt = Output.table,
+    admin_token_file: TokenFileOpt = DEFAULT_TOKEN_FILE,
+) -> None:
+    """Where the rollouts are: nodes per state, why it paused, the last actions."""
+    as_json = output is Output.json
+    client = admin_client(server, admin_token_file)
+    if role is None:
+        every = remote(client.rollouts)
+        if as_json:
+            _emit(every)
+            return
+        for line in [progress_line(one) for one in every] or ["no rollouts"]:
+            typer.echo(line)
+        return
+    if watch and not as_json:
+        raise typer.Exit(remote(lambda: follow(client, role)))
+    found = remote(lambda: client.rollout(role))
+    if as_json:
+        _emit(found)
+        return
+    for line in status_lines(found):
+        typer.echo(line)
+
+
+def _command(name: str, doc: str) -> None:
+    def run(
+        role: RoleArg, server: ServerOpt, admin_token_file: TokenFileOpt = DEFAULT_TOKEN_FILE
+    ) -> None:
+        client = admin_client(server, admin_token_file)
+        found = remote(lambda: client.rollout_command(role, name))
+        typer.echo(progress_line(found))
+
+    run.__doc__ = doc
+    rollout_app.command(name)(run)
+
+
+_command("pause", "Grant no more reboots; nodes already on their way still finish.")
+_command("resume", "Carry on after a pause (failed nodes get a fresh deadline).")
+_command("abort", "Stop for good, leaving every node on the image it has.")
+_command("rollback", "Give every node the rollout touched its previous image back.")
+
+
+def progress_line(status: Mapping[str, Any]) -> str:
+    counts = status.get("counts", {})
+    flight = sum(counts.get(s, 0) for s in ("granted", "rebooting", "booted"))
+    finished = counts.get("reverted", 0) if status.get("reverting") else counts.get("done", 0)
+    spec = status.get("spec", {})
+    return (
+        f"{spec.get('role')}: {status.get('state')} {spec.get('previous_image')} → "
+        f"{spec.get('target_image')}, {finished}/{status.get('total', 0)} "
+        f"{'reverted' if status.get('reverting') else 'done'}, {flight} in flight, "
+        f"{counts.get('failed', 0)} failed ({status.get('reason', '')})"
+    )
+
+
+def status_lines(status: Mapping[str, Any]) -> list[str]:
+    spec = status.get("spec", {})
+    lines = [
+        f"rollout {status.get('id')}",
+        progress_line(status),
+        f"  max unavailable {status.get('max_unavailable')}, canaries "
+        f"{', '.join(status.get('canaries', [])) or 'none'}, health timeout "
+        f"{spec.get('health_timeout')}s, auto-rollback "
+        f"{'on' if spec.get('auto_rollback') else 'off'}",
+        "",
+    ]
+    rows = [
+        [
+            node,
+            p.get("state", ""),
+            p.get("image") or "-",
+            "yes" if p.get("slot") else "-",
+            p.get("reason") or "",
+        ]
+        for node, p in sorted(status.get("nodes", {}).items())
+    ]
+    widths = [
+        max(len(str(c)) for c in col)
+        for col in zip(["NODE", "STATE", "IMAGE", "SLOT", "REASON"], *rows, strict=False)
+    ]
+    for row in [["NODE", "STATE", "IMAGE", "SLOT", "REASON"], *rows]:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    recent = list(status.get("log", []))[-10:]
+    if recent:
+        lines += ["", "recent:", *(f"  {log_line(e)}" for e in recent)]
+    return lines
+
+
+def log_line(entry: Mapping[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.gmtime(float(entry.get("at") or 0)))
+    what = " ".join(str(entry[k]) for k in ("kind", "node", "image") if entry.get(k))
+    return f"{stamp} {what}: {entry.get('reason', '')}"
+
+
+def follow(client: Client, role: str) -> int:
+    """Show the rollout until it is no longer running or rolling back: new actions as
+    lines, progress as a bar on a terminal, else a line whenever it moves.  0 when it ended
+    done; 1 when it paused, was aborted or rolled back."""
+    if sys.stdout.isatty():
+        return _follow_bar(client, role)
+    last = ""
+    seen = 0.0
+    while True:
+        found = _read(client, role)
+        seen = _print_new(found, seen, typer.echo)
+        line = progress_line(found)
+        if line != last:
+            typer.echo(line)
+            last = line
+        if found.get("state") not in ACTIVE:
+            return _outcome(found)
+        time.sleep(WATCH_SECONDS)
+
+
+def _follow_bar(client: Client, role: str) -> int:
+    from rich import progress
+
+    columns = (
+        progress.TextColumn("{task.description}"),
+        progress.BarColumn(),
+        progress.MofNCompleteColumn(),
+        progress.TimeElapsedColumn(),
+    )
+    seen = 0.0
+    with progress.Progress(*columns) as bar:
+        task = bar.add_task(role, total=None)
+        while True:
+            found = _read(client, role)
+            seen = _print_new(found, seen, bar.console.print)
+            counts = found.get("counts", {})
+            finished = counts.get("reverted" if found.get("reverting") else "done", 0)
+            bar.update(
+                task,
+                total=found.get("total", 0),
+                completed=finished,
+                description=f"{role} {found.get('state')}",
+            )
+            if found.get("state") not in ACTIVE:
+                break
+            time.sleep(WATCH_SECONDS)
+    typer.echo(progress_line(found))
+    return _outcome(found)
+
+
+def _read(client: Client, role: str) -> dict[str, Any]:
+    """The rollout's status; a server away for a moment (a restart) is waited for, its
+    refusals (ServerError) are not."""
+    from hostos.cluster.admin import ServerError
+    from hostos.errors import RuntimeFailure
+
+    for _ in range(WATCH_RETRIES - 1):
+        try:
+            return client.rollout(role)
+        except ServerError:
+            raise
+        except RuntimeFailure:
+            time.sleep(WATCH_SECONDS)
+    return client.rollout(role)
+
+
+def _print_new(status: Mapping[str, Any], seen: float, out: Callable[[str], Any]) -> float:
+    """Print the log entries newer than seen; the newest time printed."""
+    for entry in status.get("log", []):
+        at = float(entry.get("at") or 0)
+        if at > seen:
+            out(log_line(entry))
+    return max([seen, *(float(e.get("at") or 0) for e in status.get("log", []))])
+
+
+def _outcome(status: Mapping[str, Any]) -> int:
+    return 0 if status.get("state") == "done" else EXIT_RUNTIME

@@ -1,0 +1,631 @@
+"""The `hostos` command: a thin Typer shell over the package.
+
+Imports of the heavy parts happen inside the commands, so `hostos --help`
+stays fast.  Exit codes: 0 ok, 1 runtime failure, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from hostos import __version__
+from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
+
+if TYPE_CHECKING:
+    from hostos.engine.connect import EarlyEngine
+
+app = typer.Typer(
+    help="Stateless cluster nodes: run each role's container units on Docker or Podman.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_RUNTIME = 1
+EXIT_INPUT = 2
+T = TypeVar("T")
+
+SiteArg = Annotated[str, typer.Argument(help="site directory (unit files, roles/, nodes.yaml)")]
+NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="a node of the inventory")]
+RoleOpt = Annotated[str | None, typer.Option("--role", "-r", help="a role")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="a hostos serve (http://HOST:PORT): work on the cluster rather than this machine"
+    ),
+]
+AdminTokenOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="HOSTOS_ADMIN_TOKEN_FILE", help="with --server: a file holding the admin token"
+    ),
+]
+
+
+class EngineKind(StrEnum):
+    auto = "auto"
+    docker = "docker"
+    podman = "podman"
+
+
+EngineOpt = Annotated[
+    EngineKind,
+    typer.Option(
+        "--engine",
+        "-e",
+        envvar="HOSTOS_ENGINE",
+        help="auto: a reachable docker socket, else podman (started privately if need be)",
+    ),
+]
+
+
+NamespaceOpt = Annotated[
+    str,
+    typer.Option(
+        "--namespace",
+        envvar="HOSTOS_NAMESPACE",
+        help="keep apart several hostos instances on one engine (tests, a demo)",
+    ),
+]
+
+
+class Format(StrEnum):
+    yaml = "yaml"
+    json = "json"
+
+
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hostos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """hostos: stateless nodes, container units, rolling reboots."""
+
+
+def fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
+    typer.echo(f"hostos: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run action; bad input → one line per problem and exit 2; runtime failure → exit 1."""
+    from hostos.errors import RuntimeFailure, SiteError
+
+    try:
+        return action()
+    except SiteError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        count = len(exc.problems)
+        typer.echo(f"{count} problem{'s' if count != 1 else ''}", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    except RuntimeFailure as exc:
+        fail(str(exc))
+
+
+def emit_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+@app.command()
+def validate(site: SiteArg = "units") -> None:
+    """Check a site definition; every problem as file:line:col: key: message (hint)."""
+    from hostos.site.load import load_site
+
+    loaded = guarded(lambda: load_site(site))
+    typer.echo(
+        f"{site}: {len(loaded.units)} units, {len(loaded.roles)} roles, "
+        f"{len(loaded.nodes)} nodes: valid"
+    )
+
+
+def load_spec(site: str, node: str | None, role: str | None) -> Any:
+    """The resolved spec of --node or --role (exactly one)."""
+    from hostos.site.load import load_site
+    from hostos.site.resolve import resolve_node, resolve_role
+
+    if (node is None) == (role is None):
+        fail("give exactly one of --node or --role", EXIT_INPUT)
+
+    def resolve() -> Any:
+        loaded = load_site(site)
+        return resolve_node(loaded, node) if node else resolve_role(loaded, str(role))
+
+    return guarded(resolve)
+
+
+@app.command()
+def render(
+    site: SiteArg = "units",
+    node: NodeOpt = None,
+    role: RoleOpt = None,
+    output: Annotated[Format, typer.Option("--output", "-o")] = Format.yaml,
+) -> None:
+    """Print the resolved spec of a node or role, with a content hash per unit."""
+    from hostos.site.resolve import spec_document
+
+    document = spec_document(load_spec(site, node, role))
+    if output is Format.json:
+        emit_json(document)
+    else:
+        import yaml
+
+        typer.echo(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), nl=False)
+
+
+@app.command()
+def nodes(
+    site: SiteArg = "units",
+    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+    server: ServerOpt = None,
+    admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
+) -> None:
+    """List the inventory with hostlists expanded; with --server, the cluster's nodes:
+    up, stale or rebooting, booted and assigned image, last heartbeat."""
+    from hostos.site.load import load_site
+
+    if server is not None:
+        from hostos.cli.cluster import nodes_remote
+
+        nodes_remote(server, admin_token_file, output is ListFormat.json)
+        return
+
+    loaded = guarded(lambda: load_site(site))
+    rows = [n.model_dump() for n in loaded.nodes]
+    if output is ListFormat.json:
+        emit_json(rows)
+        return
+    print_table(
+        ["NODE", "ROLE", "MAC", "LABELS"],
+        [
+            [
+                r["name"],
+                r["role"],
+                r["mac"] or "-",
+                ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items())) or "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+@app.command()
+def schema(
+    kind: Annotated[
+        str | None, typer.Argument(help="unit, role or nodes; all three when left out")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of unit, role and inventory files, for editors."""
+    from hostos.site.schema import KINDS, all_schemas
+    from hostos.site.schema import schema as one
+
+    if kind is None:
+        emit_json(all_schemas())
+    elif kind in KINDS:
+        emit_json(one(kind))
+    else:
+        fail(f"unknown kind '{kind}' (unit, role or nodes)", EXIT_INPUT)
+
+
+@contextmanager
+def engine_session(kind: EngineKind, early: EarlyEngine | None = None) -> Iterator[Any]:
+    """A connected engine, closed (and a private podman service stopped) at the end.
+    early: an EarlyEngine whose engine, if it got one, is used rather than a new one."""
+    from hostos.engine.base import EngineError
+    from hostos.engine.connect import connect
+
+    engine = early.engine if early is not None else None
+    if engine is None:
+        try:
+            engine = connect(kind.value)
+        except EngineError as exc:
+            fail(str(exc))
+    try:
+        yield engine
+    except EngineError as exc:
+        fail(str(exc))
+    finally:
+        engine.close()
+
+
+def early_engine(kind: EngineKind) -> EarlyEngine:
+    """Connect and list the owned containers in the background while the command imports
+    what it needs and reads the site (see hostos.engine.connect.EarlyEngine)."""
+    from hostos.engine.connect import EarlyEngine
+
+    return EarlyEngine(kind.value)
+
+
+@contextmanager
+def closed_on_error(early: EarlyEngine) -> Iterator[None]:
+    """Close the early engine when the block fails (bad input exits 2 here)."""
+    try:
+        yield
+    except BaseException:
+        early.close()
+        raise
+
+
+def _progress(line: str) -> None:
+    typer.echo(f"  {line}", err=True)
+
+
+@app.command("plan")
+def plan_command(
+    site: SiteArg = "units",
+    node: NodeOpt = None,
+    role: RoleOpt = None,
+    engine: EngineOpt = EngineKind.auto,
+    namespace: NamespaceOpt = "",
+    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+) -> None:
+    """Show what apply would change on this machine, and why. Changes nothing."""
+    early = early_engine(engine)
+    with closed_on_error(early):
+        from hostos.cli.report import plan_json, plan_lines
+        from hostos.node.converge import prepare
+
+        spec = load_spec(site, node, role)
+    with engine_session(engine, early) as conn:
+        prepared = prepare(conn, spec, site, fetch=False, namespace=namespace, listed=early.listed)
+    if output is ListFormat.json:
+        emit_json(plan_json(prepared.actions))
+    else:
+        typer.echo("\n".join(plan_lines(prepared.actions)))
+
+
+@app.command()
+def apply(
+    site: SiteArg = "units",
+    node: NodeOpt = None,
+    role: RoleOpt = None,
+    engine: EngineOpt = EngineKind.auto,
+    namespace: NamespaceOpt = "",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
+    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+    concurrency: Annotated[int, typer.Option(help="units started at once")] = 8,
+    server: ServerOpt = None,
+    admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
+) -> None:
+    """Converge this machine's containers on the units of a node or role; with --server,
+    check the site here and publish it as the cluster's next generation."""
+    if server is not None:
+        from hostos.cli.cluster import apply_remote
+
+        apply_remote(site, server, admin_token_file, output is ListFormat.json)
+        return
+    early = early_engine(engine)
+    with closed_on_error(early):
+        from hostos.cli.report import outcome_line, outcomes_json, plan_json, plan_lines
+        from hostos.node.converge import prepare
+        from hostos.node.execute import Options, execute
+
+        spec = load_spec(site, node, role)
+    text = output is ListFormat.table
+    started = time.monotonic()
+    with engine_session(engine, early) as conn:
+        prepared = prepare(
+            conn,
+            spec,
+            site,
+            fetch=not dry_run,
+            progress=_progress if text else lambda line: None,
+            namespace=namespace,
+            listed=early.listed,
+        )
+        if text:
+            typer.echo("\n".join(plan_lines(prepared.actions)))
+        if dry_run or not any(a.changes for a in prepared.actions):
+            outcomes = []
+        else:
+            report = (lambda o: typer.echo(outcome_line(o))) if text else (lambda o: None)
+            outcomes = execute(conn, prepared.actions, Options(concurrency=concurrency), report)
+    changes = sum(1 for o in outcomes if o.ok and o.kind.value != "noop")
+    failed = sum(1 for o in outcomes if not o.ok)
+    seconds = round(time.monotonic() - started, 3)
+    if output is ListFormat.json:
+        emit_json(
+            {
+                "role": spec.role.role,
+                "node": spec.node,
+                "dry_run": dry_run,
+                "actions": plan_json(prepared.actions),
+                "results": outcomes_json(outcomes),
+                "changes": changes,
+                "failed": failed,
+                "seconds": seconds,
+            }
+        )
+    elif outcomes:
+        typer.echo(f"{changes} changes, {failed} failed in {seconds:.2f}s")
+    if failed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command()
+def diff(
+    site: SiteArg = "units",
+    server: Annotated[
+        str, typer.Option(envvar="HOSTOS_SERVER", help="a hostos serve: http://HOST:PORT")
+    ] = "",
+    admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
+    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+) -> None:
+    """Show per role what `hostos apply SITE --server URL` would change. Changes nothing."""
+    from hostos.cli.cluster import diff_remote
+
+    if not server:
+        fail("diff needs --server URL (or HOSTOS_SERVER)", EXIT_INPUT)
+    diff_remote(site, server, admin_token_file, output is ListFormat.json)
+
+
+SocketOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--socket", help="the supervisor's status socket (default /run/hostos/supervisor.sock)"
+    ),
+]
+
+
+@app.command()
+def status(
+    engine: EngineOpt = EngineKind.auto,
+    namespace: NamespaceOpt = "",
+    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+    socket: SocketOpt = None,
+) -> None:
+    """The units hostos runs on this machine: state, health, restarts, since, image.
+
+    When a supervisor runs, its status API answers (with restarts, next retry, mounts);
+    otherwise the engine is asked directly."""
+    from hostos.cli.report import status_table
+    from hostos.node.status import read_status, socket_path
+
+    live = read_status(socket or socket_path(namespace))
+    rows = live["units"] if live is not None else _engine_status(engine, namespace)
+    if output is ListFormat.json:
+        emit_json(rows)
+        return
+    print_table(*status_table(rows))
+    if live is not None:
+        _print_supervisor_extras(live)
+
+
+def _engine_status(engine: EngineKind, namespace: str) -> list[dict[str, Any]]:
+    from hostos.cli.report import status_rows
+    from hostos.node.converge import owned
+
+    with engine_session(engine) as conn:  # inspect: the list lacks start times on docker
+        return status_rows([conn.inspect(c.id) for c in owned(conn, namespace)])
+
+
+def _print_supervisor_extras(live: dict[str, Any]) -> None:
+    for row in live["units"]:
+        if row.get("waiting") or row.get("last_error"):
+            typer.echo(f"{row['unit']}: {row.get('waiting') or row.get('last_error')}")
+    for mount in live.get("mounts", []):
+        typer.echo(
+            f"mount {mount.get('name')}: {mount.get('state')}"
+            + (f" ({mount['last_error']})" if mount.get("last_error") else "")
+        )
+    for key in ("engine_error", "site_error"):
+        if live.get(key):
+            typer.echo(f"{key.replace('_', ' ')}: {live[key]}")
+
+
+@app.command()
+def supervise(
+    site: SiteArg = "units",
+    node: NodeOpt = None,
+    role: RoleOpt = None,
+    engine: EngineOpt = EngineKind.auto,
+    namespace: NamespaceOpt = "",
+    socket: SocketOpt = None,
+    resync: Annotated[float, typer.Option(help="seconds between full resyncs")] = 60,
+    podman_socket: Annotated[
+        str | None,
+        typer.Option(help="where to start hostos's own podman service when none answers"),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="a hostos serve (http://HOST:PORT): the spec comes from there, and "
+            "heartbeats and reboot slots go there"
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None, typer.Option(help="a file holding this node's token (with --server)")
+    ] = None,
+    booted_image: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HOSTOS_BOOTED_IMAGE",
+            help="the image this boot came from (default: hostos.image= on the kernel "
+            "command line)",
+        ),
+    ] = None,
+    reboot_command: Annotated[
+        str, typer.Option(help="what reboots this node when the server assigns another image")
+    ] = "reboot",
+) -> None:
+    """Keep this node converged: react to site edits, crashes, engine and mount events."""
+    from hostos.cli.supervise import Args, run
+
+    raise typer.Exit(
+        run(
+            Args(
+                site,
+                node,
+                role,
+                engine.value,
+                namespace,
+                socket,
+                resync,
+                podman_socket,
+                server,
+                token_file,
+                booted_image or None,
+                reboot_command,
+            )
+        )
+    )
+
+
+@app.command()
+def down(engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "") -> None:
+    """Stop and remove every container hostos owns here, dependents first."""
+    from hostos.cli.report import outcome_line
+    from hostos.node.converge import down as take_down
+
+    with engine_session(engine) as conn:
+        outcomes = take_down(conn, lambda o: typer.echo(outcome_line(o)), namespace=namespace)
+    failed = sum(1 for o in outcomes if not o.ok)
+    typer.echo(f"{len(outcomes) - failed} removed, {failed} failed")
+    if failed:
+        raise typer.Exit(EXIT_RUNTIME)
+
+
+@app.command()
+def logs(
+    unit: Annotated[str, typer.Argument(help="a unit running here")],
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
+    engine: EngineOpt = EngineKind.auto,
+    namespace: NamespaceOpt = "",
+) -> None:
+    """Print a unit's container output."""
+    from hostos.errors import did_you_mean
+    from hostos.node.converge import owned as owned_here
+
+    with engine_session(engine) as conn:
+        owned = {c.unit: c for c in owned_here(conn, namespace) if c.unit}
+        if unit not in owned:
+            here = ", ".join(sorted(owned)) or "none"
+            hint = did_you_mean(unit, owned) or f"running here: {here}"
+            fail(f"no unit '{unit}' here ({hint})", EXIT_INPUT)
+        for chunk in conn.logs(owned[unit].id, follow, tail):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+
+@app.command()
+def serve(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on")] = "127.0.0.1:8080",
+    store: Annotated[
+        str,
+        typer.Option(
+            help="sqlite:///PATH (one server) or etcd://HOST:PORT/PREFIX (replicas; PREFIX: hostos)"
+        ),
+    ] = "sqlite:///var/lib/hostos/cluster.db",
+    admin_token_file: Annotated[
+        str, typer.Option(help="a file holding the admin token")
+    ] = "/etc/hostos/admin-token",
+    images: Annotated[
+        str | None, typer.Option(help="host images: DIR/<name>/{vmlinuz,initramfs.img}")
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="the URL nodes reach this server at (default: the one they asked)"),
+    ] = None,
+    boot_tokens: Annotated[
+        bool, typer.Option(help="put a fresh node token into every boot script")
+    ] = False,
+    heartbeat_rate: Annotated[
+        float,
+        typer.Option(
+            help="heartbeats a second to ask of the whole fleet: a fleet larger than 10 s of "
+            "them is told to beat less often"
+        ),
+    ] = HEARTBEAT_RATE,
+) -> None:
+    """The cluster server: site generations, node heartbeats, FleetLock slots, iPXE boot."""
+    from hostos.cluster.server.serve import BadOption, options, run
+    from hostos.logfmt import setup
+
+    try:
+        opts = options(
+            listen, store, admin_token_file, images, public_url, boot_tokens, heartbeat_rate
+        )
+    except BadOption as exc:
+        fail(str(exc), EXIT_INPUT)
+    setup()
+    run(opts)
+
+
+tokens_app = typer.Typer(help="Node tokens (admin).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("issue")
+def tokens_issue(
+    node: Annotated[str, typer.Argument(help="the node id (inventory name or MAC form)")],
+    server: Annotated[str, typer.Option(envvar="HOSTOS_SERVER", help="http://HOST:PORT")],
+    admin_token_file: Annotated[
+        str, typer.Option(envvar="HOSTOS_ADMIN_TOKEN_FILE", help="a file holding the admin token")
+    ] = "/etc/hostos/admin-token",
+) -> None:
+    """Issue a new token for NODE and print it (the node's previous token stops working)."""
+    from hostos.cluster.auth import AdminTokenError, read_admin_token, request_node_token
+
+    try:
+        admin = read_admin_token(admin_token_file)
+    except AdminTokenError as exc:
+        fail(str(exc), EXIT_INPUT)
+    typer.echo(guarded(lambda: request_node_token(server, admin, node)))
+
+
+def _image_commands() -> None:
+    """`hostos image …` (its module imports only typer; the work is imported lazily)."""
+    from hostos.cli.image import image_app
+
+    app.add_typer(image_app, name="image")
+
+
+_image_commands()
+
+
+def _rollout_commands() -> None:
+    """`hostos rollout …` (its module imports only typer; the client is imported lazily)."""
+    from hostos.cli.cluster import rollout_app
+
+    app.add_typer(rollout_app, name="rollout")
+
+
+_rollout_commands()
+
+
+def main() -> None:
+    """The `hostos` command (see hostos.cli.launch, which the console script runs)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

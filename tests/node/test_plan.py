@@ -1,0 +1,153 @@
+"""Table-driven tests of the pure planner and of the renderer it relies on."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hostos.engine.base import HASH_LABEL, OWNER_LABEL, UNIT_LABEL, Observed
+from hostos.node.plan import Desired, Kind, plan
+from hostos.node.render import render
+from hostos.site.load import load_site
+from hostos.site.resolve import RoleSpec, resolve_role
+
+from conftest import write
+
+UNITS = {
+    "db": "image: busybox:1.36\ncommand: [sleep, '3600']\nenv: {MODE: primary}\n",
+    "app": "image: busybox:1.36\ncommand: [sleep, '3600']\nrequires: [db]\n",
+}
+
+
+def role(tmp_path: Path, units: dict[str, str] | None = None, name: str = "r") -> RoleSpec:
+    units = UNITS if units is None else units
+    for unit, text in units.items():
+        write(tmp_path / f"{unit}.yaml", text)
+    write(tmp_path / "roles" / f"{name}.yaml", f"role: {name}\nunits: [{', '.join(units)}]\n")
+    return resolve_role(load_site(str(tmp_path)), name)
+
+
+def desired(spec: RoleSpec, image: str = "sha256:" + "a" * 64) -> list[Desired]:
+    return [Desired(u, render(u, image)) for u in spec.units]
+
+
+def running(want: Desired, **changes: object) -> Observed:
+    """The container a converged node would show for want."""
+    base = Observed(
+        id=f"id-{want.name}",
+        name=want.spec.name,
+        labels=dict(want.spec.labels),
+        state="running",
+        image_id=want.spec.image,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def kinds(actions: list) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    return [(a.kind.value, a.unit) for a in actions]
+
+
+def test_first_apply_creates_in_start_order(tmp_path: Path) -> None:
+    actions = plan(desired(role(tmp_path)), [])
+    assert kinds(actions) == [("create", "db"), ("create", "app")]
+    assert actions[0].reason == "new unit"
+
+
+def test_converged_node_is_all_noop(tmp_path: Path) -> None:
+    want = desired(role(tmp_path))
+    actions = plan(want, [running(w) for w in want])
+    assert {a.kind for a in actions} == {Kind.NOOP}
+    assert not any(a.changes for a in actions)
+
+
+def test_env_change_recreates_exactly_that_unit(tmp_path: Path) -> None:
+    old = desired(role(tmp_path / "old"))
+    new = desired(role(tmp_path / "new", {**UNITS, "db": UNITS["db"].replace("primary", "b")}))
+    actions = plan(new, [running(w) for w in old])
+    assert kinds(actions) == [("recreate", "db"), ("noop", "app")]
+    assert actions[0].reason == "env MODE changed"
+
+
+def test_image_change_names_both_images(tmp_path: Path) -> None:
+    spec = role(tmp_path)
+    old, new = desired(spec, "sha256:" + "1" * 64), desired(spec, "sha256:" + "2" * 64)
+    actions = plan(new, [running(w) for w in old])
+    assert actions[0].reason == (
+        "image changed busybox:1.36@111111111111→busybox:1.36@222222222222"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "exit_code", "reason"),
+    [
+        ("exited", 1, "container exited (exit code 1)"),
+        ("created", None, "container created but never started"),
+        ("dead", None, "container dead"),
+    ],
+)
+def test_stopped_container_is_started(
+    tmp_path: Path, state: str, exit_code: int | None, reason: str
+) -> None:
+    want = desired(role(tmp_path))
+    observed = [running(want[0], state=state, exit_code=exit_code), running(want[1])]
+    actions = plan(want, observed)
+    assert kinds(actions) == [("start", "db"), ("noop", "app")]
+    assert actions[0].reason == reason
+
+
+def test_unit_removed_from_role_is_removed_first(tmp_path: Path) -> None:
+    old = desired(role(tmp_path / "old"))
+    new = desired(role(tmp_path / "new", {"db": UNITS["db"]}))
+    actions = plan(new, [running(w) for w in old])
+    assert kinds(actions) == [("remove", "app"), ("noop", "db")]
+    assert actions[0].reason == "unit no longer in role"
+
+
+def test_role_change_is_named(tmp_path: Path) -> None:
+    old = desired(role(tmp_path / "old", name="compute"))
+    new = desired(role(tmp_path / "new", {"db": UNITS["db"]}, name="login"))
+    actions = plan(new, [running(w) for w in old])
+    assert actions[0].kind is Kind.REMOVE and actions[0].reason == "role changed compute→login"
+    assert actions[1].kind is Kind.RECREATE and actions[1].reason == "role changed compute→login"
+
+
+def test_foreign_container_with_the_name_is_a_conflict(tmp_path: Path) -> None:
+    want = desired(role(tmp_path))
+    foreign = Observed(id="x", name="hostos-db", labels={}, state="running", image_id="i")
+    similar = Observed(id="y", name="hostos-db-2", labels={}, state="running", image_id="i")
+    actions = plan(want, [foreign, similar])
+    assert kinds(actions) == [("conflict", "db"), ("create", "app")]
+    assert "hostos does not own" in actions[0].reason
+
+
+def test_leftover_of_an_interrupted_recreate_is_removed(tmp_path: Path) -> None:
+    want = desired(role(tmp_path))
+    leftover = running(want[0], id="id-next", name="hostos-db.next", state="created")
+    actions = plan(want, [running(want[0]), leftover, running(want[1])])
+    assert kinds(actions) == [("remove", "db"), ("noop", "db"), ("noop", "app")]
+    assert actions[0].current is leftover
+
+
+def test_container_from_another_version_is_recreated(tmp_path: Path) -> None:
+    want = desired(role(tmp_path))
+    old = running(want[0], labels={OWNER_LABEL: "hostos", UNIT_LABEL: "db", HASH_LABEL: "x"})
+    actions = plan(want, [old, running(want[1])])
+    assert actions[0].kind is Kind.RECREATE
+    assert "created by another hostos version" in actions[0].reason
+
+
+def test_missing_image_is_said(tmp_path: Path) -> None:
+    spec = role(tmp_path)
+    want = [Desired(u, render(u, None), image_present=False) for u in spec.units]
+    assert plan(want, [])[0].reason == "new unit (image busybox:1.36 to fetch)"
+
+
+def test_render_is_stable_and_labels_ownership(tmp_path: Path) -> None:
+    spec = role(tmp_path)
+    first, second = render(spec.units[0], "sha256:1"), render(spec.units[0], "sha256:1")
+    assert first == second
+    assert first.labels[OWNER_LABEL] == "hostos" and first.labels[UNIT_LABEL] == "db"
+    assert render(spec.units[0], "sha256:2").labels[HASH_LABEL] != first.labels[HASH_LABEL]
+    assert first.name == "hostos-db"
