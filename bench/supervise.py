@@ -55,7 +55,8 @@ from report import machine as machine_line  # noqa: E402
 from report import write_section  # noqa: E402
 
 from hostos.engine.base import Engine, EngineError  # noqa: E402
-from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect, ping  # noqa: E402
+from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect  # noqa: E402
+from hostos.engine.probe import ping  # noqa: E402
 from hostos.node.status import read_status, socket_path  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"

@@ -9,22 +9,21 @@ reach its target), 2 bad input (the site, an unknown role, a command the rollout
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from hostos.cli.exits import EXIT_INPUT, EXIT_RUNTIME, fail, guarded
+from hostos.cli.output import emit_json, print_table
 from hostos.cluster import pacing
 
 if TYPE_CHECKING:
     from hostos.cluster.admin import Client
 
-EXIT_RUNTIME = 1
-EXIT_INPUT = 2
 WATCH_SECONDS = 1.0  # between two reads of `rollout status --watch`
 WATCH_RETRIES = 30  # reads that may fail in a row while watching (a server restarting)
 ACTIVE = ("running", "rolling-back")
@@ -46,11 +45,6 @@ class Output(StrEnum):
 OutputOpt = Annotated[Output, typer.Option("--output", "-o")]
 
 
-def _fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
-    typer.echo(f"hostos: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def admin_client(server: str, token_file: str) -> Client:
     from hostos.cluster.admin import Client
     from hostos.cluster.auth import AdminTokenError, read_admin_token
@@ -58,7 +52,7 @@ def admin_client(server: str, token_file: str) -> Client:
     try:
         return Client(server, read_admin_token(token_file))
     except AdminTokenError as exc:
-        _fail(str(exc), EXIT_INPUT)
+        fail(str(exc), EXIT_INPUT)
 
 
 def remote(action: Callable[[], T]) -> T:
@@ -69,18 +63,13 @@ def remote(action: Callable[[], T]) -> T:
     try:
         return action()
     except ServerError as exc:
-        _fail(str(exc), EXIT_INPUT if exc.status in INPUT_STATUSES else EXIT_RUNTIME)
+        fail(str(exc), EXIT_INPUT if exc.status in INPUT_STATUSES else EXIT_RUNTIME)
     except RuntimeFailure as exc:
-        _fail(str(exc))
-
-
-def _emit(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2))
+        fail(str(exc))
 
 
 def _resolved_site(site: str) -> dict[str, Any]:
     """The site loaded, checked and resolved locally (problems: one line each, exit 2)."""
-    from hostos.cli.main import guarded
     from hostos.cluster.admin import site_document
     from hostos.site.load import load_site
 
@@ -96,7 +85,7 @@ def apply_remote(site: str, server: str, token_file: str, as_json: bool = False)
     client = admin_client(server, token_file)
     published = remote(lambda: client.publish(document))
     if as_json:
-        _emit(published)
+        emit_json(published)
     elif published.get("changed"):
         typer.echo(
             f"published generation {published['generation']} ({str(published['hash'])[:12]})"
@@ -112,7 +101,7 @@ def diff_remote(site: str, server: str, token_file: str, as_json: bool = False) 
     diff = remote(lambda: client.diff(document))
     current = remote(client.current_site) if diff.get("changed") else None
     if as_json:
-        _emit(diff)
+        emit_json(diff)
         return
     for line in diff_lines(diff, current, document):
         typer.echo(line)
@@ -246,12 +235,11 @@ def node_rows(records: Sequence[Mapping[str, Any]], now: float) -> list[list[str
 
 def nodes_remote(server: str, token_file: str, as_json: bool = False) -> None:
     """Who is up, stale, rebooting, on which image, as the server sees them."""
-    from hostos.cli.main import print_table
 
     client = admin_client(server, token_file)
     records, now = remote(client.nodes), time.time()
     if as_json:
-        _emit([{**r, "state": node_state(r, now)} for r in records])
+        emit_json([{**r, "state": node_state(r, now)} for r in records])
         return
     print_table(
         ["NODE", "ROLE", "STATE", "BOOTED", "ASSIGNED", "LAST SEEN"], node_rows(records, now)
@@ -303,7 +291,7 @@ def start(
     try:
         timeout = parse_duration(health_timeout)
     except ValueError as exc:
-        _fail(f"--health-timeout: {exc}", EXIT_INPUT)
+        fail(f"--health-timeout: {exc}", EXIT_INPUT)
     unavailable: int | str = int(max_unavailable) if max_unavailable.isdigit() else max_unavailable
     request = {
         "role": role,
@@ -339,7 +327,7 @@ def status(
     if role is None:
         every = remote(client.rollouts)
         if as_json:
-            _emit(every)
+            emit_json(every)
             return
         for line in [progress_line(one) for one in every] or ["no rollouts"]:
             typer.echo(line)
@@ -348,7 +336,7 @@ def status(
         raise typer.Exit(remote(lambda: follow(client, role)))
     found = remote(lambda: client.rollout(role))
     if as_json:
-        _emit(found)
+        emit_json(found)
         return
     for line in status_lines(found):
         typer.echo(line)

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from hostos.cli.exits import fail
 from hostos.cli.image_boot import boot
 
 image_app = typer.Typer(
@@ -21,8 +22,6 @@ image_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 image_app.command("boot")(boot)
-
-EXIT_RUNTIME = 1
 
 
 class BuildEngine(StrEnum):
@@ -53,11 +52,6 @@ class RootMode(StrEnum):
     initramfs = "initramfs"
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(EXIT_RUNTIME)
-
-
 @image_app.command("base")
 def base(
     engine: Annotated[
@@ -83,7 +77,7 @@ def base(
     try:
         build_base(settings, say=typer.echo)
     except RuntimeFailure as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @image_app.command("build")
@@ -134,8 +128,9 @@ def build(
     from dataclasses import replace
 
     from hostos.errors import RuntimeFailure
-    from hostos.image.build import BuildSettings, Progress, megabytes
+    from hostos.image.build import Progress, megabytes
     from hostos.image.build import build as run_build
+    from hostos.image.context import BuildSettings
 
     defaults = BuildSettings()
     settings = replace(
@@ -156,7 +151,7 @@ def build(
     try:
         ctx, timings = run_build(settings, Progress())
     except RuntimeFailure as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     total = sum(t.seconds for t in timings)
     sizes = {name: ctx.output(name).stat().st_size for name in ("vmlinuz", "initramfs.img")}

@@ -6,17 +6,18 @@ stays fast.  Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from hostos import __version__
+from hostos.cli.exits import EXIT_INPUT, EXIT_RUNTIME, fail, guarded
+from hostos.cli.output import emit_json, print_table
 from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_RUNTIME = 1
-EXIT_INPUT = 2
 T = TypeVar("T")
 
 SiteArg = Annotated[str, typer.Argument(help="site directory (unit files, roles/, nodes.yaml)")]
@@ -103,31 +102,6 @@ def main_options(
     ] = False,
 ) -> None:
     """hostos: stateless nodes, container units, rolling reboots."""
-
-
-def fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
-    typer.echo(f"hostos: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def guarded(action: Callable[[], T]) -> T:
-    """Run action; bad input → one line per problem and exit 2; runtime failure → exit 1."""
-    from hostos.errors import RuntimeFailure, SiteError
-
-    try:
-        return action()
-    except SiteError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        count = len(exc.problems)
-        typer.echo(f"{count} problem{'s' if count != 1 else ''}", err=True)
-        raise typer.Exit(EXIT_INPUT) from None
-    except RuntimeFailure as exc:
-        fail(str(exc))
-
-
-def emit_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=False))
 
 
 @app.command()
@@ -210,12 +184,6 @@ def nodes(
             for r in rows
         ],
     )
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 @app.command()

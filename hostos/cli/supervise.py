@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hostos.cli.exits import EXIT_INPUT, EXIT_RUNTIME, say, show_problems
+
 if TYPE_CHECKING:
     from hostos.cluster.agent import Settings as AgentSettings
+    from hostos.node.supervisor import Feed
     from hostos.site.resolve import RoleSpec
 
-EXIT_RUNTIME = 1
-EXIT_INPUT = 2
 ENGINES = ("auto", "docker", "podman")
 BOOTED_IMAGE_ENV = "HOSTOS_BOOTED_IMAGE"
 
@@ -75,9 +76,18 @@ def run(args: Args) -> int:
         args.socket,
         args.resync,
         podman_socket=args.podman_socket,
-        agent=agent,
+        feed=_feed(agent) if agent else None,
     )
     return Supervisor(settings, spec=spec, starting=starting).run()
+
+
+def _feed(settings: AgentSettings) -> Feed:
+    """Specs from the cluster server: the agent heartbeats the supervisor's snapshot and
+    delivers each spec the server sends."""
+    from hostos.cluster.agent import Agent
+    from hostos.node.supervisor import Feed
+
+    return Feed(settings.server, lambda snapshot, deliver: Agent(settings, snapshot, deliver))
 
 
 def _agent(args: Args, server: str) -> AgentSettings | int:
@@ -125,17 +135,14 @@ def _resolve(args: Args) -> RoleSpec | int:
         site = load_site(args.site)
         return resolve_node(site, args.node) if args.node else resolve_role(site, str(args.role))
     except SiteError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        count = len(exc.problems)
-        print(f"{count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        show_problems(exc.problems)
         return EXIT_INPUT
     except RuntimeFailure as exc:
         return _fail(str(exc), EXIT_RUNTIME)
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"hostos: {message}", file=sys.stderr)
+    say(message)
     return code
 
 

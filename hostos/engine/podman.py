@@ -56,6 +56,7 @@ from hostos.engine.observe import (
     normalize_event,
 )
 from hostos.engine.payload import libpod_create_body
+from hostos.engine.probe import ping
 from hostos.engine.shared import PULL_BACKOFF, build_error, with_retries
 
 DEFAULT_TIMEOUT = 60.0
@@ -604,7 +605,5 @@ def _raise(what: str, exc: BaseException) -> NoReturn:
 
 def _service_api_version(base_url: str) -> str:
     """The libpod version the service's /_ping announces (the path prefix of its API)."""
-    from hostos.engine.connect import ping
-
     pong = ping(base_url)
     return (pong.libpod_version if pong is not None else None) or FALLBACK_API_VERSION

@@ -11,7 +11,7 @@ from hostos.errors import RuntimeFailure
 from hostos.process import run
 
 if TYPE_CHECKING:
-    from hostos.image.build import Context
+    from hostos.image.context import Context
 
 DOCKER_URL = "unix:///var/run/docker.sock"
 LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -27,7 +27,7 @@ def choose_engine(kind: str) -> str:
     """docker or podman: `auto` takes docker when dockerd answers, else podman."""
     if kind != "auto":
         return kind
-    from hostos.engine.connect import ping
+    from hostos.engine.probe import ping
 
     url = os.environ.get("DOCKER_HOST") or DOCKER_URL
     if shutil.which("docker") and ping(url) is not None:

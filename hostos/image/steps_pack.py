@@ -15,7 +15,7 @@ from hostos.image.steps_prune import write_modules_list as write_list
 from hostos.process import run
 
 if TYPE_CHECKING:
-    from hostos.image.build import Context
+    from hostos.image.context import Context
 
 SQUASHFS = "root.squashfs"
 CPIO = "initramfs.cpio"

@@ -18,7 +18,7 @@ from hostos.image.manifest import parse_dpkg_status, python_packages
 from hostos.process import run
 
 if TYPE_CHECKING:
-    from hostos.image.build import Context
+    from hostos.image.context import Context
 
 SITE_DIRS = ("usr/local/lib/python3.11/dist-packages", "usr/lib/python3/dist-packages")
 PYTHON_DIRS = ("usr/lib/python3.11", "usr/local/lib/python3.11", "usr/lib/python3")

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from hostos.engine.base import Engine, EngineError, Observed
 from hostos.engine.connect import StartingService
@@ -34,14 +34,27 @@ from hostos.node.status import StatusServer, socket_path
 from hostos.site.load import load_site
 from hostos.site.resolve import RoleSpec, resolve_node, resolve_role
 
-if TYPE_CHECKING:
-    from hostos.cluster.agent import Settings as AgentSettings
-
 log = logging.getLogger("hostos.node.supervisor")
 
 RESYNC = 60.0  # seconds between full resyncs when nothing happens
 DEBOUNCE = 0.1  # quiet time after a site file change before reloading
 RECONNECT_MAX = 30.0
+
+
+class Feeder(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Where specs come from instead of the site directory: hostos.cli.supervise makes one
+    that starts the cluster agent, which heartbeats the supervisor's snapshot and delivers
+    each spec the server sends (a RoleSpec, or the SiteError of one that is not)."""
+
+    source: str  # what the log names as the source (the server's URL)
+    make: Callable[[Callable[[], dict[str, Any]], Callable[[RoleSpec | SiteError], None]], Feeder]
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ class Settings:
     debounce: float = DEBOUNCE
     concurrency: int = 8
     podman_socket: str | None = None  # where to start a private podman service if need be
-    agent: AgentSettings | None = None  # the spec comes from this cluster server, not site
+    feed: Feed | None = None  # the spec comes from there (a cluster server), not the site
 
 
 @dataclass
@@ -110,7 +123,7 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; then stop units in reverse order. Exit code."""
         self._signals()
-        served = self.settings.agent is not None
+        served = self.settings.feed is not None
         watcher = None if served else watch_site(self.settings.site, self.events)
         server = StatusServer(
             self.settings.socket or socket_path(self.settings.namespace), self.snapshot
@@ -124,7 +137,7 @@ class Supervisor:
             kv(
                 "started",
                 site=None if served else self.settings.site,
-                server=self.settings.agent.server if self.settings.agent else None,
+                server=self.settings.feed.source if self.settings.feed else None,
                 role=self._role_name(),
                 pid=os.getpid(),
             )
@@ -142,16 +155,11 @@ class Supervisor:
             server.stop()
         return 0
 
-    def _start_agent(self) -> Any:
-        """The cluster agent (hostos.cluster.agent) when a server is given: it heartbeats
-        this supervisor's snapshot and posts ("spec", RoleSpec or SiteError) events."""
-        if self.settings.agent is None:
+    def _start_agent(self) -> Feeder | None:
+        """The feed's agent when specs come from a server; it posts ("spec", …) events."""
+        if self.settings.feed is None:
             return None
-        from hostos.cluster.agent import Agent
-
-        agent = Agent(
-            self.settings.agent, self.snapshot, deliver=lambda spec: self.events.put(("spec", spec))
-        )
+        agent = self.settings.feed.make(self.snapshot, lambda spec: self.events.put(("spec", spec)))
         agent.start()
         return agent
 

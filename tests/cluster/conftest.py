@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from hostos.cluster.store.kv import KV, open_kv
+from hostos.cluster.store.kv import KV
+from hostos.cluster.store.url import open_kv
 
 # Test modules `from conftest import …` and get whichever conftest pytest loaded last under
 # that name: hand on the helpers of tests/conftest.py, as tests/integration/conftest.py does.

@@ -299,10 +299,11 @@ def test_another_nodes_token_is_refused_and_said_once(
 
 
 def test_the_supervisor_takes_a_served_spec_and_keeps_it_over_a_bad_one() -> None:
+    from hostos.cli.supervise import _feed
     from hostos.node.supervisor import Settings, Supervisor
 
     settings = Settings(
-        "units", node="cn001", agent=agent.Settings("http://127.0.0.1:1", "cn001", "t")
+        "units", node="cn001", feed=_feed(agent.Settings("http://127.0.0.1:1", "cn001", "t"))
     )
     supervisor = Supervisor(settings)
     spec = resolve_role(load_site(str(EXAMPLE_SITE)), "demo")

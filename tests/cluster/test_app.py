@@ -14,7 +14,7 @@ import pytest
 
 from hostos.cluster.server.app import Settings, create_app
 from hostos.cluster.store.fleet import State
-from hostos.cluster.store.kv import open_kv
+from hostos.cluster.store.url import open_kv
 
 ADMIN = {"Authorization": "Bearer admin"}
 SITE = {

@@ -13,12 +13,12 @@ import pytest
 
 from hostos.cli import cluster as commands
 from hostos.cluster.records import Heartbeat, ImageRecord, NodeRecord, SiteDocument
-from hostos.cluster.rollout import controller
-from hostos.cluster.rollout.controller import Controller, Stored, round_writes, view_of
 from hostos.cluster.rollout.plan import Action, Decision, Kind, NodeState, RolloutSpec, plan, start
+from hostos.cluster.server import controller
+from hostos.cluster.server.controller import Controller, Stored, round_writes, view_of
 from hostos.cluster.store import keys
 from hostos.cluster.store.fleet import NotFound, State
-from hostos.cluster.store.kv import open_kv
+from hostos.cluster.store.url import open_kv
 from hostos.errors import RuntimeFailure
 
 IDS = ["n1", "n2", "n3", "n4"]

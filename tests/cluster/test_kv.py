@@ -13,8 +13,9 @@ from collections.abc import Callable
 import pytest
 from etcd3gw.client import Etcd3Client
 
-from hostos.cluster.store.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry, open_kv
+from hostos.cluster.store.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry
 from hostos.cluster.store.sqlite import SqliteKV
+from hostos.cluster.store.url import open_kv
 
 # -- reads and writes ----------------------------------------------------------------------
 

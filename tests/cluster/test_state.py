@@ -15,7 +15,8 @@ from hostos.cluster.server.changes import SITE, Changes, node_topic
 from hostos.cluster.server.mirror import Mirror
 from hostos.cluster.store import keys
 from hostos.cluster.store.fleet import GENERATIONS_KEPT, NotFound, State
-from hostos.cluster.store.kv import KV, Compacted, Entry, open_kv
+from hostos.cluster.store.kv import KV, Compacted, Entry
+from hostos.cluster.store.url import open_kv
 
 
 def site(marker: str = "", **nodes: str) -> SiteDocument:

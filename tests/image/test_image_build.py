@@ -16,7 +16,7 @@ import pytest
 
 from hostos.image import cpio, prune
 from hostos.image.base import BaseSettings, engine_ref, mmdebstrap_command
-from hostos.image.build import BuildSettings, Context
+from hostos.image.context import BuildSettings, Context
 from hostos.image.manifest import (
     Package,
     build_manifest,

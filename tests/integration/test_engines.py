@@ -22,7 +22,8 @@ from hostos.engine.base import (
     PortSpec,
     UlimitSpec,
 )
-from hostos.engine.connect import PODMAN_SOCKET, EarlyEngine, connect, ping, start_podman_early
+from hostos.engine.connect import PODMAN_SOCKET, EarlyEngine, connect, start_podman_early
+from hostos.engine.probe import ping
 from hostos.process import run
 
 from conftest import ROOT, Lab, remove_labelled, wait_for

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from hostos.cluster.auth import Scope as Access
-from hostos.cluster.rollout import controller
 from hostos.cluster.rollout.plan import NodeState, RolloutError, RolloutSpec
+from hostos.cluster.server import controller
 from hostos.cluster.server.app import Who, error_response
 from hostos.cluster.server.nodeapi import require
 from hostos.cluster.store.fleet import NotFound, State

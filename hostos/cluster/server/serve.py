@@ -88,7 +88,7 @@ def bind(host: str, port: int) -> socket.socket:
 def check_store(url: str) -> str:
     """The store URL, its SQLite directory made when missing; BadOption for anything
     `open_kv` would refuse."""
-    from hostos.cluster.store.kv import open_kv
+    from hostos.cluster.store.url import open_kv
 
     parts = urlsplit(url)
     if parts.scheme == "sqlite" and parts.path and parts.path != "/" and not parts.netloc:
@@ -164,11 +164,11 @@ def run(opts: ServeOptions) -> None:
     """Serve until SIGINT/SIGTERM."""
     import uvicorn
 
-    from hostos.cluster.rollout.controller import Controller
     from hostos.cluster.server.app import Settings, create_app
+    from hostos.cluster.server.controller import Controller
     from hostos.cluster.server.rollouts import add_rollout_routes
     from hostos.cluster.store.fleet import State
-    from hostos.cluster.store.kv import open_kv
+    from hostos.cluster.store.url import open_kv
 
     kv = open_kv(opts.store)
     controller = None

@@ -1,4 +1,4 @@
-"""The small key-value store the cluster is written against, and `open_kv(url)`.
+"""The small key-value store the cluster is written against.
 
 Keys are strings, values bytes, and every write gets a store revision the way etcd numbers
 them: one number per transaction, increasing, shared by all keys the transaction wrote.  With
@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import SplitResult, urlsplit
-
-DEFAULT_ETCD_PREFIX = "/hostos/"
 
 
 @dataclass(frozen=True)
@@ -104,55 +101,6 @@ class KV(Protocol):
     def close(self) -> None:
         """Release connections and give up claims this process holds."""
         ...
-
-
-def open_kv(url: str) -> KV:
-    """The store a URL names: `sqlite:///PATH`, `sqlite://:memory:`, `etcd://HOST:PORT[/prefix]`."""
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        from hostos.cluster.store.sqlite import SqliteKV
-
-        return SqliteKV(_sqlite_path(url, parts.netloc, parts.path))
-    if parts.scheme == "etcd":
-        from hostos.cluster.store.etcd import EtcdKV
-
-        host, port = _host_port(url, parts)
-        return EtcdKV(host, port, prefix=etcd_prefix(parts.path))
-    raise ValueError(
-        f"unsupported store URL {url!r}: use sqlite:///PATH or etcd://HOST:PORT[/prefix]"
-    )
-
-
-def _sqlite_path(url: str, netloc: str, path: str) -> str:
-    if netloc == ":memory:" and not path:
-        return ":memory:"
-    if netloc or not path or path == "/":
-        raise ValueError(
-            f"bad SQLite store URL {url!r}: write sqlite:///PATH "
-            "(three slashes before an absolute path, e.g. "
-            "sqlite:///var/lib/hostos/cluster.db)"
-        )
-    return path
-
-
-def _host_port(url: str, parts: SplitResult) -> tuple[str, int]:
-    try:
-        port = parts.port  # raises ValueError on a port that is not a number
-    except ValueError:
-        port = None
-    if not parts.hostname or port is None:
-        raise ValueError(
-            f"bad etcd store URL {url!r}: write etcd://HOST:PORT[/prefix], "
-            "e.g. etcd://127.0.0.1:2379"
-        )
-    return parts.hostname, port
-
-
-def etcd_prefix(path: str) -> str:
-    """The key prefix of an etcd URL's path: `/hostos/` by default, always ending in `/`."""
-    if path in ("", "/"):
-        return DEFAULT_ETCD_PREFIX
-    return "/" + path.strip("/") + "/"
 
 
 def check_many(keys: Sequence[str]) -> None:
