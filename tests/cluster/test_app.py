@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from hostos.cluster.server.app import Settings, create_app
-from hostos.cluster.store.fleet import State
+from hostos.cluster.store.fleet import FleetStore
 from hostos.cluster.store.url import open_kv
 
 ADMIN = {"Authorization": "Bearer admin"}
@@ -45,7 +45,7 @@ def images(tmp_path: Path) -> Path:
 
 def app_with(images: Path, **settings: Any) -> Any:
     app = create_app(
-        State(open_kv("sqlite://:memory:")), Settings("admin", images=images, **settings)
+        FleetStore(open_kv("sqlite://:memory:")), Settings("admin", images=images, **settings)
     )
     assert call(app, "POST", "/v1/site", json=SITE, headers=ADMIN).status_code == 200
     assert call(app, "POST", "/v1/images/img-1", headers=ADMIN).status_code == 200
@@ -113,7 +113,7 @@ class BrokenKV:
 
 
 def test_a_failing_store_answers_json(images: Path) -> None:
-    app = create_app(State(BrokenKV()), Settings("admin", images=images))  # type: ignore[arg-type]
+    app = create_app(FleetStore(BrokenKV()), Settings("admin", images=images))  # type: ignore[arg-type]
     reply = call(app, "GET", "/v1/nodes", headers=ADMIN)
     assert reply.status_code == 500
     assert reply.json() == {"kind": "server_error", "value": "ConnectionError: store unreachable"}

@@ -1,4 +1,4 @@
-"""Heartbeats in batches (beats.py, State.heartbeats), on both stores."""
+"""Heartbeats in batches (beats.py, FleetStore.heartbeats), on both stores."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument
 from hostos.cluster.server.beats import HeartbeatWriter
 from hostos.cluster.store import keys
-from hostos.cluster.store.fleet import State
+from hostos.cluster.store.fleet import FleetStore
 from hostos.cluster.store.kv import KV, Entry
 
 SITE = SiteDocument.from_json(
@@ -22,7 +22,7 @@ class RacingKV:
     """A store where another writer assigns n1 an image just after each get_many of it
     (counted; the assignment is written by the first only, later ones find it there)."""
 
-    def __init__(self, kv: KV, state: State) -> None:
+    def __init__(self, kv: KV, state: FleetStore) -> None:
         self.kv, self.state, self.raced = kv, state, 0
 
     def get_many(self, names: list[str]) -> dict[str, Entry | None]:
@@ -37,7 +37,7 @@ class RacingKV:
 
 
 def test_a_batch_writes_every_beat_in_one_transaction(kv: KV) -> None:
-    state = State(kv, clock=lambda: 1000.0)
+    state = FleetStore(kv, clock=lambda: 1000.0)
     state.publish(SITE)
     before = kv.revision()
     beats = {f"n{i}": Heartbeat(f"img-{i}", {"app": "healthy"}, boot_id=f"b{i}") for i in range(50)}
@@ -53,11 +53,11 @@ def test_a_batch_writes_every_beat_in_one_transaction(kv: KV) -> None:
 
 
 def test_a_record_changed_meanwhile_is_written_alone_and_keeps_the_change(kv: KV) -> None:
-    plain = State(kv)
+    plain = FleetStore(kv)
     plain.publish(SITE)
     plain.register_image(ImageRecord("img-2", "vmlinuz", "initramfs.img", "", {}))
     racing = RacingKV(kv, plain)
-    state = State(racing)  # type: ignore[arg-type]
+    state = FleetStore(racing)  # type: ignore[arg-type]
     records = state.heartbeats({"n0": Heartbeat("img-1"), "n1": Heartbeat("img-1")})
     # the batch lost its compare, each node went alone: n1's own write read it again
     assert racing.raced == 2
@@ -67,7 +67,7 @@ def test_a_record_changed_meanwhile_is_written_alone_and_keeps_the_change(kv: KV
 
 
 def test_the_writer_answers_each_beat_with_its_own_record(kv: KV) -> None:
-    state = State(kv)
+    state = FleetStore(kv)
     state.publish(SITE)
     writer = HeartbeatWriter(state, batch=8)
     try:

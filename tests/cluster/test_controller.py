@@ -17,7 +17,7 @@ from hostos.cluster.rollout.plan import Action, Decision, Kind, NodeState, Rollo
 from hostos.cluster.server import controller
 from hostos.cluster.server.controller import Controller, Stored, round_writes, view_of
 from hostos.cluster.store import keys
-from hostos.cluster.store.fleet import NotFound, State
+from hostos.cluster.store.fleet import FleetStore, NotFound
 from hostos.cluster.store.url import open_kv
 from hostos.errors import RuntimeFailure
 
@@ -38,9 +38,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def state(clock: Clock) -> Iterator[State]:
+def state(clock: Clock) -> Iterator[FleetStore]:
     with contextlib.closing(open_kv("sqlite://:memory:")) as kv:
-        state = State(kv, clock=clock)
+        state = FleetStore(kv, clock=clock)
         site = SiteDocument({"compute": {"image": "img-1"}}, {i: {"role": "compute"} for i in IDS})
         state.publish(site)
         for image in ("img-1", "img-2"):
@@ -50,7 +50,7 @@ def state(clock: Clock) -> Iterator[State]:
         yield state
 
 
-def beat(state: State, node: str, image: str, health: str = "healthy") -> None:
+def beat(state: FleetStore, node: str, image: str, health: str = "healthy") -> None:
     state.heartbeat(node, Heartbeat(image, {"app": health}, boot_id=f"{node}-{image}"))
     state.steady_state(node, "compute")
 
@@ -165,7 +165,7 @@ def test_a_finished_rollout_goes_to_the_history_in_the_same_txn() -> None:
 # -- rounds over a store -------------------------------------------------------------------
 
 
-def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: State) -> None:
+def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: FleetStore) -> None:
     stored = controller.start_rollout(state, spec())
     assert stored.rollout.spec.previous_image == "img-1"
     leader = Controller(state, holder="a")
@@ -188,7 +188,7 @@ def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: Stat
     ]
 
 
-def test_only_writes_to_nodes_of_the_rollout_wake_the_controller(state: State) -> None:
+def test_only_writes_to_nodes_of_the_rollout_wake_the_controller(state: FleetStore) -> None:
     controller.start_rollout(state, spec(max_unavailable=1))
     leader = Controller(state, holder="a")
     assert leader.campaign() and leader.round()  # rollout of n1..n4: n1 granted
@@ -205,7 +205,7 @@ def test_only_writes_to_nodes_of_the_rollout_wake_the_controller(state: State) -
     assert state.slots("compute").holders == ("n2",)
 
 
-def test_a_round_on_a_cache_behind_the_store_starts_over_from_the_store(state: State) -> None:
+def test_a_round_on_a_cache_behind_the_store_starts_over_from_the_store(state: FleetStore) -> None:
     """The cache lags a command written meanwhile (a pause): the round's grant loses the
     compare, the keys it compared are read again, and the next round sees the pause
     without the watch having delivered it."""
@@ -227,7 +227,7 @@ def test_a_round_on_a_cache_behind_the_store_starts_over_from_the_store(state: S
     assert state.slots("compute").holders == ()
 
 
-def test_a_granted_nodes_slot_goes_back_with_the_next_grant(state: State) -> None:
+def test_a_granted_nodes_slot_goes_back_with_the_next_grant(state: FleetStore) -> None:
     """steady-state of a node the rollout granted writes only its own record; the round
     that records it done releases its slot and grants the next node in one transaction."""
     controller.start_rollout(state, spec(max_unavailable=1))
@@ -247,7 +247,7 @@ def test_a_granted_nodes_slot_goes_back_with_the_next_grant(state: State) -> Non
     assert after is not None and rollout is not None and after.revision == rollout.revision
 
 
-def test_steady_state_releases_a_slot_no_rollout_gave(state: State) -> None:
+def test_steady_state_releases_a_slot_no_rollout_gave(state: FleetStore) -> None:
     """A FleetLock client's own slot, or one from a rollout that another has replaced, is
     released by steady-state at once, rollout or not."""
     assert state.pre_reboot("n1", "compute").ok  # no rollout: a plain FleetLock client
@@ -265,7 +265,7 @@ def test_steady_state_releases_a_slot_no_rollout_gave(state: State) -> None:
     assert state.slots("compute").holders == ("n2",)
 
 
-def test_only_the_claim_holder_acts(state: State) -> None:
+def test_only_the_claim_holder_acts(state: FleetStore) -> None:
     controller.start_rollout(state, spec())
     first, second = Controller(state, holder="a"), Controller(state, holder="b")
     assert first.campaign() and not second.campaign()
@@ -277,7 +277,7 @@ def test_only_the_claim_holder_acts(state: State) -> None:
     assert state.slots("compute").holders == ()
 
 
-def test_a_command_between_the_read_and_the_write_wins(state: State) -> None:
+def test_a_command_between_the_read_and_the_write_wins(state: FleetStore) -> None:
     controller.start_rollout(state, spec())
     entry = state.kv.get(keys.rollout("compute"))
     assert entry is not None
@@ -290,7 +290,7 @@ def test_a_command_between_the_read_and_the_write_wins(state: State) -> None:
     assert state.slots("compute").holders == ()
 
 
-def test_commands_and_their_refusals(state: State, clock: Clock) -> None:
+def test_commands_and_their_refusals(state: FleetStore, clock: Clock) -> None:
     with pytest.raises(NotFound, match="no rollout"):
         controller.command(state, "compute", "pause")
     with pytest.raises(NotFound, match="img-9"):
@@ -312,7 +312,7 @@ def test_commands_and_their_refusals(state: State, clock: Clock) -> None:
     assert history is not None and keys.decode(history.value)["state"] == "aborted"
 
 
-def test_everyone_on_the_target_already_is_refused(state: State) -> None:
+def test_everyone_on_the_target_already_is_refused(state: FleetStore) -> None:
     for node in IDS:
         beat(state, node, "img-2")
     with pytest.raises(controller.RolloutError, match="has img-2 already"):

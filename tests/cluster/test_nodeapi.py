@@ -12,7 +12,7 @@ import pytest
 
 from hostos.cluster import pacing
 from hostos.cluster.server.app import Settings, create_app
-from hostos.cluster.store.fleet import State
+from hostos.cluster.store.fleet import FleetStore
 from hostos.cluster.store.url import open_kv
 
 ADMIN = {"Authorization": "Bearer admin"}
@@ -60,7 +60,8 @@ async def later(seconds: float, call: Any) -> httpx.Response:
 
 async def session(node_path: bool, images: Path) -> list[tuple[int, Any]]:
     app = create_app(
-        State(open_kv("sqlite://:memory:")), Settings("admin", images=images, node_path=node_path)
+        FleetStore(open_kv("sqlite://:memory:")),
+        Settings("admin", images=images, node_path=node_path),
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -169,7 +170,7 @@ async def paced_beats(node_path: bool, images: Path) -> list[float]:
     """The pace each heartbeat answers with while the fleet grows from one node record to
     three, at 4 heartbeats a second."""
     app = create_app(
-        State(open_kv("sqlite://:memory:")),
+        FleetStore(open_kv("sqlite://:memory:")),
         Settings("admin", images=images, node_path=node_path, heartbeat_rate=4.0),
     )
     async with app.router.lifespan_context(app):

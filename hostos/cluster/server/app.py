@@ -37,7 +37,7 @@ from hostos.cluster.server.answers import HTTP_KINDS, KNOWN, ApiError
 from hostos.cluster.server.changes import Changes
 from hostos.cluster.server.nodeapi import NodePath, NodeTraffic, node_route, require
 from hostos.cluster.store import keys
-from hostos.cluster.store.fleet import NotFound, State
+from hostos.cluster.store.fleet import FleetStore, NotFound
 from hostos.logfmt import kv
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def _caller(request: Request) -> Principal:
 Who = Annotated[Principal, Depends(_caller)]
 
 
-def create_app(state: State, settings: Settings) -> FastAPI:
+def create_app(state: FleetStore, settings: Settings) -> FastAPI:
     changes = Changes(state.kv, prepare=state.generation)
     traffic = NodeTraffic(
         state, changes, settings.admin_token, settings.max_wait, settings.heartbeat_rate
@@ -259,7 +259,7 @@ def create_app(state: State, settings: Settings) -> FastAPI:
 # -- the site, images, tokens (admin) ------------------------------------------------------
 
 
-def _site_routes(app: FastAPI, state: State, settings: Settings, traffic: NodeTraffic) -> None:
+def _site_routes(app: FastAPI, state: FleetStore, settings: Settings, traffic: NodeTraffic) -> None:
     @app.post("/v1/site", max_body_size=settings.max_site_body)
     def publish(body: JsonBody, who: Who) -> dict[str, Any]:
         """Publish a resolved site: a new generation when its hash changed."""
@@ -355,7 +355,7 @@ def _sha256(path: Path) -> str:
 # -- nodes -----------------------------------------------------------------------------------
 
 
-def _node_routes(app: FastAPI, state: State, traffic: NodeTraffic) -> None:
+def _node_routes(app: FastAPI, state: FleetStore, traffic: NodeTraffic) -> None:
     @app.get("/v1/nodes")
     def nodes(who: Who) -> list[dict[str, Any]]:
         """Every node the inventory or a heartbeat knows."""
@@ -398,7 +398,7 @@ def _known(record: NodeRecord | None, node_id: str) -> NodeRecord:
 # -- FleetLock -------------------------------------------------------------------------------
 
 
-def _fleetlock_routes(app: FastAPI, state: State, changes: Changes) -> None:
+def _fleetlock_routes(app: FastAPI, state: FleetStore, changes: Changes) -> None:
     def slot_call(
         body: FleetLockRequest, who: Principal, protocol: str | None, take: bool
     ) -> dict[str, Any]:
@@ -433,7 +433,7 @@ def _fleetlock_routes(app: FastAPI, state: State, changes: Changes) -> None:
 # -- iPXE, images, health --------------------------------------------------------------------
 
 
-def _boot_routes(app: FastAPI, state: State, settings: Settings, traffic: NodeTraffic) -> None:
+def _boot_routes(app: FastAPI, state: FleetStore, settings: Settings, traffic: NodeTraffic) -> None:
 
     @app.get("/boot.ipxe", response_class=PlainTextResponse)
     def chain(request: Request) -> str:
@@ -486,7 +486,7 @@ def _boot_routes(app: FastAPI, state: State, settings: Settings, traffic: NodeTr
         }  # read in the event loop, which owns it
 
 
-def _role_image(state: State, role: str) -> str | None:
+def _role_image(state: FleetStore, role: str) -> str | None:
     generation = state.generation()
     spec = generation.roles.get(role) if generation and role else None
     image = spec.get("image") if isinstance(spec, dict) else None

@@ -4,7 +4,7 @@ A fleet's heartbeats are each a compare-and-swap of one node record: a read and 
 transaction, two store round trips on etcd and two SQLite transactions' worth of locking, for
 every node every few seconds.  `HeartbeatWriter` queues them and writes whatever gathered
 while the previous batch was being written in one `KV.get_many` and one transaction
-(`State.heartbeats`), so the store sees a few batches a second instead of a thousand
+(`FleetStore.heartbeats`), so the store sees a few batches a second instead of a thousand
 writes, and a request waits for at most one batch ahead of its own.  Each answer is still
 the node's record as written: nothing is answered before the store has it.
 """
@@ -19,7 +19,7 @@ from collections import defaultdict
 from concurrent.futures import Future
 
 from hostos.cluster.records import Heartbeat, NodeRecord
-from hostos.cluster.store.fleet import State
+from hostos.cluster.store.fleet import FleetStore
 from hostos.cluster.store.kv import MAX_TXN_OPS
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ Outcome = NodeRecord | BaseException
 
 
 class HeartbeatWriter:
-    def __init__(self, state: State, batch: int = BATCH, writers: int = WRITERS) -> None:
+    def __init__(self, state: FleetStore, batch: int = BATCH, writers: int = WRITERS) -> None:
         self.state, self.batch = state, batch
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._threads = [

@@ -42,7 +42,7 @@ from hostos.cluster.rollout import fleetlock
 from hostos.cluster.rollout import plan as rollout
 from hostos.cluster.rollout.plan import Decision, Kind, NodeView, Rollout, RolloutError, RolloutSpec
 from hostos.cluster.store import keys
-from hostos.cluster.store.fleet import Contention, NotFound, State
+from hostos.cluster.store.fleet import Contention, FleetStore, NotFound
 from hostos.cluster.store.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry
 from hostos.logfmt import kv as logfmt
 
@@ -208,7 +208,7 @@ def current(kv: KV) -> list[Stored]:
     return [Stored.from_json(keys.decode(e.value)) for e in kv.range(keys.ROLLOUTS_CURRENT)]
 
 
-def start_rollout(state: State, spec: RolloutSpec) -> Stored:
+def start_rollout(state: FleetStore, spec: RolloutSpec) -> Stored:
     """Start a rollout of spec.role (previous_image "" = what the role's nodes run now).
     NotFound: no such role or image; Conflict: a rollout of the role is still active."""
     site = state.generation()
@@ -280,7 +280,7 @@ COMMANDS: dict[str, Callable[[Rollout, float], Rollout]] = {
 }
 
 
-def command(state: State, role: str, name: str) -> Stored:
+def command(state: FleetStore, role: str, name: str) -> Stored:
     """An operator's pause/resume/abort/rollback of role's rollout; NotFound when there is
     none, Conflict when its state does not allow the command."""
     change = COMMANDS[name]
@@ -391,7 +391,7 @@ class Controller:
 
     def __init__(
         self,
-        state: State,
+        state: FleetStore,
         holder: str | None = None,
         ttl: float = TTL,
         tick: float = TICK,

@@ -36,7 +36,7 @@ from hostos.cluster.server.answers import ApiError, error_body, known
 from hostos.cluster.server.beats import HeartbeatWriter
 from hostos.cluster.server.changes import SITE, Changes, node_topic
 from hostos.cluster.store import keys
-from hostos.cluster.store.fleet import NodeConfig, NotFound, State, config_of
+from hostos.cluster.store.fleet import FleetStore, NodeConfig, NotFound, config_of
 
 log = logging.getLogger("hostos.cluster.server.app")
 
@@ -56,7 +56,7 @@ class NodeTraffic:
 
     def __init__(
         self,
-        state: State,
+        state: FleetStore,
         changes: Changes,
         admin_token: str,
         max_wait: float,
@@ -200,7 +200,9 @@ def encode_record(record: NodeRecord) -> bytes:
     return json.dumps(record.to_json(), separators=(",", ":")).encode()
 
 
-def _stored_config(state: State, node_id: str, after: int, image: str | None) -> NodeConfig | None:
+def _stored_config(
+    state: FleetStore, node_id: str, after: int, image: str | None
+) -> NodeConfig | None:
     return ready_config(state.config(node_id), state.current_generation(), node_id, after, image)
 
 

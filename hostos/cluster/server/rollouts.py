@@ -22,7 +22,7 @@ from hostos.cluster.rollout.plan import NodeState, RolloutError, RolloutSpec
 from hostos.cluster.server import controller
 from hostos.cluster.server.app import Who, error_response
 from hostos.cluster.server.nodeapi import require
-from hostos.cluster.store.fleet import NotFound, State
+from hostos.cluster.store.fleet import FleetStore, NotFound
 
 
 class RolloutRequest(BaseModel):
@@ -50,7 +50,7 @@ def summary(stored: controller.Stored) -> dict[str, Any]:
     }
 
 
-def add_rollout_routes(app: FastAPI, state: State) -> None:
+def add_rollout_routes(app: FastAPI, state: FleetStore) -> None:
     async def conflict(_: Request, exc: Exception) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
 
@@ -93,7 +93,7 @@ def add_rollout_routes(app: FastAPI, state: State) -> None:
         _command_route(app, state, name)
 
 
-def _command_route(app: FastAPI, state: State, name: str) -> None:
+def _command_route(app: FastAPI, state: FleetStore, name: str) -> None:
     def run(role: str, who: Who) -> dict[str, Any]:
         require(who, Access.admin)
         return summary(controller.command(state, role, name))

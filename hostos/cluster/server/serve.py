@@ -167,7 +167,7 @@ def run(opts: ServeOptions) -> None:
     from hostos.cluster.server.app import Settings, create_app
     from hostos.cluster.server.controller import Controller
     from hostos.cluster.server.rollouts import add_rollout_routes
-    from hostos.cluster.store.fleet import State
+    from hostos.cluster.store.fleet import FleetStore
     from hostos.cluster.store.url import open_kv
 
     kv = open_kv(opts.store)
@@ -180,7 +180,7 @@ def run(opts: ServeOptions) -> None:
             opts.boot_tokens,
             heartbeat_rate=opts.heartbeat_rate,
         )
-        state = State(kv)
+        state = FleetStore(kv)
         app = create_app(state, settings)
         add_rollout_routes(app, state)
         controller = Controller(state)  # acts only on the replica holding the claim

@@ -81,7 +81,10 @@ class NodeConfig:
         }
 
 
-class State:
+class FleetStore:
+    """The cluster's records (site generations, nodes, heartbeats, images, rollouts, slot
+    tables) read and written through a KV: SQLite for one server, etcd for replicas."""
+
     def __init__(self, kv: KV, clock: Callable[[], float] = time.time) -> None:
         self.kv = kv
         self.clock = clock

@@ -14,7 +14,7 @@ from hostos.cluster.records import Heartbeat, ImageRecord, SiteDocument, SlotTab
 from hostos.cluster.server.changes import SITE, Changes, node_topic
 from hostos.cluster.server.mirror import Mirror
 from hostos.cluster.store import keys
-from hostos.cluster.store.fleet import GENERATIONS_KEPT, NotFound, State
+from hostos.cluster.store.fleet import GENERATIONS_KEPT, FleetStore, NotFound
 from hostos.cluster.store.kv import KV, Compacted, Entry
 from hostos.cluster.store.url import open_kv
 
@@ -33,11 +33,11 @@ def site(marker: str = "", **nodes: str) -> SiteDocument:
 
 
 @pytest.fixture
-def state(kv: KV) -> State:
-    return State(kv, clock=lambda: 1000.0)
+def state(kv: KV) -> FleetStore:
+    return FleetStore(kv, clock=lambda: 1000.0)
 
 
-def test_publish_numbers_generations_by_hash(state: State) -> None:
+def test_publish_numbers_generations_by_hash(state: FleetStore) -> None:
     assert state.current_generation() == 0 and state.generation() is None
     first = state.publish(site("a"))
     assert (first.generation, first.changed) == (1, True)
@@ -49,8 +49,8 @@ def test_publish_numbers_generations_by_hash(state: State) -> None:
 
 def test_a_site_larger_than_a_chunk_reads_back_whole(kv: KV) -> None:
     big = site("x" * (3 * keys.CHUNK), cn001="compute")
-    State(kv).publish(big)
-    fresh = State(kv)  # no cache: read from the store
+    FleetStore(kv).publish(big)
+    fresh = FleetStore(kv)  # no cache: read from the store
     generation = fresh.generation()
     assert generation is not None and generation.hash == big.hash()
     assert generation.roles == big.roles
@@ -58,7 +58,7 @@ def test_a_site_larger_than_a_chunk_reads_back_whole(kv: KV) -> None:
     assert header["chunks"] == 4
 
 
-def test_nodes_join_inventory_and_heartbeats(state: State) -> None:
+def test_nodes_join_inventory_and_heartbeats(state: FleetStore) -> None:
     state.publish(site())
     beat = Heartbeat(booted_image="img-1", units={"u": "healthy"}, generation=1)
     record = state.heartbeat("cn001", beat)
@@ -69,7 +69,7 @@ def test_nodes_join_inventory_and_heartbeats(state: State) -> None:
     assert state.node("nobody") is None
 
 
-def test_config_and_assignment(state: State) -> None:
+def test_config_and_assignment(state: FleetStore) -> None:
     state.publish(site("cfg"))
     assert state.config("nobody") is None
     with pytest.raises(NotFound):
@@ -83,7 +83,7 @@ def test_config_and_assignment(state: State) -> None:
     assert config.spec == {"image": "img-1", "marker": "cfg"}
 
 
-def test_node_by_mac(state: State) -> None:
+def test_node_by_mac(state: FleetStore) -> None:
     state.publish(site())
     assert state.node_by_mac("52-54-00-00-00-02").id == "cn002"
     assert state.node_by_mac("52:54:00:00:00:03").id == "st001"
@@ -91,7 +91,7 @@ def test_node_by_mac(state: State) -> None:
     assert (stranger.id, stranger.mac) == ("52-54-00-aa-bb-cc", "52:54:00:aa:bb:cc")
 
 
-def test_concurrent_pre_reboots_never_exceed_the_limit(state: State) -> None:
+def test_concurrent_pre_reboots_never_exceed_the_limit(state: FleetStore) -> None:
     ids = [f"n{i}" for i in range(8)]
     with ThreadPoolExecutor(4) as pool:
         outcomes = list(pool.map(lambda n: state.pre_reboot(n, "g"), ids))
@@ -106,7 +106,7 @@ def test_concurrent_pre_reboots_never_exceed_the_limit(state: State) -> None:
     assert state.slots("g") == SlotTable((), 3)
 
 
-def test_grant_takes_the_slot_and_assigns_in_one_write(state: State) -> None:
+def test_grant_takes_the_slot_and_assigns_in_one_write(state: FleetStore) -> None:
     state.publish(site())
     assert state.grant("cn001", "compute", "img-2", 1)
     assert state.node("cn001").assigned_image == "img-2"  # type: ignore[union-attr]
@@ -115,14 +115,14 @@ def test_grant_takes_the_slot_and_assigns_in_one_write(state: State) -> None:
     assert state.slots("compute").holders == ("cn001",)
 
 
-def test_fleetlock_default_group_is_the_role(state: State) -> None:
+def test_fleetlock_default_group_is_the_role(state: FleetStore) -> None:
     state.publish(site())
     assert state.group_of("st001", "default") == "storage"
     assert state.group_of("stray", "") == "default"
     assert state.group_of("cn001", "rack-1") == "rack-1"
 
 
-def test_tokens(state: State) -> None:
+def test_tokens(state: FleetStore) -> None:
     assert state.token_hash("cn001") is None
     state.store_token_hash("cn001", "ab")
     assert state.token_hash("cn001") == "ab"
@@ -164,7 +164,7 @@ def test_the_mirror_follows_token_hashes() -> None:
     assert mirror.tokens == {"cn001": "ab"}
 
 
-def test_the_mirror_loads_what_the_store_holds(state: State) -> None:
+def test_the_mirror_loads_what_the_store_holds(state: FleetStore) -> None:
     state.publish(site())
     state.heartbeat("cn002", Heartbeat(boot_id="b"))
     state.store_token_hash("cn001", "ab")
@@ -213,7 +213,7 @@ def test_unsubscribing_one_of_many_waiters_leaves_the_others() -> None:
     asyncio.run(scenario())
 
 
-def test_steady_state_marks_the_current_boot(state: State) -> None:
+def test_steady_state_marks_the_current_boot(state: FleetStore) -> None:
     state.publish(site())
     state.heartbeat("cn001", Heartbeat(boot_id="boot-1"))
     assert state.pre_reboot("cn001", "compute").ok
@@ -227,7 +227,7 @@ def test_steady_state_marks_the_current_boot(state: State) -> None:
     assert state.node("nobody") is None
 
 
-def test_release_frees_the_slot_without_marking_steady(state: State) -> None:
+def test_release_frees_the_slot_without_marking_steady(state: FleetStore) -> None:
     state.publish(site())
     state.heartbeat("cn001", Heartbeat(boot_id="boot-1"))
     assert state.grant("cn001", "compute", "img-2", 1)
@@ -252,9 +252,9 @@ class CountingKV:
 
 
 def test_a_new_generation_is_read_once_however_many_wait_for_it(kv: KV) -> None:
-    State(kv).publish(site("x" * keys.CHUNK, cn001="compute"))  # two chunks
+    FleetStore(kv).publish(site("x" * keys.CHUNK, cn001="compute"))  # two chunks
     counting = CountingKV(kv)
-    fresh = State(counting)  # type: ignore[arg-type]
+    fresh = FleetStore(counting)  # type: ignore[arg-type]
     with ThreadPoolExecutor(8) as pool:
         read = list(pool.map(lambda _: fresh.generation(), range(32)))
     assert {g.generation for g in read if g} == {1}
@@ -263,7 +263,7 @@ def test_a_new_generation_is_read_once_however_many_wait_for_it(kv: KV) -> None:
 
 
 def test_old_generations_are_pruned_with_their_bodies(kv: KV) -> None:
-    state = State(kv)
+    state = FleetStore(kv)
     for n in range(GENERATIONS_KEPT + 3):
         state.publish(site(f"v{n}"))
     current = GENERATIONS_KEPT + 3
@@ -272,8 +272,8 @@ def test_old_generations_are_pruned_with_their_bodies(kv: KV) -> None:
     bodies = {keys.decode(e.value)["body"] for e in kv.range(keys.SITE_GEN)}
     stored = {e.key.split("/")[2] for e in kv.range(keys.SITE_BLOB)}
     assert stored == bodies  # no body left behind
-    assert State(kv).generation(1) is None
-    assert State(kv).generation(current).roles["compute"]["marker"] == f"v{current - 1}"  # type: ignore[union-attr]
+    assert FleetStore(kv).generation(1) is None
+    assert FleetStore(kv).generation(current).roles["compute"]["marker"] == f"v{current - 1}"  # type: ignore[union-attr]
 
 
 class CompactingKV:
@@ -352,7 +352,7 @@ def test_a_compacted_history_wakes_every_waiter_to_read_again(kv: KV) -> None:
     asyncio.run(scenario())
 
 
-def test_a_roles_nodes_are_read_without_the_rest_of_the_fleet(state: State) -> None:
+def test_a_roles_nodes_are_read_without_the_rest_of_the_fleet(state: FleetStore) -> None:
     state.publish(site(cn001="compute", cn002="compute", st001="storage"))
     state.heartbeat("cn002", Heartbeat(booted_image="img-1"))
     state.heartbeat("stray", Heartbeat(booted_image="img-1"))  # not in the inventory
