@@ -160,7 +160,3 @@ def build(
         f"{megabytes(sizes['initramfs.img'])}, {megabytes(sum(sizes.values()))} in all, "
         f"built in {total:.1f}s"
     )
-    if ctx.placeholder_init:
-        typer.echo(
-            "warning: the image has a PLACEHOLDER /init (hostos/image/init/ is empty)", err=True
-        )

@@ -63,7 +63,6 @@ class Context:
     later_modules: list[str] = field(default_factory=list)  # the rest, loaded in background
     outer_modules: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)  # bytes, for the manifest's "root"
-    placeholder_init: bool = False
     archive: list[cpio.Entry] = field(default_factory=list)  # the cpio step writes, zstd packs
     appended: list[cpio.Entry] = field(default_factory=list)  # after it, uncompressed
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hostos import __version__
+from hostos.errors import RuntimeFailure
 from hostos.image import cpio
 from hostos.image.manifest import MANIFEST, build_manifest, dumps
 from hostos.image.steps_prune import applet_paths, megabytes, remove, tree_size
@@ -25,27 +26,18 @@ SKIPPED_INIT_FILES = ("README*", "*.md", "__pycache__", "*.pyc")
 # Merged /usr: a file for /lib/x goes to /usr/lib/x (the image's /lib is a symlink).
 MERGED = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
 
-PLACEHOLDER_INIT = """#!/bin/sh
-# PLACEHOLDER /init, written by `hostos image build` because hostos/image/init/ was empty:
-# it only mounts proc, sys and dev and starts a shell on the console.
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo "hostos: placeholder /init (hostos/image/init/ was empty): a shell"
-exec /bin/sh
-"""
-
 
 def write_init(ctx: Context) -> str:
-    """Copy hostos/image/init/ into the root (paths kept); a placeholder /init if empty."""
+    """Copy hostos/image/init/ into the root (paths kept); refuse a tree without /init."""
     source = ctx.settings.init_dir
     files = sorted(
         p for p in source.rglob("*") if p.is_file() and not _skipped(p.relative_to(source))
     )
-    if not files:
-        _install(ctx.root / "init", PLACEHOLDER_INIT.encode(), executable=True)
-        ctx.placeholder_init = True
-        return "PLACEHOLDER /init (hostos/image/init/ is empty)"
+    if not (source / "init").is_file():
+        raise RuntimeFailure(
+            f"{source} holds no init script: an image without /init cannot boot "
+            "(this hostos install lacks its package data; reinstall it)"
+        )
     for path in files:
         data = path.read_bytes()
         executable = data.startswith(b"#!") or bool(path.stat().st_mode & stat.S_IXUSR)

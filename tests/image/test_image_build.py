@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hostos.errors import RuntimeFailure
 from hostos.image import cpio, prune
 from hostos.image.base import BaseSettings, engine_ref, mmdebstrap_command
 from hostos.image.context import BuildSettings, Context
@@ -403,15 +404,18 @@ def test_write_init_copies_the_init_directory(tmp_path: Path) -> None:
     assert (ctx.root / "usr/lib/hostos/helper").stat().st_mode & 0o777 == 0o755
     assert (ctx.root / "etc/hostos/init.conf").stat().st_mode & 0o777 == 0o644
     assert not (ctx.root / "README.md").exists()
-    assert not ctx.placeholder_init
 
 
-def test_write_init_leaves_a_marked_placeholder_when_empty(tmp_path: Path) -> None:
+@pytest.mark.parametrize("files", [[], ["etc/hostos/init.conf"]])
+def test_write_init_refuses_a_tree_without_init(tmp_path: Path, files: list[str]) -> None:
+    init_dir = tmp_path / "init"
+    init_dir.mkdir()
+    _tree(init_dir, files)
     ctx = _context(tmp_path, "p")
-    ctx = Context(BuildSettings(init_dir=tmp_path / "empty"), ctx.work)
-    assert "PLACEHOLDER" in write_init(ctx)
-    assert ctx.placeholder_init
-    assert "PLACEHOLDER" in (ctx.root / "init").read_text()
+    ctx = Context(BuildSettings(init_dir=init_dir), ctx.work)
+    with pytest.raises(RuntimeFailure, match="holds no init script"):
+        write_init(ctx)
+    assert not (ctx.root / "init").exists()
 
 
 # --- manifest ------------------------------------------------------------------------------
