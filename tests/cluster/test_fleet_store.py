@@ -106,15 +106,6 @@ def test_concurrent_pre_reboots_never_exceed_the_limit(state: FleetStore) -> Non
     assert state.slots("g") == SlotTable((), 3)
 
 
-def test_grant_takes_the_slot_and_assigns_in_one_write(state: FleetStore) -> None:
-    state.publish(site())
-    assert state.grant("cn001", "compute", "img-2", 1)
-    assert state.node("cn001").assigned_image == "img-2"  # type: ignore[union-attr]
-    assert not state.grant("cn002", "compute", "img-2", 1)
-    assert state.node("cn002").assigned_image is None  # type: ignore[union-attr]
-    assert state.slots("compute").holders == ("cn001",)
-
-
 def test_fleetlock_default_group_is_the_role(state: FleetStore) -> None:
     state.publish(site())
     assert state.group_of("st001", "default") == "storage"
@@ -230,7 +221,7 @@ def test_steady_state_marks_the_current_boot(state: FleetStore) -> None:
 def test_release_frees_the_slot_without_marking_steady(state: FleetStore) -> None:
     state.publish(site())
     state.heartbeat("cn001", Heartbeat(boot_id="boot-1"))
-    assert state.grant("cn001", "compute", "img-2", 1)
+    assert state.pre_reboot("cn001", "compute").ok
     assert state.release("cn001", "compute").changed
     assert state.slots("compute").holders == ()
     assert not state.node("cn001").steady  # type: ignore[union-attr]

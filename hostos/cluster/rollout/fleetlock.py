@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 from hostos.cluster.records import SlotTable
 
-FAILED_LOCK = "failed_lock"
-
 
 @dataclass(frozen=True)
 class Outcome:

@@ -358,27 +358,6 @@ class FleetStore:
 
         return self._view(self._update([key], change))
 
-    def grant(self, node_id: str, group: str, image: str, limit: int) -> bool:
-        """One transaction: a slot of group for node_id and the node's new assigned image.
-        False (nothing written) when the group is full."""
-        slot_key, node_key = keys.fleetlock(group), keys.node(node_id)
-
-        def change(read: dict[str, Entry | None]) -> tuple[Writes, bool]:
-            slots, node = read[slot_key], read[node_key]
-            outcome = fleetlock.acquire(_table(slots), node_id, group, limit)
-            if not outcome.ok:
-                return {}, False
-            old = _node(node, node_id)
-            return (
-                {
-                    slot_key: keys.encode(outcome.table.to_json()),
-                    node_key: keys.encode(replace(old, assigned_image=image).to_json()),
-                },
-                True,
-            )
-
-        return self._update([slot_key, node_key], change)
-
     # -- FleetLock -------------------------------------------------------------------------
 
     def group_of(self, node_id: str, group: str, generation: int | None = None) -> str:
