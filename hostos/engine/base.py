@@ -157,7 +157,6 @@ class Engine(Protocol):
 
     def ping(self) -> None: ...
     def owned(self, namespace: str = "") -> list[Observed]: ...  # all hostos owns (there)
-    def find(self, name: str) -> Observed | None: ...  # any container by exact name
     def named(self, names: Sequence[str]) -> list[Observed]: ...  # by exact names, one call
     def inspect(self, container: str) -> Observed: ...
     def image_id(self, ref: str) -> str | None: ...  # None when not present locally

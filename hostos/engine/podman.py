@@ -150,15 +150,6 @@ class PodmanEngine:
         )
         return [o for o in map(libpod_listed, rows or []) if o.name in names]
 
-    def find(self, name: str) -> Observed | None:
-        rows = self._get(
-            "/containers/json",
-            f"find {name}",
-            params={"all": "true", "filters": json.dumps({"name": [f"^{re.escape(name)}$"]})},
-        )
-        found = [libpod_listed(row) for row in rows or []]
-        return next((o for o in found if o.name == name), None)
-
     def inspect(self, container: str) -> Observed:
         return docker_inspected(self._inspect(container))
 

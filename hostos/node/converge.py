@@ -1,12 +1,11 @@
 """Converge a node: observe the engine, plan against the resolved spec, execute.
 
 This is the shell around the pure parts (`render`, `plan`); `hostos apply`,
-`hostos plan` and later the supervisor all go through `prepare` and `converge`.
+`hostos plan` and the supervisor all go through `prepare`, then `execute`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from hostos.node.execute import DEFAULT_OPTIONS, Options, Outcome, Report, execu
 from hostos.node.images import ImageResult, ensure, lookup
 from hostos.node.plan import Action, Desired, Kind, plan
 from hostos.node.render import render
+from hostos.site.graph import levels, reverse
 from hostos.site.resolve import RoleSpec
 
 
@@ -22,21 +22,6 @@ from hostos.site.resolve import RoleSpec
 class Prepared:
     actions: list[Action]
     images: Mapping[str, ImageResult]
-
-
-@dataclass(frozen=True)
-class Converged:
-    actions: list[Action]
-    outcomes: list[Outcome]
-    seconds: float
-
-    @property
-    def changes(self) -> int:
-        return sum(1 for o in self.outcomes if o.kind is not Kind.NOOP and o.ok)
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for o in self.outcomes if not o.ok)
 
 
 def prepare(
@@ -106,21 +91,6 @@ def _fresh(engine: Engine, container: Observed) -> Observed:
         return container  # removed meanwhile: the list's view will do
 
 
-def converge(
-    engine: Engine,
-    spec: RoleSpec,
-    site_root: str,
-    options: Options = DEFAULT_OPTIONS,
-    progress: Callable[[str], None] = lambda line: None,
-    report: Report = lambda outcome: None,
-    namespace: str = "",
-) -> Converged:
-    started = time.monotonic()
-    prepared = prepare(engine, spec, site_root, fetch=True, progress=progress, namespace=namespace)
-    outcomes = execute(engine, prepared.actions, options, report)
-    return Converged(prepared.actions, outcomes, round(time.monotonic() - started, 3))
-
-
 def down(
     engine: Engine,
     report: Report = lambda outcome: None,
@@ -140,22 +110,8 @@ def stop_batches(containers: Sequence[Observed]) -> list[list[Observed]]:
     units: dict[str, list[Observed]] = {}
     for container in containers:
         units.setdefault(container.unit or container.name, []).append(container)
-    dependents = {
-        name: [other for other, cs in units.items() if any(name in _deps(c) for c in cs)]
-        for name in units
-    }
-    rank: dict[str, int] = {}
-
-    def depth(name: str, seen: frozenset[str]) -> int:
-        if name not in rank:
-            later = [d for d in dependents[name] if d not in seen]
-            rank[name] = 1 + max((depth(d, seen | {name}) for d in later), default=-1)
-        return rank[name]
-
-    batches: dict[int, list[Observed]] = {}
-    for name, group in units.items():
-        batches.setdefault(depth(name, frozenset()), []).extend(group)
-    return [batches[k] for k in sorted(batches)]
+    graph = {name: [d for c in group for d in _deps(c)] for name, group in units.items()}
+    return [[c for name in level for c in units[name]] for level in levels(reverse(graph))]
 
 
 def _deps(container: Observed) -> list[str]:

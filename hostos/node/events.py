@@ -14,11 +14,10 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from hostos.engine.base import OWNER, OWNER_LABEL, Engine, EngineError
+from hostos.engine.base import NAMESPACE_LABEL, OWNER, OWNER_LABEL, Engine, EngineError
 from hostos.logfmt import kv
 
 log = logging.getLogger(__name__)
-Post = "queue.Queue[tuple[str, Any]]"
 # Container events that can change what the supervisor must do.
 RELEVANT = ("die", "oom", "destroy", "stop", "kill", "health_status")
 
@@ -91,7 +90,7 @@ def _follow_once(
 def _ours(event: dict[str, Any], namespace: str) -> bool:
     attributes = event.get("attributes") or {}
     if attributes.get(OWNER_LABEL) == OWNER:
-        return str(attributes.get("io.hostos.namespace", "")) == namespace
+        return str(attributes.get(NAMESPACE_LABEL, "")) == namespace
     # podman's health events carry no labels: match the name instead
     name = str(event.get("name", ""))
     prefix = "hostos-" + (f"{namespace}-" if namespace else "")

@@ -85,7 +85,7 @@ def render(
         ROLE_LABEL: unit.role,
         UNIT_LABEL: u.name,
         UNIT_HASH_LABEL: unit.hash,
-        DEPS_LABEL: ",".join(dict.fromkeys([*u.requires, *u.after])),
+        DEPS_LABEL: ",".join(u.depends_on),
         HASH_LABEL: content_hash(body),
         SPEC_LABEL: canonical_json(body),
     }

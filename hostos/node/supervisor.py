@@ -491,9 +491,6 @@ class Supervisor:
         if os.getpid() == 1:  # PID 1 inherits orphans: reap them
             signal.signal(signal.SIGCHLD, lambda signum, frame: self.events.put(("reap", None)))
 
-    def request_stop(self) -> None:
-        self.events.put(("stop", "request"))
-
     # -- status ----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:

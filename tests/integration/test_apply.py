@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 from hostos.cli.main import app
 from hostos.engine.base import ContainerSpec, Engine, container_name
-from hostos.node.converge import Prepared, converge, down, owned, prepare
+from hostos.node.converge import Prepared, down, owned, prepare
 from hostos.node.plan import Kind
 from hostos.site.load import load_site
 from hostos.site.resolve import resolve_role
 
-from conftest import write
+from conftest import converge, write
 
 pytestmark = pytest.mark.integration
 
