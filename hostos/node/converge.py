@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from hostos.engine.base import DEPS_LABEL, Engine, EngineError, Observed
 from hostos.node.execute import DEFAULT_OPTIONS, Options, Outcome, Report, execute
+from hostos.node.holds import NO_HOLDS, Holds
 from hostos.node.images import ImageResult, ensure, lookup
 from hostos.node.plan import Action, Desired, Kind, plan
 from hostos.node.render import render
@@ -32,18 +33,39 @@ def prepare(
     progress: Callable[[str], None] = lambda line: None,
     mount_sources: Mapping[str, str] | None = None,
     namespace: str = "",
-    refresh: Collection[str] = (),
     listed: Sequence[Observed] | None = None,
+    holds: Holds = NO_HOLDS,
 ) -> Prepared:
-    """The plan for spec; with fetch, missing images are built, loaded or pulled first.
-    refresh: containers to inspect rather than trust the engine's list for (docker lists
-    a container as running for a moment after its `die` event).  listed: engine.owned()
-    taken moments before (hostos.engine.connect.EarlyEngine), used instead of listing
-    again unless an image had to be fetched meanwhile."""
+    """The plan for spec under holds; with fetch, the missing images of the units that do
+    not wait are built, loaded or pulled first (a waiting unit's image is fetched when it
+    may start).  listed: the owned containers as the caller saw them moments before
+    (hostos.engine.connect.EarlyEngine's list, or the supervisor's), used instead of
+    listing again unless an image had to be fetched meanwhile."""
     units = [u.unit for u in spec.units]
-    images = ensure(engine, units, site_root, progress) if fetch else lookup(engine, units)
-    if fetch and any(result.how != "present" for result in images.values()):
-        listed = None  # a build, load or pull (even a failed one) takes a while: look again
+    images = lookup(engine, units)
+    mine = owned(engine, namespace, listed)
+    actions = _plan(engine, spec, images, mine, mount_sources, namespace, holds)
+    if not fetch:
+        return Prepared(actions, images)
+    waiting = {a.unit for a in actions if a.kind is Kind.WAIT}
+    wanted = [u for u in units if u.name not in waiting]
+    fetched = ensure(engine, wanted, site_root, progress, present=images)
+    if all(result.how == "present" for result in fetched.values()):
+        return Prepared(actions, images)
+    images = {**images, **fetched}
+    mine = owned(engine, namespace)  # a build, load or pull (even a failed one) takes a while
+    return Prepared(_plan(engine, spec, images, mine, mount_sources, namespace, holds), images)
+
+
+def _plan(
+    engine: Engine,
+    spec: RoleSpec,
+    images: Mapping[str, ImageResult],
+    mine: Sequence[Observed],
+    mount_sources: Mapping[str, str] | None,
+    namespace: str,
+    holds: Holds,
+) -> list[Action]:
     desired = [
         Desired(
             u,
@@ -53,8 +75,7 @@ def prepare(
         )
         for u in spec.units
     ]
-    observed = observe(engine, desired, namespace, refresh, listed)
-    return Prepared(plan(desired, observed), images)
+    return plan(desired, observe(engine, desired, mine), holds)
 
 
 def owned(
@@ -69,15 +90,15 @@ def owned(
     ]
 
 
-def observe(
-    engine: Engine,
-    desired: Sequence[Desired],
-    namespace: str = "",
-    refresh: Collection[str] = (),
-    listed: Sequence[Observed] | None = None,
-) -> list[Observed]:
-    """Owned containers, plus any foreign one holding the name of a unit hostos lacks."""
-    mine = [_fresh(engine, c) if c.id in refresh else c for c in owned(engine, namespace, listed)]
+def current(engine: Engine, namespace: str = "", refresh: Collection[str] = ()) -> list[Observed]:
+    """The owned containers, those in refresh inspected rather than trusted to the engine's
+    list (docker lists a container as running for a moment after its `die` event)."""
+    return [_fresh(engine, c) if c.id in refresh else c for c in owned(engine, namespace)]
+
+
+def observe(engine: Engine, desired: Sequence[Desired], mine: Sequence[Observed]) -> list[Observed]:
+    """The owned containers (mine), plus any foreign one holding the name of a unit
+    hostos lacks."""
     names = {c.name for c in mine}
     missing = [w.spec.name for w in desired if w.spec.name not in names]
     foreign = [c for c in engine.named(missing) if not c.owned]  # one call, not one per unit

@@ -3,6 +3,7 @@
 Units of one dependency level run in parallel (bounded); a unit starts only
 after what it follows has started and what it requires is healthy.  When a
 dependency fails, its dependents are reported blocked and the rest go on.
+WAIT actions run nothing and give no outcome: the plan has said why they wait.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def execute(
     options: Options = DEFAULT_OPTIONS,
     report: Report = lambda outcome: None,
 ) -> list[Outcome]:
-    """Run the actions; one outcome per action, in the order they finished."""
+    """Run the actions; one outcome per action but WAIT, in the order they finished."""
+    actions = [a for a in actions if a.kind is not Kind.WAIT]
     required = frozenset(
         r for a in actions if a.desired is not None for r in a.desired.unit.unit.requires
     )

@@ -114,6 +114,12 @@ def spec_of(labels: Mapping[str, str]) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def image_ref_of(labels: Mapping[str, str]) -> str | None:
+    """The image reference (as the unit names it) an observed container was made from."""
+    ref = (spec_of(labels) or {}).get("image_ref")
+    return ref if isinstance(ref, str) else None
+
+
 def _mount(mount: Mount, sources: Mapping[str, str]) -> MountSpec:
     if mount.mount is not None:
         source = sources[mount.mount]
