@@ -21,6 +21,7 @@ UNIT_HASH_LABEL = "io.hostos.unit-hash"  # the resolved unit's hash (hostos rend
 SPEC_LABEL = "io.hostos.spec"  # the hashed spec as canonical JSON, for precise reasons
 DEPS_LABEL = "io.hostos.deps"  # units this one starts after, for `hostos down` order
 NAMESPACE_LABEL = "io.hostos.namespace"  # set when several hostos instances share an engine
+PROBE_LABEL = "io.hostos.probe"  # on a short-lived container an adapter makes to learn defaults
 NAME_PREFIX = "hostos-"
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from hostos.engine.base import (
+    PROBE_LABEL,
     ContainerSpec,
     EngineError,
     ImageNotFound,
@@ -393,7 +394,7 @@ class PodmanEngine:
                 "image": spec.image,
                 "netns": {"nsmode": "none"},
                 "command": ["true"],
-                "labels": {"io.hostos.probe": "ulimits"},
+                "labels": {PROBE_LABEL: "ulimits"},
             }
             what = f"create {spec.name} (probing the default ulimits)"
             reply = self._call(
