@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -54,17 +53,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from report import machine as machine_line  # noqa: E402
 from report import write_section  # noqa: E402
 
-from hostos.engine.base import Engine, EngineError  # noqa: E402
+from hostos.engine.base import NAMESPACE_LABEL, UNIT_LABEL, Engine, EngineError  # noqa: E402
 from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect  # noqa: E402
 from hostos.engine.probe import ping  # noqa: E402
-from hostos.node.status import read_status, socket_path  # noqa: E402
+from hostos.node.status import NodeStatus, read_status, socket_path  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 IMAGE = "hostos/busybox:latest"
 NAMESPACE = "bench-sv"
 ROLE = "r"
-NS_LABEL = "io.hostos.namespace"
-UNIT_LABEL = "io.hostos.unit"
 # Idle until SIGTERM, then exits at once (`wait` is interrupted by the trapped signal), so
 # recreates cost no stop timeout and 100 idle units put no load on the machine (a `sleep
 # 0.2` loop would fork 500 times a second and add up to 0.2 s to every stop).
@@ -153,7 +150,7 @@ class EventLog:
                     since = max(since, key[0])
                     attributes = raw.get("attributes") or {}
                     name = str(raw.get("name", ""))
-                    if attributes.get(NS_LABEL) != NAMESPACE and not name.startswith(
+                    if attributes.get(NAMESPACE_LABEL) != NAMESPACE and not name.startswith(
                         f"hostos-{NAMESPACE}-"
                     ):
                         continue
@@ -259,7 +256,7 @@ class Supervisor:
                 f"last lines of its log:\n{self.tail()}"
             )
 
-    def status(self) -> dict[str, Any] | None:
+    def status(self) -> NodeStatus | None:
         return read_status(socket_path(NAMESPACE))
 
     def wait_converged(self, units: Sequence[str], timeout: float) -> None:
@@ -269,8 +266,8 @@ class Supervisor:
             self.alive()
             status = self.status()
             if status is not None:
-                running = {u["unit"] for u in status["units"] if u["state"] == "running"}
-                if running == want and len(status["units"]) == len(want):
+                running = {u.unit for u in status.units if u.state == "running"}
+                if running == want and len(status.units) == len(want):
                     return
             time.sleep(0.2)
         raise BenchError(f"not converged within {timeout:g}s; log:\n{self.tail()}")

@@ -21,7 +21,11 @@ from hostos.cli.output import emit_json, print_table
 from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hostos.engine.connect import EarlyEngine
+    from hostos.node.holds import Holds
+    from hostos.node.status import NodeStatus, UnitStatus
 
 app = typer.Typer(
     help="Stateless cluster nodes: run each role's container units on Docker or Podman.",
@@ -247,6 +251,16 @@ def _progress(line: str) -> None:
     typer.echo(f"  {line}", err=True)
 
 
+def supervised(namespace: str) -> tuple[Mapping[str, str] | None, Holds]:
+    """The mount sources and holds of the supervisor running for namespace (when its
+    status API answers), for prepare(): plan and apply then show, and do, what it will."""
+    from hostos.node.holds import NO_HOLDS
+    from hostos.node.status import read_status, socket_path
+
+    live = read_status(socket_path(namespace))
+    return (None, NO_HOLDS) if live is None else (live.sources(), live.holds())
+
+
 @app.command("plan")
 def plan_command(
     site: SiteArg = "units",
@@ -256,15 +270,28 @@ def plan_command(
     namespace: NamespaceOpt = "",
     output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
 ) -> None:
-    """Show what apply would change on this machine, and why. Changes nothing."""
+    """Show what apply would change on this machine, and why. Changes nothing.
+
+    When a supervisor runs here, the plan is its own: units it holds back (a mount not
+    ready, crash backoff) and their dependents show as `wait`, with the reason."""
     early = early_engine(engine)
     with closed_on_error(early):
         from hostos.cli.report import plan_json, plan_lines
         from hostos.node.converge import prepare
 
         spec = load_spec(site, node, role)
+    sources, holds = supervised(namespace)
     with engine_session(engine, early) as conn:
-        prepared = prepare(conn, spec, site, fetch=False, namespace=namespace, listed=early.listed)
+        prepared = prepare(
+            conn,
+            spec,
+            site,
+            fetch=False,
+            mount_sources=sources,
+            namespace=namespace,
+            listed=early.listed,
+            holds=holds,
+        )
     if output is ListFormat.json:
         emit_json(plan_json(prepared.actions))
     else:
@@ -285,7 +312,9 @@ def apply(
     admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
 ) -> None:
     """Converge this machine's containers on the units of a node or role; with --server,
-    check the site here and publish it as the cluster's next generation."""
+    check the site here and publish it as the cluster's next generation.
+
+    When a supervisor runs here, what it holds back waits here too (see hostos plan)."""
     if server is not None:
         from hostos.cli.cluster import apply_remote
 
@@ -300,6 +329,7 @@ def apply(
         spec = load_spec(site, node, role)
     text = output is ListFormat.table
     started = time.monotonic()
+    sources, holds = supervised(namespace)
     with engine_session(engine, early) as conn:
         prepared = prepare(
             conn,
@@ -307,8 +337,10 @@ def apply(
             site,
             fetch=not dry_run,
             progress=_progress if text else lambda line: None,
+            mount_sources=sources,
             namespace=namespace,
             listed=early.listed,
+            holds=holds,
         )
         if text:
             typer.echo("\n".join(plan_lines(prepared.actions)))
@@ -379,16 +411,16 @@ def status(
     from hostos.node.status import read_status, socket_path
 
     live = read_status(socket or socket_path(namespace))
-    rows = live["units"] if live is not None else _engine_status(engine, namespace)
+    rows = list(live.units) if live is not None else _engine_status(engine, namespace)
     if output is ListFormat.json:
-        emit_json(rows)
+        emit_json([row.to_json() for row in rows])
         return
     print_table(*status_table(rows))
     if live is not None:
         _print_supervisor_extras(live)
 
 
-def _engine_status(engine: EngineKind, namespace: str) -> list[dict[str, Any]]:
+def _engine_status(engine: EngineKind, namespace: str) -> list[UnitStatus]:
     from hostos.cli.report import status_rows
     from hostos.node.converge import owned
 
@@ -396,18 +428,19 @@ def _engine_status(engine: EngineKind, namespace: str) -> list[dict[str, Any]]:
         return status_rows([conn.inspect(c.id) for c in owned(conn, namespace)])
 
 
-def _print_supervisor_extras(live: dict[str, Any]) -> None:
-    for row in live["units"]:
-        if row.get("waiting") or row.get("last_error"):
-            typer.echo(f"{row['unit']}: {row.get('waiting') or row.get('last_error')}")
-    for mount in live.get("mounts", []):
+def _print_supervisor_extras(live: NodeStatus) -> None:
+    for row in live.units:
+        if row.waiting or row.last_error:
+            typer.echo(f"{row.unit}: {row.waiting or row.last_error}")
+    for mount in live.mounts:
         typer.echo(
-            f"mount {mount.get('name')}: {mount.get('state')}"
-            + (f" ({mount['last_error']})" if mount.get("last_error") else "")
+            f"mount {mount.name}: {mount.state}"
+            + (f" ({mount.last_error})" if mount.last_error else "")
         )
-    for key in ("engine_error", "site_error"):
-        if live.get(key):
-            typer.echo(f"{key.replace('_', ' ')}: {live[key]}")
+    if live.engine_error:
+        typer.echo(f"engine error: {live.engine_error}")
+    if live.site_error:
+        typer.echo(f"site error: {live.site_error}")
 
 
 @app.command()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from hostos.engine.base import ROLE_LABEL, Observed
+from hostos.engine.base import Observed
 from hostos.node.execute import Outcome
-from hostos.node.plan import Action
+from hostos.node.plan import Action, Kind
+from hostos.node.render import image_ref_of
+from hostos.node.status import UnitStatus
 
 
 def plan_lines(actions: Sequence[Action]) -> list[str]:
-    changing = [a for a in actions if a.changes]
+    """One line per action that changes something or waits, with its reason."""
+    changing = [a for a in actions if a.kind is not Kind.NOOP]
     if not changing:
         return ["0 changes"]
     width = max(len(a.unit) for a in changing)
@@ -50,49 +54,53 @@ def outcomes_json(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     ]
 
 
-def status_rows(containers: Sequence[Observed]) -> list[dict[str, Any]]:
-    rows = [
-        {
-            "unit": c.unit or c.name,
-            "role": c.labels.get(ROLE_LABEL),
-            "state": c.state,
-            "health": c.health,
-            "restarts": c.restarts,
-            "exit_code": c.exit_code,
-            "since": c.started_at if c.running else c.finished_at,
-            "image": c.image_id,
-            "container_id": c.id,
-            "name": c.name,
-        }
-        for c in containers
-    ]
-    return sorted(rows, key=lambda r: (str(r["role"]), str(r["unit"]), str(r["name"])))
+def status_rows(containers: Sequence[Observed]) -> list[UnitStatus]:
+    """The status of the units the engine runs here, without a supervisor to ask."""
+    rows = [UnitStatus.of(c, image_ref_of(c.labels)) for c in containers]
+    return sorted(rows, key=lambda r: (str(r.role), r.unit, str(r.name)))
 
 
-def status_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def status_table(rows: Sequence[UnitStatus]) -> tuple[list[str], list[list[str]]]:
     header = ["UNIT", "ROLE", "STATE", "HEALTH", "RESTARTS", "SINCE", "IMAGE", "CONTAINER"]
     body = [
         [
-            str(r["unit"]),
-            str(r["role"] or "-"),
+            r.unit,
+            r.role or "-",
             _state(r),
-            str(r["health"] or "-"),
-            str(r["restarts"]),
-            str(r["since"] or "-")[:19],
-            _short(str(r["image"] or "-")),
-            str(r["container_id"] or "-")[:12],
+            r.health or "-",
+            str(r.restarts),
+            when(r.since),
+            _image(r),
+            (r.container_id or "-")[:12],
         ]
         for r in rows
     ]
     return header, body
 
 
-def _state(row: dict[str, Any]) -> str:
-    code = row.get("exit_code", row.get("last_exit"))
-    if row["state"] == "exited" and code is not None:
+def _state(row: UnitStatus) -> str:
+    code = row.exit_code if row.exit_code is not None else row.last_exit
+    if row.state == "exited" and code is not None:
         return f"exited({code})"
-    return str(row["state"])
+    return row.state
 
 
-def _short(image: str) -> str:
-    return image.removeprefix("sha256:")[:12]
+def _image(row: UnitStatus) -> str:
+    """The image as the unit names it, with the ID it resolved to (ref@id), as plans say."""
+    short = (row.image or "").removeprefix("sha256:")[:12]
+    if row.image_ref and short and row.image_ref != row.image:
+        return f"{row.image_ref}@{short}"
+    return row.image_ref or short or "-"
+
+
+def when(rfc3339: str | None) -> str:
+    """An engine's RFC 3339 time in this machine's zone, to the second, with the zone."""
+    if not rfc3339:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(rfc3339)
+    except ValueError:
+        return rfc3339
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")

@@ -36,6 +36,7 @@ from urllib.parse import quote, urlsplit
 
 from hostos.cluster import pacing
 from hostos.logfmt import kv
+from hostos.node.status import NodeStatus
 
 log = logging.getLogger("hostos.agent")
 
@@ -83,17 +84,13 @@ def decide(facts: Facts) -> Decision:
     return Decision(Step.NOTHING, "steady")
 
 
-def unit_health(snapshot: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str], bool]:
+def unit_health(status: NodeStatus) -> tuple[dict[str, str], dict[str, str], bool]:
     """The heartbeat's units {name: health} and mounts {name: state} from the supervisor's
-    status snapshot, and whether the node counts as healthy: a spec applied by the last
-    reconcile and every unit `healthy` (or `running`, without a check)."""
-    units = {
-        str(u["unit"]): str(u.get("health") or u.get("state") or "unknown")
-        for u in snapshot.get("units", ())
-    }
-    mounts = {str(m["name"]): str(m.get("state")) for m in snapshot.get("mounts", ())}
-    generation = snapshot.get("generation", 0)
-    applied = bool(generation) and snapshot.get("reconciled") == generation
+    status, and whether the node counts as healthy: a spec applied by the last reconcile
+    and every unit `healthy` (or `running`, without a check)."""
+    units = {u.unit: u.health or u.state or "unknown" for u in status.units}
+    mounts = {m.name: m.state for m in status.mounts}
+    applied = bool(status.generation) and status.reconciled == status.generation
     return units, mounts, applied and all(h in HEALTHY for h in units.values())
 
 
@@ -244,7 +241,7 @@ class Settings:
     timing: Timing = Timing()
 
 
-Snapshot = Callable[[], Mapping[str, Any]]
+Snapshot = Callable[[], NodeStatus]
 Deliver = Callable[[Any], None]  # a RoleSpec, or the SiteError of a spec that is not one
 
 

@@ -21,6 +21,7 @@ UNIT_HASH_LABEL = "io.hostos.unit-hash"  # the resolved unit's hash (hostos rend
 SPEC_LABEL = "io.hostos.spec"  # the hashed spec as canonical JSON, for precise reasons
 DEPS_LABEL = "io.hostos.deps"  # units this one starts after, for `hostos down` order
 NAMESPACE_LABEL = "io.hostos.namespace"  # set when several hostos instances share an engine
+PROBE_LABEL = "io.hostos.probe"  # on a short-lived container an adapter makes to learn defaults
 NAME_PREFIX = "hostos-"
 
 
@@ -157,7 +158,6 @@ class Engine(Protocol):
 
     def ping(self) -> None: ...
     def owned(self, namespace: str = "") -> list[Observed]: ...  # all hostos owns (there)
-    def find(self, name: str) -> Observed | None: ...  # any container by exact name
     def named(self, names: Sequence[str]) -> list[Observed]: ...  # by exact names, one call
     def inspect(self, container: str) -> Observed: ...
     def image_id(self, ref: str) -> str | None: ...  # None when not present locally

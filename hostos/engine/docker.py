@@ -114,16 +114,6 @@ class DockerEngine:
         )
         return [o for o in map(docker_listed, rows) if o.name in names]
 
-    def find(self, name: str) -> Observed | None:
-        """The container with exactly this name (never an ID prefix), from the list call."""
-        rows = self._http.get_json(
-            "/containers/json",
-            f"find {name}",
-            params=_list_params({"name": [f"^/{re.escape(name)}$"]}),
-        )
-        found = [docker_listed(row) for row in rows]
-        return next((o for o in found if o.name == name), None)
-
     def inspect(self, container: str) -> Observed:
         doc = self._http.get_json(
             f"/containers/{quote(container)}/json", f"inspect container {container}"

@@ -29,9 +29,6 @@ from typing import Any
 
 from hostos.engine.base import Observed
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
-GO_ZERO_UNIX = -62135596800  # time.Time{} as Unix seconds, podman's "never"
-
 _EXITED = re.compile(r"^(?:Exited|Restarting) \((-?\d+)\)")
 _HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
@@ -159,7 +156,7 @@ def _podman_state(state: str) -> str:
 
 
 def _time_or_none(value: Any) -> str | None:
-    if not value or str(value).startswith("0001-01-01"):
+    if not value or str(value).startswith("0001-01-01"):  # Go's zero time: never
         return None
     return str(value)
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from hostos.engine.base import (
+    PROBE_LABEL,
     ContainerSpec,
     EngineError,
     ImageNotFound,
@@ -149,15 +150,6 @@ class PodmanEngine:
             params={"all": "true", "filters": json.dumps({"name": [pattern]})},
         )
         return [o for o in map(libpod_listed, rows or []) if o.name in names]
-
-    def find(self, name: str) -> Observed | None:
-        rows = self._get(
-            "/containers/json",
-            f"find {name}",
-            params={"all": "true", "filters": json.dumps({"name": [f"^{re.escape(name)}$"]})},
-        )
-        found = [libpod_listed(row) for row in rows or []]
-        return next((o for o in found if o.name == name), None)
 
     def inspect(self, container: str) -> Observed:
         return docker_inspected(self._inspect(container))
@@ -402,7 +394,7 @@ class PodmanEngine:
                 "image": spec.image,
                 "netns": {"nsmode": "none"},
                 "command": ["true"],
-                "labels": {"io.hostos.probe": "ulimits"},
+                "labels": {PROBE_LABEL: "ulimits"},
             }
             what = f"create {spec.name} (probing the default ulimits)"
             reply = self._call(

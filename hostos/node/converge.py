@@ -1,20 +1,21 @@
 """Converge a node: observe the engine, plan against the resolved spec, execute.
 
 This is the shell around the pure parts (`render`, `plan`); `hostos apply`,
-`hostos plan` and later the supervisor all go through `prepare` and `converge`.
+`hostos plan` and the supervisor all go through `prepare`, then `execute`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from hostos.engine.base import DEPS_LABEL, Engine, EngineError, Observed
 from hostos.node.execute import DEFAULT_OPTIONS, Options, Outcome, Report, execute
+from hostos.node.holds import NO_HOLDS, Holds
 from hostos.node.images import ImageResult, ensure, lookup
 from hostos.node.plan import Action, Desired, Kind, plan
 from hostos.node.render import render
+from hostos.site.graph import levels, reverse
 from hostos.site.resolve import RoleSpec
 
 
@@ -22,21 +23,6 @@ from hostos.site.resolve import RoleSpec
 class Prepared:
     actions: list[Action]
     images: Mapping[str, ImageResult]
-
-
-@dataclass(frozen=True)
-class Converged:
-    actions: list[Action]
-    outcomes: list[Outcome]
-    seconds: float
-
-    @property
-    def changes(self) -> int:
-        return sum(1 for o in self.outcomes if o.kind is not Kind.NOOP and o.ok)
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for o in self.outcomes if not o.ok)
 
 
 def prepare(
@@ -47,18 +33,39 @@ def prepare(
     progress: Callable[[str], None] = lambda line: None,
     mount_sources: Mapping[str, str] | None = None,
     namespace: str = "",
-    refresh: Collection[str] = (),
     listed: Sequence[Observed] | None = None,
+    holds: Holds = NO_HOLDS,
 ) -> Prepared:
-    """The plan for spec; with fetch, missing images are built, loaded or pulled first.
-    refresh: containers to inspect rather than trust the engine's list for (docker lists
-    a container as running for a moment after its `die` event).  listed: engine.owned()
-    taken moments before (hostos.engine.connect.EarlyEngine), used instead of listing
-    again unless an image had to be fetched meanwhile."""
+    """The plan for spec under holds; with fetch, the missing images of the units that do
+    not wait are built, loaded or pulled first (a waiting unit's image is fetched when it
+    may start).  listed: the owned containers as the caller saw them moments before
+    (hostos.engine.connect.EarlyEngine's list, or the supervisor's), used instead of
+    listing again unless an image had to be fetched meanwhile."""
     units = [u.unit for u in spec.units]
-    images = ensure(engine, units, site_root, progress) if fetch else lookup(engine, units)
-    if fetch and any(result.how != "present" for result in images.values()):
-        listed = None  # a build, load or pull (even a failed one) takes a while: look again
+    images = lookup(engine, units)
+    mine = owned(engine, namespace, listed)
+    actions = _plan(engine, spec, images, mine, mount_sources, namespace, holds)
+    if not fetch:
+        return Prepared(actions, images)
+    waiting = {a.unit for a in actions if a.kind is Kind.WAIT}
+    wanted = [u for u in units if u.name not in waiting]
+    fetched = ensure(engine, wanted, site_root, progress, present=images)
+    if all(result.how == "present" for result in fetched.values()):
+        return Prepared(actions, images)
+    images = {**images, **fetched}
+    mine = owned(engine, namespace)  # a build, load or pull (even a failed one) takes a while
+    return Prepared(_plan(engine, spec, images, mine, mount_sources, namespace, holds), images)
+
+
+def _plan(
+    engine: Engine,
+    spec: RoleSpec,
+    images: Mapping[str, ImageResult],
+    mine: Sequence[Observed],
+    mount_sources: Mapping[str, str] | None,
+    namespace: str,
+    holds: Holds,
+) -> list[Action]:
     desired = [
         Desired(
             u,
@@ -68,8 +75,7 @@ def prepare(
         )
         for u in spec.units
     ]
-    observed = observe(engine, desired, namespace, refresh, listed)
-    return Prepared(plan(desired, observed), images)
+    return plan(desired, observe(engine, desired, mine), holds)
 
 
 def owned(
@@ -84,15 +90,15 @@ def owned(
     ]
 
 
-def observe(
-    engine: Engine,
-    desired: Sequence[Desired],
-    namespace: str = "",
-    refresh: Collection[str] = (),
-    listed: Sequence[Observed] | None = None,
-) -> list[Observed]:
-    """Owned containers, plus any foreign one holding the name of a unit hostos lacks."""
-    mine = [_fresh(engine, c) if c.id in refresh else c for c in owned(engine, namespace, listed)]
+def current(engine: Engine, namespace: str = "", refresh: Collection[str] = ()) -> list[Observed]:
+    """The owned containers, those in refresh inspected rather than trusted to the engine's
+    list (docker lists a container as running for a moment after its `die` event)."""
+    return [_fresh(engine, c) if c.id in refresh else c for c in owned(engine, namespace)]
+
+
+def observe(engine: Engine, desired: Sequence[Desired], mine: Sequence[Observed]) -> list[Observed]:
+    """The owned containers (mine), plus any foreign one holding the name of a unit
+    hostos lacks."""
     names = {c.name for c in mine}
     missing = [w.spec.name for w in desired if w.spec.name not in names]
     foreign = [c for c in engine.named(missing) if not c.owned]  # one call, not one per unit
@@ -104,21 +110,6 @@ def _fresh(engine: Engine, container: Observed) -> Observed:
         return engine.inspect(container.id)
     except EngineError:
         return container  # removed meanwhile: the list's view will do
-
-
-def converge(
-    engine: Engine,
-    spec: RoleSpec,
-    site_root: str,
-    options: Options = DEFAULT_OPTIONS,
-    progress: Callable[[str], None] = lambda line: None,
-    report: Report = lambda outcome: None,
-    namespace: str = "",
-) -> Converged:
-    started = time.monotonic()
-    prepared = prepare(engine, spec, site_root, fetch=True, progress=progress, namespace=namespace)
-    outcomes = execute(engine, prepared.actions, options, report)
-    return Converged(prepared.actions, outcomes, round(time.monotonic() - started, 3))
 
 
 def down(
@@ -140,22 +131,8 @@ def stop_batches(containers: Sequence[Observed]) -> list[list[Observed]]:
     units: dict[str, list[Observed]] = {}
     for container in containers:
         units.setdefault(container.unit or container.name, []).append(container)
-    dependents = {
-        name: [other for other, cs in units.items() if any(name in _deps(c) for c in cs)]
-        for name in units
-    }
-    rank: dict[str, int] = {}
-
-    def depth(name: str, seen: frozenset[str]) -> int:
-        if name not in rank:
-            later = [d for d in dependents[name] if d not in seen]
-            rank[name] = 1 + max((depth(d, seen | {name}) for d in later), default=-1)
-        return rank[name]
-
-    batches: dict[int, list[Observed]] = {}
-    for name, group in units.items():
-        batches.setdefault(depth(name, frozenset()), []).extend(group)
-    return [batches[k] for k in sorted(batches)]
+    graph = {name: [d for c in group for d in _deps(c)] for name, group in units.items()}
+    return [[c for name in level for c in units[name]] for level in levels(reverse(graph))]
 
 
 def _deps(container: Observed) -> list[str]:

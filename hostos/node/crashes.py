@@ -56,3 +56,14 @@ def started(state: Crashes, now: float) -> Crashes:
 
 def due(state: Crashes, now: float) -> bool:
     return state.next_retry is not None and state.next_retry <= now
+
+
+def hold(state: Crashes, policy: Restart, now: float) -> str:
+    """Why a unit whose container stopped is not started again now ("" when it may be)."""
+    if not state.waiting:
+        return ""
+    if state.next_retry is None:
+        return f"exited, restart policy {policy.policy}"
+    if state.next_retry > now:
+        return f"crash loop: next try in {state.next_retry - now:.1f}s"
+    return ""

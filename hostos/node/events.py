@@ -1,6 +1,8 @@
-"""Event sources of the supervisor: site files (watchdog) and the engine's event stream.
+"""What the supervisor's loop reacts to: its events (a small closed set of frozen values)
+and two of their sources, the site files (watchdog) and the engine's event stream.
 
-Each runs in a daemon thread and only posts to the supervisor's queue.
+Each source runs in a daemon thread and only posts to the supervisor's queue; the mount
+manager, the cluster agent and the signal handlers post there too.
 """
 
 from __future__ import annotations
@@ -9,32 +11,84 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from hostos.engine.base import OWNER, OWNER_LABEL, Engine, EngineError
+from hostos.engine.base import NAMESPACE_LABEL, OWNER, OWNER_LABEL, Engine, EngineError
+from hostos.errors import SiteError
 from hostos.logfmt import kv
+from hostos.site.resolve import RoleSpec
 
 log = logging.getLogger(__name__)
-Post = "queue.Queue[tuple[str, Any]]"
+
+
+@dataclass(frozen=True)
+class SiteChanged:
+    """A file under the site directory changed (the supervisor reloads after a quiet time)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class SpecArrived:
+    """The cluster server sent a spec: a RoleSpec, or the SiteError of one that is not."""
+
+    spec: RoleSpec | SiteError
+
+
+@dataclass(frozen=True)
+class ContainerChanged:
+    """An owned container died, stopped, went (un)healthy…; container: its ID, "" when the
+    event stream ended and events may have been missed."""
+
+    container: str = ""
+
+
+@dataclass(frozen=True)
+class MountsChanged:
+    """A role mount changed state (up, down, back, on its fallback)."""
+
+
+@dataclass(frozen=True)
+class EngineLost:
+    """The engine stopped answering: the supervisor reconnects."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Reap:
+    """SIGCHLD while the supervisor is PID 1: reap the orphans it inherited."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """SIGTERM or SIGINT: stop the units, dependents first, and exit."""
+
+    signal: str
+
+
+Event = SiteChanged | SpecArrived | ContainerChanged | MountsChanged | EngineLost | Reap | Stop
+Events = queue.Queue[Event]
 # Container events that can change what the supervisor must do.
 RELEVANT = ("die", "oom", "destroy", "stop", "kill", "health_status")
 
 
 class _SiteHandler(FileSystemEventHandler):
-    def __init__(self, events: queue.Queue[tuple[str, Any]]) -> None:
+    def __init__(self, events: Events) -> None:
         self.events = events
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return  # reads change nothing (watchdog 4+ reports them)
-        self.events.put(("site", str(event.src_path)))
+        self.events.put(SiteChanged(str(event.src_path)))
 
 
-def watch_site(root: str, events: queue.Queue[tuple[str, Any]]) -> Any:
-    """A started watchdog observer posting ("site", path) for every change under root."""
+def watch_site(root: str, events: Events) -> Any:
+    """A started watchdog observer posting SiteChanged for every change under root."""
     observer = Observer()
     observer.schedule(_SiteHandler(events), root, recursive=True)
     observer.daemon = True
@@ -43,10 +97,10 @@ def watch_site(root: str, events: queue.Queue[tuple[str, Any]]) -> Any:
 
 
 def watch_engine(
-    engine: Engine, events: queue.Queue[tuple[str, Any]], namespace: str, stop: threading.Event
+    engine: Engine, events: Events, namespace: str, stop: threading.Event
 ) -> threading.Thread:
-    """A thread posting ("engine", event) for owned containers, ("engine-lost", why) when
-    the engine stops answering: the supervisor then reconnects.  A stream that merely ends
+    """A thread posting ContainerChanged for owned containers, EngineLost when the engine
+    stops answering: the supervisor then reconnects.  A stream that merely ends
     (podman ends it when it rotates its events log) is followed again at once."""
 
     def follow() -> None:
@@ -55,14 +109,14 @@ def watch_engine(
             while not stop.is_set():
                 since = _follow_once(engine, events, namespace, stop, since)
                 engine.ping()  # the stream ended: podman ends it when it rotates its log
-                events.put(("engine", {}))  # events may have been missed: reconcile
+                events.put(ContainerChanged())  # events may have been missed: reconcile
         except EngineError as exc:
             if not stop.is_set():
-                events.put(("engine-lost", str(exc)))
+                events.put(EngineLost(str(exc)))
         except Exception as exc:
             log.warning(kv("engine-events-failed", error=repr(exc)))
             if not stop.is_set():
-                events.put(("engine-lost", repr(exc)))
+                events.put(EngineLost(repr(exc)))
 
     thread = threading.Thread(target=follow, name="engine-events", daemon=True)
     thread.start()
@@ -71,7 +125,7 @@ def watch_engine(
 
 def _follow_once(
     engine: Engine,
-    events: queue.Queue[tuple[str, Any]],
+    events: Events,
     namespace: str,
     stop: threading.Event,
     since: float,
@@ -84,14 +138,14 @@ def _follow_once(
             break
         last = max(last, float(event.get("time") or last))
         if _ours(event, namespace) and _relevant(event):
-            events.put(("engine", event))
+            events.put(ContainerChanged(str(event.get("id") or "")))
     return max(since, last - 1.0)
 
 
 def _ours(event: dict[str, Any], namespace: str) -> bool:
     attributes = event.get("attributes") or {}
     if attributes.get(OWNER_LABEL) == OWNER:
-        return str(attributes.get("io.hostos.namespace", "")) == namespace
+        return str(attributes.get(NAMESPACE_LABEL, "")) == namespace
     # podman's health events carry no labels: match the name instead
     name = str(event.get("name", ""))
     prefix = "hostos-" + (f"{namespace}-" if namespace else "")

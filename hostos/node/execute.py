@@ -3,6 +3,7 @@
 Units of one dependency level run in parallel (bounded); a unit starts only
 after what it follows has started and what it requires is healthy.  When a
 dependency fails, its dependents are reported blocked and the rest go on.
+WAIT actions run nothing and give no outcome: the plan has said why they wait.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hostos.engine.base import Engine, EngineError, Observed
 from hostos.node.plan import Action, Desired, Kind
 from hostos.node.render import spec_of
+from hostos.site.graph import levels as graph_levels
 
 NEXT_SUFFIX = ".next"
 
@@ -65,24 +67,13 @@ class _Run:
 def levels(actions: Sequence[Action]) -> list[list[Action]]:
     """Unit actions grouped so that each comes after every unit it requires or follows."""
     units = {a.unit: a for a in actions if a.desired is not None}
-    level: dict[str, int] = {}
-
-    def depth(name: str, seen: frozenset[str]) -> int:
-        if name not in level:
-            deps = [d for d in _deps(units[name]) if d in units and d not in seen]
-            level[name] = 1 + max((depth(d, seen | {name}) for d in deps), default=-1)
-        return level[name]
-
-    grouped: dict[int, list[Action]] = {}
-    for name, action in units.items():
-        grouped.setdefault(depth(name, frozenset()), []).append(action)
-    return [grouped[k] for k in sorted(grouped)]
+    graph = {name: _deps(action) for name, action in units.items()}
+    return [[units[name] for name in level] for level in graph_levels(graph)]
 
 
-def _deps(action: Action) -> list[str]:
+def _deps(action: Action) -> tuple[str, ...]:
     assert action.desired is not None
-    unit = action.desired.unit.unit
-    return [*unit.requires, *unit.after]
+    return action.desired.unit.unit.depends_on
 
 
 def execute(
@@ -91,7 +82,8 @@ def execute(
     options: Options = DEFAULT_OPTIONS,
     report: Report = lambda outcome: None,
 ) -> list[Outcome]:
-    """Run the actions; one outcome per action, in the order they finished."""
+    """Run the actions; one outcome per action but WAIT, in the order they finished."""
+    actions = [a for a in actions if a.kind is not Kind.WAIT]
     required = frozenset(
         r for a in actions if a.desired is not None for r in a.desired.unit.unit.requires
     )
@@ -139,9 +131,7 @@ def _must_wait(run: _Run, action: Action) -> bool:
 
 def _blocker(run: _Run, action: Action) -> str:
     """Why this unit cannot start now, or "" when its dependencies are fine."""
-    assert action.desired is not None
-    unit = action.desired.unit.unit
-    for dep in [*unit.requires, *unit.after]:
+    for dep in _deps(action):
         outcome = run.outcomes.get(dep)
         if outcome is not None and not outcome.ok:
             return f"blocked: dependency {dep} failed"
@@ -280,9 +270,3 @@ def _healthy(run: _Run, want: Desired, outcome: Outcome) -> Outcome:
                 container=outcome.container,
             )
         time.sleep(min(run.options.poll, max(0.05, deadline - time.monotonic())))
-
-
-def summary(outcomes: Sequence[Outcome]) -> Mapping[str, int]:
-    changed = sum(1 for o in outcomes if o.kind is not Kind.NOOP and o.ok)
-    failed = sum(1 for o in outcomes if not o.ok)
-    return {"changes": changed, "failed": failed}

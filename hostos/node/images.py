@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +50,11 @@ def ensure(
     site_root: str,
     progress: Callable[[str], None],
     workers: int = 4,
+    present: Mapping[str, ImageResult] | None = None,
 ) -> dict[str, ImageResult]:
-    """Every unit's image, fetched when missing; a failure is kept per unit, not raised."""
-    present = lookup(engine, units)
+    """Every unit's image, fetched when missing; a failure is kept per unit, not raised.
+    present: what `lookup` found for these units just before (else it is asked here)."""
+    present = lookup(engine, units) if present is None else present
     todo: dict[str, Unit] = {}
     for unit in units:
         result = present[unit.name]

@@ -1,8 +1,11 @@
-"""The pure planner: desired units and observed containers in, actions out.
+"""The pure planner: desired units, observed containers and holds in, actions out.
 
 `plan()` calls nothing: the shell observes the engine, renders the desired
-containers, then hands both here.  Every action carries a reason a person
-can read, and `--dry-run` prints exactly these actions.
+containers, learns what holds units back (the supervisor's mounts and crash
+backoff), then hands all three here.  Every action carries a reason a person
+can read; a unit that must wait gets a WAIT action saying why, and so does
+every unit that depends on it.  `hostos plan` and `--dry-run` print exactly
+these actions, and the executor runs all but the WAITs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 from hostos.engine.base import HASH_LABEL, ROLE_LABEL, ContainerSpec, Observed
+from hostos.node.holds import NO_HOLDS, Holds
 from hostos.node.render import image_ref, spec_body, spec_of
+from hostos.site.graph import blocked
 from hostos.site.resolve import ResolvedUnit
 
 
@@ -24,6 +29,7 @@ class Kind(StrEnum):
     STOP = "stop"
     REMOVE = "remove"
     CONFLICT = "conflict"  # a container hostos does not own holds the name
+    WAIT = "wait"  # would change, but is held back (a mount down, crash backoff): not run
     NOOP = "noop"
 
 
@@ -53,11 +59,15 @@ class Action:
 
     @property
     def changes(self) -> bool:
-        return self.kind is not Kind.NOOP
+        """Whether running this action changes something (a WAIT runs nothing)."""
+        return self.kind not in (Kind.NOOP, Kind.WAIT)
 
 
-def plan(desired: Sequence[Desired], observed: Sequence[Observed]) -> list[Action]:
-    """Actions that make observed match desired: removals first, then units in order."""
+def plan(
+    desired: Sequence[Desired], observed: Sequence[Observed], holds: Holds = NO_HOLDS
+) -> list[Action]:
+    """Actions that make observed match desired: removals first, then units in order;
+    those holds keep back, and their dependents, wait."""
     owned: dict[str, list[Observed]] = {}
     foreign: dict[str, Observed] = {}
     for container in observed:
@@ -82,7 +92,36 @@ def plan(desired: Sequence[Desired], observed: Sequence[Observed]) -> list[Actio
             if c is not primary
         ]
         actions.append(_unit_action(want, primary, foreign.get(want.spec.name)))
-    return removals + actions
+    return removals + _held(actions, holds)
+
+
+def _held(actions: Sequence[Action], holds: Holds) -> list[Action]:
+    """The unit actions, those that must wait turned into WAIT actions with the reason."""
+    reasons = {a.unit: reason for a in actions if (reason := _hold_reason(a, holds))}
+    changing = {
+        a.unit: a.desired.unit.unit.depends_on
+        for a in actions
+        if a.desired is not None and a.kind is not Kind.NOOP
+    }
+    for unit, dep in blocked(changing, reasons).items():
+        reasons[unit] = f"waiting for {dep}"
+    return [
+        Action(Kind.WAIT, a.unit, reasons[a.unit], a.desired, a.current) if a.unit in reasons else a
+        for a in actions
+    ]
+
+
+def _hold_reason(action: Action, holds: Holds) -> str:
+    """Why this unit's action must wait, or "" when it may run now."""
+    if action.desired is None or action.kind is Kind.NOOP:
+        return ""
+    for mount in action.desired.unit.mounts:  # a unit never starts on an empty mount point
+        if mount.name in holds.mounts:
+            return f"waiting for mount {mount.name}"
+    current = action.current
+    if action.kind is Kind.START and current is not None and not current.running:
+        return holds.stopped.get(action.unit, "")
+    return ""
 
 
 def _primary(name: str, containers: list[Observed]) -> Observed | None:

@@ -85,7 +85,7 @@ def render(
         ROLE_LABEL: unit.role,
         UNIT_LABEL: u.name,
         UNIT_HASH_LABEL: unit.hash,
-        DEPS_LABEL: ",".join(dict.fromkeys([*u.requires, *u.after])),
+        DEPS_LABEL: ",".join(u.depends_on),
         HASH_LABEL: content_hash(body),
         SPEC_LABEL: canonical_json(body),
     }
@@ -112,6 +112,12 @@ def spec_of(labels: Mapping[str, str]) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def image_ref_of(labels: Mapping[str, str]) -> str | None:
+    """The image reference (as the unit names it) an observed container was made from."""
+    ref = (spec_of(labels) or {}).get("image_ref")
+    return ref if isinstance(ref, str) else None
 
 
 def _mount(mount: Mount, sources: Mapping[str, str]) -> MountSpec:

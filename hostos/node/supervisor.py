@@ -3,36 +3,55 @@
 Events come from the site files (watchdog, debounced), the engine's event
 stream (a container died, went unhealthy), the role mounts (up, down, back),
 crash backoff timers and a slow periodic resync.  Each reconcile reuses the
-apply path (`prepare` → hold what must wait → `execute`).  The supervisor, not
-the engine's restart policy, restarts units, so order and health gates hold
-after every crash and every engine restart.
+apply path: it notes the exits it finds, computes the holds (mounts not ready,
+crash backoff), then `prepare` plans under them (units that must wait, and
+their dependents, get WAIT actions; their images are not fetched) and
+`execute` runs the rest.  The supervisor, not the engine's restart policy,
+restarts units, so order and health gates hold after every crash and every
+engine restart.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hostos.engine.base import Engine, EngineError, Observed
+from hostos.engine.base import Engine, EngineError, Observed, container_name
 from hostos.engine.connect import StartingService
 from hostos.errors import SiteError
 from hostos.logfmt import kv
+from hostos.mounts import state as mount_state
 from hostos.node import crashes as backoff
-from hostos.node.converge import owned, prepare, stop_batches
-from hostos.node.events import watch_engine, watch_site
-from hostos.node.execute import Options, Outcome, execute
+from hostos.node.converge import current, owned, prepare, stop_batches
+from hostos.node.events import (
+    ContainerChanged,
+    EngineLost,
+    Event,
+    Events,
+    MountsChanged,
+    Reap,
+    SiteChanged,
+    SpecArrived,
+    Stop,
+    watch_engine,
+    watch_site,
+)
+from hostos.node.execute import Options, Outcome, execute, stop_timeout
+from hostos.node.holds import Holds
 from hostos.node.plan import Action, Kind
-from hostos.node.status import StatusServer, socket_path
+from hostos.node.render import image_ref, image_ref_of
+from hostos.node.status import MountStatus, NodeStatus, StatusServer, UnitStatus, socket_path
 from hostos.site.load import load_site
-from hostos.site.resolve import RoleSpec, resolve_node, resolve_role
+from hostos.site.resolve import ResolvedUnit, RoleSpec, resolve_node, resolve_role
 
 log = logging.getLogger("hostos.node.supervisor")
 
@@ -54,7 +73,7 @@ class Feed:
     each spec the server sends (a RoleSpec, or the SiteError of one that is not)."""
 
     source: str  # what the log names as the source (the server's URL)
-    make: Callable[[Callable[[], dict[str, Any]], Callable[[RoleSpec | SiteError], None]], Feeder]
+    make: Callable[[Callable[[], NodeStatus], Callable[[RoleSpec | SiteError], None]], Feeder]
 
 
 @dataclass(frozen=True)
@@ -98,7 +117,7 @@ class Supervisor:
         self.preloaded = spec
         self.starting = starting
         self.connect_engine = connect or self._default_connect
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.events: Events = queue.Queue()
         self.stop_event = threading.Event()
         self.spec: RoleSpec | None = None
         self.generation = 0
@@ -156,46 +175,48 @@ class Supervisor:
         return 0
 
     def _start_agent(self) -> Feeder | None:
-        """The feed's agent when specs come from a server; it posts ("spec", …) events."""
+        """The feed's agent when specs come from a server; it posts SpecArrived events."""
         if self.settings.feed is None:
             return None
-        agent = self.settings.feed.make(self.snapshot, lambda spec: self.events.put(("spec", spec)))
+        agent = self.settings.feed.make(
+            self.snapshot, lambda spec: self.events.put(SpecArrived(spec))
+        )
         agent.start()
         return agent
 
     def _wait_and_handle(self) -> None:
         timeout = max(0.0, self._next_wake() - time.monotonic())
         try:
-            kind, payload = self.events.get(timeout=timeout)
+            event = self.events.get(timeout=timeout)
         except queue.Empty:
             return
-        self._handle(kind, payload)
+        self._handle(event)
         while True:  # drain what piled up, so a burst costs one reconcile
             try:
-                kind, payload = self.events.get_nowait()
+                event = self.events.get_nowait()
             except queue.Empty:
                 return
-            self._handle(kind, payload)
+            self._handle(event)
 
-    def _handle(self, kind: str, payload: Any) -> None:
-        now = time.monotonic()
-        if kind == "site":
-            self.site_dirty_at = now + self.settings.debounce
-        elif kind == "spec":  # from the cluster server, checked by the agent
-            self.dirty = self._load(payload) or self.dirty
-        elif kind == "engine":
-            if payload.get("id"):
-                self.refresh.add(str(payload["id"]))
-            self.dirty = True
-        elif kind == "mounts":
-            self.dirty = True
-        elif kind == "engine-lost":
-            self._lose_engine(str(payload))
-        elif kind == "reap":
-            _reap_children()
-        elif kind == "stop":
-            log.info(kv("stopping", signal=payload))
-            self.stop_event.set()
+    def _handle(self, event: Event) -> None:
+        match event:
+            case SiteChanged():
+                self.site_dirty_at = time.monotonic() + self.settings.debounce
+            case SpecArrived(spec):  # from the cluster server, checked by the agent
+                self.dirty = self._load(spec) or self.dirty
+            case ContainerChanged(container):
+                if container:
+                    self.refresh.add(container)
+                self.dirty = True
+            case MountsChanged():
+                self.dirty = True
+            case EngineLost(why):
+                self._lose_engine(why)
+            case Reap():
+                _reap_children()
+            case Stop(name):
+                log.info(kv("stopping", signal=name))
+                self.stop_event.set()
 
     def _next_wake(self) -> float:
         now = time.monotonic()
@@ -222,10 +243,7 @@ class Supervisor:
             self.dirty = self._load() or self.dirty
         if now >= self.resync_at:
             self.dirty = True
-        if any(
-            u.crashes.next_retry is not None and u.crashes.next_retry <= time.time()
-            for u in self.units.values()
-        ):
+        if any(backoff.due(u.crashes, time.time()) for u in self.units.values()):
             self.dirty = True
         if self.engine is None and now >= self.reconnect_at:
             self._connect()
@@ -286,7 +304,7 @@ class Supervisor:
 
         if self.mounts is None:
             self.mounts = MountManager(
-                spec.role.mounts, on_change=lambda: self.events.put(("mounts", None))
+                spec.role.mounts, on_change=lambda: self.events.put(MountsChanged())
             )
             self.mounts.start()
         else:
@@ -355,6 +373,8 @@ class Supervisor:
         try:
             sources = self.mounts.sources() if self.mounts is not None else None
             refresh, self.refresh = self.refresh, set()
+            listed = current(self.engine, self.settings.namespace, refresh)
+            self._note_exits(listed)
             prepared = prepare(
                 self.engine,
                 self.spec,
@@ -363,11 +383,12 @@ class Supervisor:
                 progress=_log_image_progress,
                 mount_sources=sources,
                 namespace=self.settings.namespace,
-                refresh=refresh,
+                listed=listed,
+                holds=self._holds(sources),
             )
-            actions = self._hold(prepared.actions, sources)
+            self._note_waits(prepared.actions)
             outcomes = execute(
-                self.engine, actions, Options(self.settings.concurrency), report=_log_outcome
+                self.engine, prepared.actions, Options(self.settings.concurrency), _log_outcome
             )
             self.observed = owned(self.engine, self.settings.namespace)
         except EngineError as exc:
@@ -387,56 +408,51 @@ class Supervisor:
                 )
             )
 
-    def _hold(
-        self, actions: Sequence[Action], sources: Mapping[str, str] | None = None
-    ) -> list[Action]:
-        """The actions to run now; the others wait (mount down, crash backoff, policy).
-        sources: the mount sources the actions were rendered with (the ready mounts)."""
+    def _note_exits(self, containers: Sequence[Observed]) -> None:
+        """Count each exit of a unit's container once, so its crash backoff holds it."""
+        assert self.spec is not None
         now = time.time()
-        held: dict[str, str] = {}
-        for action in actions:
-            state = self.units.setdefault(action.unit, UnitState())
-            reason = self._hold_reason(action, state, now, sources)
-            if reason:
-                held[action.unit] = reason
-        _hold_dependents(actions, held)
-        for name, state in self.units.items():
-            if state.held != held.get(name, "") and held.get(name):
-                log.info(kv("unit-waiting", unit=name, reason=held[name]))
-            state.held = held.get(name, "")
-        return [a for a in actions if a.unit not in held or a.kind is Kind.REMOVE]
-
-    def _hold_reason(
-        self, action: Action, state: UnitState, now: float, sources: Mapping[str, str] | None = None
-    ) -> str:
-        if action.desired is None or action.kind is Kind.NOOP:
-            return ""
-        unit = action.desired.unit.unit
-        if self.mounts is not None:  # a unit never starts on an empty mount point
-            for mount in action.desired.unit.mounts:
-                # Ready now AND in the sources the action was rendered with: a mount that
-                # became ready since would otherwise start the unit on its bare target.
-                rendered = sources is None or mount.name in sources
-                if not (rendered and self.mounts.ready(mount.name)):
-                    return f"waiting for mount {mount.name}"
-        current = action.current
-        if action.kind is Kind.START and current is not None and not current.running:
-            if not state.crashes.waiting:
-                state.crashes = backoff.exited(state.crashes, unit.restart, current.exit_code, now)
-                log.info(
-                    kv(
-                        "unit-exited",
-                        unit=action.unit,
-                        exit_code=current.exit_code,
-                        restarts=state.crashes.restarts,
-                    )
+        for unit, container in stopped(self.spec, containers, self.settings.namespace):
+            state = self.units.setdefault(unit.name, UnitState())
+            if state.crashes.waiting:
+                continue
+            state.crashes = backoff.exited(
+                state.crashes, unit.unit.restart, container.exit_code, now
+            )
+            log.info(
+                kv(
+                    "unit-exited",
+                    unit=unit.name,
+                    exit_code=container.exit_code,
+                    restarts=state.crashes.restarts,
                 )
-            if state.crashes.next_retry is None:
-                return f"exited, restart policy {unit.restart.policy}"
-            if state.crashes.next_retry > now:
-                wait = state.crashes.next_retry - now
-                return f"crash loop: next try in {wait:.1f}s"
-        return ""
+            )
+
+    def _holds(self, sources: Mapping[str, str] | None) -> Holds:
+        """What the plan must hold back now.  sources: the mount sources the units are
+        rendered with; a mount ready since they were taken still holds its units back, or
+        they would start on its bare target."""
+        assert self.spec is not None
+        unready: set[str] = set()
+        if self.mounts is not None:
+            unready = {
+                m.name
+                for m in self.spec.role.mounts
+                if sources is None or m.name not in sources or not self.mounts.ready(m.name)
+            }
+        crashes = {name: state.crashes for name, state in self.units.items()}
+        return holds(self.spec, unready, crashes, time.time())
+
+    def _note_waits(self, actions: Sequence[Action]) -> None:
+        """Keep why each unit waits, for the status API; log each new reason."""
+        waits = {a.unit: a.reason for a in actions if a.kind is Kind.WAIT}
+        for name in waits:
+            self.units.setdefault(name, UnitState())
+        for name, state in self.units.items():
+            reason = waits.get(name, "")
+            if reason and reason != state.held:
+                log.info(kv("unit-waiting", unit=name, reason=reason))
+            state.held = reason
 
     def _record(self, outcomes: Sequence[Outcome]) -> None:
         now = time.time()
@@ -484,86 +500,109 @@ class Supervisor:
 
     def _signals(self) -> None:
         def post(signum: int, frame: object) -> None:
-            self.events.put(("stop", signal.Signals(signum).name))
+            self.events.put(Stop(signal.Signals(signum).name))
 
         signal.signal(signal.SIGTERM, post)
         signal.signal(signal.SIGINT, post)
         if os.getpid() == 1:  # PID 1 inherits orphans: reap them
-            signal.signal(signal.SIGCHLD, lambda signum, frame: self.events.put(("reap", None)))
-
-    def request_stop(self) -> None:
-        self.events.put(("stop", "request"))
+            signal.signal(signal.SIGCHLD, lambda signum, frame: self.events.put(Reap()))
 
     # -- status ----------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> NodeStatus:
         """The status API's answer: per unit state, health, restarts, mounts, errors."""
         observed = {c.unit: c for c in self.observed if c.unit}
-        units = []
-        for unit in self.spec.units if self.spec else ():
-            container = observed.get(unit.name)
-            state = self.units.get(unit.name, UnitState())
-            units.append(_unit_status(unit.name, unit.role, container, state))
-        mounts = self.mounts.status() if self.mounts is not None else {}
-        return {
-            "role": self._role_name(),
-            "node": self.settings.node,
-            "generation": self.generation,
-            "reconciled": self.reconciled,
-            "engine": self.engine.name if self.engine else None,
-            "engine_error": self.engine_error,
-            "site_error": self.last_site_error,
-            "units": units,
-            "mounts": [_mount_status(m) for m in mounts.values()],
-        }
+        now = time.time()
+        units = tuple(
+            unit_status(u, observed.get(u.name), self.units.get(u.name, UnitState()), now)
+            for u in (self.spec.units if self.spec else ())
+        )
+        return NodeStatus(
+            role=self._role_name(),
+            node=self.settings.node,
+            generation=self.generation,
+            reconciled=self.reconciled,
+            engine=self.engine.name if self.engine else None,
+            engine_error=self.engine_error,
+            site_error=self.last_site_error,
+            units=units,
+            mounts=self._mount_statuses(),
+        )
+
+    def _mount_statuses(self) -> tuple[MountStatus, ...]:
+        if self.mounts is None:
+            return ()
+        sources = self.mounts.sources()
+        return tuple(mount_status(m, sources.get(m.name)) for m in self.mounts.status().values())
 
     def _role_name(self) -> str | None:
         return self.spec.role.role if self.spec else self.settings.role
 
 
-def _unit_status(
-    name: str, role: str, container: Observed | None, state: UnitState
-) -> dict[str, Any]:
-    retry = state.crashes.next_retry
-    return {
-        "unit": name,
-        "role": role,
-        "state": container.state if container else "absent",
-        "health": container.health if container else None,
-        "restarts": state.crashes.restarts,
-        "last_exit": state.crashes.last_exit,
-        "next_retry": round(max(0.0, retry - time.time()), 1) if retry is not None else None,
-        "waiting": state.held or None,
-        "last_error": state.last_error or None,
-        "container_id": container.id if container else None,
-        "image": container.image_id if container else None,
-        "since": container.started_at if container else None,
+# -- the decisions (pure) ----------------------------------------------------------------
+
+
+def holds(
+    spec: RoleSpec, unready: Collection[str], crashes: Mapping[str, backoff.Crashes], now: float
+) -> Holds:
+    """The planner's holds: the role mounts not ready, and the units whose crash backoff or
+    restart policy keeps their stopped container stopped (hostos.node.crashes.hold)."""
+    stopped = {
+        u.name: reason
+        for u in spec.units
+        if u.name in crashes and (reason := backoff.hold(crashes[u.name], u.unit.restart, now))
     }
+    return Holds(frozenset(unready), stopped)
 
 
-def _mount_status(status: Any) -> dict[str, Any]:
-    fields = getattr(status, "__dataclass_fields__", {})
-    return {name: _plain(getattr(status, name)) for name in fields}
+def stopped(
+    spec: RoleSpec, containers: Sequence[Observed], namespace: str
+) -> Iterator[tuple[ResolvedUnit, Observed]]:
+    """Each unit of spec whose container (by its name) is there but not running."""
+    found = {c.name: c for c in containers}
+    for unit in spec.units:
+        container = found.get(container_name(unit.name, namespace))
+        if container is not None and not container.running:
+            yield unit, container
 
 
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)
+def unit_status(
+    unit: ResolvedUnit, container: Observed | None, state: UnitState, now: float
+) -> UnitStatus:
+    """A unit as the status API shows it: its container, and what the supervisor knows."""
+    base = (
+        UnitStatus.of(container, image_ref_of(container.labels))
+        if container
+        else UnitStatus(unit.name)
+    )
+    crashes, retry = state.crashes, state.crashes.next_retry
+    kept = container is not None and not container.running
+    return dataclasses.replace(
+        base,
+        unit=unit.name,
+        role=unit.role,
+        restarts=crashes.restarts,
+        image_ref=base.image_ref or image_ref(unit.unit),
+        last_exit=crashes.last_exit,
+        next_retry=round(max(0.0, retry - now), 1) if retry is not None else None,
+        waiting=state.held or None,
+        stopped=(backoff.hold(crashes, unit.unit.restart, now) or None) if kept else None,
+        last_error=state.last_error or None,
+    )
 
 
-def _hold_dependents(actions: Sequence[Action], held: dict[str, str]) -> None:
-    """Units that require or follow a held unit wait too."""
-    changed = True
-    while changed:
-        changed = False
-        for action in actions:
-            if action.desired is None or action.unit in held or action.kind is Kind.NOOP:
-                continue
-            unit = action.desired.unit.unit
-            for dep in (*unit.requires, *unit.after):
-                if dep in held:
-                    held[action.unit] = f"waiting for {dep}"
-                    changed = True
-                    break
+def mount_status(status: mount_state.MountStatus, source: str | None) -> MountStatus:
+    """A role mount as the status API shows it; source: where units bind it (ready only)."""
+    return MountStatus(
+        name=status.name,
+        state=str(status.state),
+        source=source,
+        attempts=status.attempts,
+        last_error=status.last_error,
+        since=status.since,
+        next_retry=status.next_retry,
+        owned=status.owned,
+    )
 
 
 def _stop_all(engine: Engine, containers: Sequence[Observed]) -> None:
@@ -575,8 +614,6 @@ def _stop_all(engine: Engine, containers: Sequence[Observed]) -> None:
 
 
 def _stop_one(engine: Engine, container: Observed) -> None:
-    from hostos.node.execute import stop_timeout
-
     try:
         engine.stop(container.id, stop_timeout(container))
     except EngineError as exc:

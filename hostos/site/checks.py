@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hostos.errors import Problem, did_you_mean
+from hostos.site.graph import find_cycle
 from hostos.site.hostlist import expand
 from hostos.site.model import Inventory, Node, Unit
 from hostos.site.roles import RoleDef
@@ -27,34 +28,11 @@ def check_role_graph(roledef: RoleDef, units: Mapping[str, Unit], problems: list
 
 
 def dependency_graph(units: Mapping[str, Unit]) -> dict[str, list[str]]:
-    """unit → the units it starts after (requires and after), within these units only."""
+    """unit → the units it starts after (requires and after), within these units only
+    (a hostos.site.graph graph)."""
     return {
-        name: [d for d in (*u.requires, *u.after) if d in units and d != name]
-        for name, u in units.items()
+        name: [d for d in u.depends_on if d in units and d != name] for name, u in units.items()
     }
-
-
-def find_cycle(graph: Mapping[str, list[str]]) -> list[str]:
-    """One cycle as [a, b, …, a], or [] if the graph has none."""
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str]:
-        state[node] = 1
-        stack.append(node)
-        for dep in graph.get(node, []):
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state and (found := visit(dep)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return []
-
-    for node in sorted(graph):
-        if node not in state and (found := visit(node)):
-            return found
-    return []
 
 
 def _check_ports(roledef: RoleDef, units: Mapping[str, Unit], problems: list[Problem]) -> None:

@@ -390,6 +390,11 @@ class Unit(Model):
     stop_timeout: Duration = 10.0
     labels: StringMap = {}
 
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """What this unit starts after: requires, then after, each name once."""
+        return tuple(dict.fromkeys([*self.requires, *self.after]))
+
     @model_validator(mode="before")
     @classmethod
     def _args_alias(cls, data: Any) -> Any:
@@ -449,8 +454,6 @@ class Unit(Model):
 
 
 # ----------------------------------------------------------------------------- role
-
-FS_TYPES = ("nfs", "nfs4", "beegfs", "lustre", "cephfs", "tmpfs", "bind")
 
 
 class RoleMount(Model):

@@ -14,6 +14,7 @@ from typing import Any
 from hostos.errors import Location, Problem, SiteError, did_you_mean
 from hostos.hashing import content_hash
 from hostos.site.checks import dependency_graph
+from hostos.site.graph import start_order as graph_start_order
 from hostos.site.load import Site
 from hostos.site.model import Role, RoleMount, Unit
 
@@ -53,17 +54,9 @@ def unit_hash(unit: Unit, mounts: tuple[RoleMount, ...]) -> str:
 
 def start_order(units: dict[str, Unit], listed: list[str]) -> list[str]:
     """Units sorted so that each comes after what it requires or follows; ties keep the
-    role's listed order. The loader has already refused cycles."""
+    role's listed order.  ValueError on a cycle (load_site has refused them already)."""
     graph = dependency_graph(units)
-    done: list[str] = []
-    pending = [n for n in listed if n in units]
-    while pending:
-        ready = [n for n in pending if all(d in done for d in graph[n])]
-        if not ready:  # a cycle: cannot happen after load_site
-            raise ValueError(f"dependency cycle among {pending}")
-        done.extend(ready)
-        pending = [n for n in pending if n not in ready]
-    return done
+    return graph_start_order({n: graph[n] for n in listed if n in units})
 
 
 def resolve_role(site: Site, role_name: str, node: str | None = None) -> RoleSpec:
@@ -162,9 +155,7 @@ def spec_from_document(document: Any, where: str = "server") -> RoleSpec:
         raise problem(key_path(("spec", *at, *first["loc"])), first["msg"]) from None
     units = {u.name: u for u in listed}
     missing = sorted(
-        {d for u in listed for d in (*u.requires, *u.after)}
-        - set(units)
-        - {m.name for m in role.mounts}
+        {d for u in listed for d in u.depends_on} - set(units) - {m.name for m in role.mounts}
     )
     if missing:
         raise problem(

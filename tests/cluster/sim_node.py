@@ -36,6 +36,7 @@ def main() -> int:
 
     from hostos.cluster import agent
     from hostos.logfmt import setup
+    from hostos.node.status import NodeStatus, UnitStatus
 
     setup()
     events = open(args.events, "a", buffering=1)  # noqa: SIM115 - open while the node runs
@@ -55,16 +56,14 @@ def main() -> int:
     healthy = booted not in args.bad.split(",")
     specs: list[object] = []
 
-    def snapshot() -> dict[str, Any]:
+    def snapshot() -> NodeStatus:
         applied = sum(1 for s in specs if not isinstance(s, Exception))
-        return {
-            "generation": applied,
-            "reconciled": applied,
-            "mounts": [],
-            "units": [
-                {"unit": "app", "state": "running", "health": "healthy" if healthy else "unhealthy"}
-            ],
-        }
+        health = "healthy" if healthy else "unhealthy"
+        return NodeStatus(
+            generation=applied,
+            reconciled=applied,
+            units=(UnitStatus("app", state="running", health=health),),
+        )
 
     def reboot(command: str) -> int:
         event("reboot", image=booted)

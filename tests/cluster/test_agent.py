@@ -18,6 +18,8 @@ from server_fixtures import ADMIN_TOKEN, Server, serving
 from hostos.cluster import agent
 from hostos.cluster.agent import Agent, Facts, Step, decide
 from hostos.errors import SiteError
+from hostos.node.events import SpecArrived
+from hostos.node.status import MountStatus, NodeStatus, UnitStatus
 from hostos.site.load import load_site
 from hostos.site.resolve import RoleSpec, resolve_role, spec_document, spec_from_document
 
@@ -58,13 +60,13 @@ def test_decide(
 
 def _snapshot(
     *units: tuple[str, str, str | None], generation: int = 1, reconciled: int = 1
-) -> dict[str, Any]:
-    return {
-        "generation": generation,
-        "reconciled": reconciled,
-        "units": [{"unit": n, "state": s, "health": h} for n, s, h in units],
-        "mounts": [{"name": "apps", "state": "mounted", "attempts": 0}],
-    }
+) -> NodeStatus:
+    return NodeStatus(
+        generation=generation,
+        reconciled=reconciled,
+        units=tuple(UnitStatus(n, state=s, health=h) for n, s, h in units),
+        mounts=(MountStatus("apps", "mounted", source="/apps"),),
+    )
 
 
 HEALTH = [
@@ -84,8 +86,14 @@ HEALTH = [
 
 
 @pytest.mark.parametrize(("snapshot", "units", "healthy"), HEALTH)
-def test_unit_health(snapshot: dict[str, Any], units: dict[str, str], healthy: bool) -> None:
+def test_unit_health(snapshot: NodeStatus, units: dict[str, str], healthy: bool) -> None:
     assert agent.unit_health(snapshot) == (units, {"apps": "mounted"}, healthy)
+    # what the agent reads is the status as the status API serves it, too
+    assert agent.unit_health(NodeStatus.from_json(snapshot.to_json())) == (
+        units,
+        {"apps": "mounted"},
+        healthy,
+    )
 
 
 def test_kernel_arguments_and_the_node_id(tmp_path: Path) -> None:
@@ -189,14 +197,10 @@ class Node:
         )
         self.agent = Agent(settings, self.snapshot, self.specs.append, self.reboot)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> NodeStatus:
         good = [s for s in self.specs if isinstance(s, RoleSpec)]
-        units = (
-            [{"unit": u.name, "state": "running", "health": None} for u in good[-1].units]
-            if good
-            else []
-        )
-        return {"generation": len(good), "reconciled": len(good), "units": units, "mounts": []}
+        units = tuple(UnitStatus(u.name, state="running") for u in good[-1].units) if good else ()
+        return NodeStatus(generation=len(good), reconciled=len(good), units=units)
 
     def reboot(self, command: str) -> int:
         self.reboots.append(command)
@@ -307,16 +311,16 @@ def test_the_supervisor_takes_a_served_spec_and_keeps_it_over_a_bad_one() -> Non
     )
     supervisor = Supervisor(settings)
     spec = resolve_role(load_site(str(EXAMPLE_SITE)), "demo")
-    supervisor._handle("spec", spec_from_document(spec_document(spec)))
+    supervisor._handle(SpecArrived(spec_from_document(spec_document(spec))))
     assert supervisor.dirty and supervisor.spec is not None
     assert [u.name for u in supervisor.spec.units] == [u.name for u in spec.units]
-    assert supervisor.snapshot()["generation"] == 1 and supervisor.snapshot()["reconciled"] == 0
+    assert supervisor.snapshot().generation == 1 and supervisor.snapshot().reconciled == 0
     supervisor.dirty = False
     with pytest.raises(SiteError) as bad:
         spec_from_document({"role": "demo", "units": [{"name": "web"}]}, "server generation 2")
-    supervisor._handle("spec", bad.value)
+    supervisor._handle(SpecArrived(bad.value))
     assert not supervisor.dirty and supervisor.generation == 1  # the last good spec stays
-    assert "server generation 2" in supervisor.snapshot()["site_error"]
-    supervisor._handle("spec", spec_from_document(spec_document(spec)))
+    assert "server generation 2" in supervisor.snapshot().site_error
+    supervisor._handle(SpecArrived(spec_from_document(spec_document(spec))))
     assert not supervisor.dirty and supervisor.generation == 1  # the same spec again: no news
-    assert supervisor.snapshot()["site_error"] == ""
+    assert supervisor.snapshot().site_error == ""

@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +21,11 @@ import pytest
 
 from hostos.engine.base import OWNER, OWNER_LABEL, ContainerSpec, Engine
 from hostos.engine.connect import connect
+from hostos.node.converge import prepare
+from hostos.node.execute import Outcome, execute
+from hostos.node.plan import Action, Kind
 from hostos.process import run
+from hostos.site.resolve import RoleSpec
 
 # Test modules in this directory `from conftest import …` and get this file, which
 # pytest has loaded under that name: hand on the helpers of tests/conftest.py.
@@ -144,3 +149,23 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+
+
+@dataclass(frozen=True)
+class Converged:
+    actions: list[Action]
+    outcomes: list[Outcome]
+
+    @property
+    def changes(self) -> int:
+        return sum(1 for o in self.outcomes if o.kind is not Kind.NOOP and o.ok)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if not o.ok)
+
+
+def converge(engine: Engine, spec: RoleSpec, site_root: str, namespace: str = "") -> Converged:
+    """What `hostos apply` does: prepare (fetching images), then execute the plan."""
+    prepared = prepare(engine, spec, site_root, fetch=True, namespace=namespace)
+    return Converged(prepared.actions, execute(engine, prepared.actions))

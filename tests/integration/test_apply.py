@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,12 +16,12 @@ from typer.testing import CliRunner
 
 from hostos.cli.main import app
 from hostos.engine.base import ContainerSpec, Engine, container_name
-from hostos.node.converge import Prepared, converge, down, owned, prepare
+from hostos.node.converge import Prepared, down, owned, prepare
 from hostos.node.plan import Kind
 from hostos.site.load import load_site
 from hostos.site.resolve import resolve_role
 
-from conftest import write
+from conftest import converge, write
 
 pytestmark = pytest.mark.integration
 
@@ -240,6 +241,11 @@ def test_cli_apply_then_status_json(node: Node) -> None:
     assert row["unit"] == "a" and row["role"] == "r" and row["state"] == "running"
     assert row["container_id"] == node.containers()["a"]
     assert {"health", "image", "restarts"} <= set(row)
+    assert row["image_ref"] == "hostos/busybox:latest"
+    table = runner.invoke(app, ["status", *args]).stdout  # the engine's view: no supervisor
+    short = row["image"].removeprefix("sha256:")[:12]
+    assert f"hostos/busybox:latest@{short}" in table
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d ", table), table
 
 
 def test_role_mount_reference_binds_the_host_path(node: Node, tmp_path: Path) -> None:

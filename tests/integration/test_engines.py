@@ -33,6 +33,13 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 
 
+def named(engine: Engine, name: str) -> Any:
+    """The container of exactly this name, or None."""
+    found = engine.named([name])
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
 def test_create_start_inspect_rename_stop_remove(engine: Engine, lab: Lab) -> None:
     spec = lab.spec("round")
     cid = engine.create(spec)
@@ -50,8 +57,8 @@ def test_create_start_inspect_rename_stop_remove(engine: Engine, lab: Lab) -> No
     assert running.state == "running" and running.running and running.started_at
 
     engine.rename(cid, lab.name("renamed"))
-    assert engine.find(spec.name) is None
-    found = engine.find(lab.name("renamed"))
+    assert named(engine, spec.name) is None
+    found = named(engine, lab.name("renamed"))
     assert found is not None and found.id == cid
 
     started = time.monotonic()
@@ -62,15 +69,15 @@ def test_create_start_inspect_rename_stop_remove(engine: Engine, lab: Lab) -> No
     assert stopped.finished_at
 
     engine.remove(cid)
-    assert engine.find(lab.name("renamed")) is None
+    assert named(engine, lab.name("renamed")) is None
     engine.remove(cid)  # already gone: not an error
 
 
-def test_find_matches_whole_names_only(engine: Engine, lab: Lab) -> None:
+def test_named_matches_whole_names_only(engine: Engine, lab: Lab) -> None:
     engine.create(lab.spec("web-1"))
-    assert engine.find(lab.name("web")) is None
-    assert engine.find(lab.name("web-")) is None
-    found = engine.find(lab.name("web-1"))
+    assert named(engine, lab.name("web")) is None
+    assert named(engine, lab.name("web-")) is None
+    found = named(engine, lab.name("web-1"))
     assert found is not None and found.name == lab.name("web-1")
 
 
@@ -547,5 +554,5 @@ def test_remove_labelled_helper_leaves_others_alone(engine: Engine, lab: Lab) ->
     """The cleanup the fixtures rely on removes exactly the labelled containers."""
     mine = engine.create(lab.spec("mine"))
     assert remove_labelled(engine.name, f"io.hostos.test={lab.id}") == [lab.name("mine")]
-    assert engine.find(lab.name("mine")) is None
+    assert named(engine, lab.name("mine")) is None
     engine.remove(mine)

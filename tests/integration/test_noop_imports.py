@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from hostos.engine.base import Engine
-from hostos.node.converge import converge, down
+from hostos.node.converge import down
 from hostos.site.load import load_site
 from hostos.site.resolve import resolve_role
 
-from conftest import ROOT, write
+from conftest import ROOT, converge, write
 
 SDK_MODULES = ("docker", "podman", "requests", "urllib3")
 SLEEPER = "image: hostos/busybox:latest\ncommand: [sleep, '3600']\nstop_timeout: 1s\n"

@@ -87,7 +87,9 @@ class Node:
         return code
 
     def status(self) -> dict[str, Any] | None:
-        return read_status(socket_path(self.namespace))
+        """The supervisor's status in its JSON form, as the status API serves it."""
+        live = read_status(socket_path(self.namespace))
+        return live.to_json() if live is not None else None
 
     def unit_status(self, unit: str) -> dict[str, Any]:
         status = self.status() or {"units": []}
@@ -365,6 +367,48 @@ def test_failed_mount_holds_only_its_dependants_with_fallback_and_back(
             node.stop()
         for path in (target, target2):
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_plan_on_a_supervised_node_shows_what_waits_and_why(node: Node, tmp_path: Path) -> None:
+    """With a supervisor running, `hostos plan` and `apply --dry-run` print its plan: the
+    unit on a mount that is down waits, and so does its dependent, each with the reason
+    (and the waiting unit's image is not fetched).  Without it, they would be created."""
+    from typer.testing import CliRunner
+
+    from hostos.cli.main import app
+
+    never = "127.0.0.1:9/hostos-test/never-fetched:1"
+    target = tmp_path / "mnt" / "d2"
+    node.units(
+        {
+            "strict": f"image: {never}\nmounts: [{{mount: d2, target: /d2}}]\nrequires: [d2]\n",
+            "later": SERVICE + "requires: [strict]\n",
+            "free": SERVICE,
+        },
+        f"mounts:\n  - {{name: d2, type: bind, source: {tmp_path / 'absent'}, target: {target}}}\n",
+    )
+    where = ["--role", "r", "--engine", node.engine.name, "--namespace", node.namespace]
+
+    def plan(*extra: str) -> list[str]:
+        result = CliRunner().invoke(app, [*extra, str(node.root), *where])
+        assert result.exit_code == 0, result.output
+        return [" ".join(line.split()) for line in result.output.splitlines()]
+
+    waits = ["wait strict waiting for mount d2", "wait later waiting for strict"]
+    try:
+        node.start()
+        wait_until(lambda: node.converged({"free"}) and node.settled(), 30, "free running")
+        assert node.unit_status("strict")["waiting"] == "waiting for mount d2"
+        assert node.unit_status("later")["waiting"] == "waiting for strict"
+        assert plan("plan") == waits
+        assert plan("apply", "--dry-run") == waits
+        assert never not in node.logs()  # held: its image was never fetched
+        node.stop()
+        assert "create strict new unit (image " + never + " to fetch)" in plan("plan")
+    finally:
+        if node.proc is not None:
+            node.stop()
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
 def test_as_pid_1_it_reaps_orphans(node: Node) -> None:

@@ -6,14 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import roles
 
 from hostos.engine.base import HASH_LABEL, OWNER_LABEL, UNIT_LABEL, Observed
-from hostos.node.plan import Desired, Kind, plan
+from hostos.node.holds import Holds
+from hostos.node.plan import Action, Desired, Kind, plan
 from hostos.node.render import render
-from hostos.site.load import load_site
-from hostos.site.resolve import RoleSpec, resolve_role
-
-from conftest import write
+from hostos.site.resolve import RoleSpec
 
 UNITS = {
     "db": "image: busybox:1.36\ncommand: [sleep, '3600']\nenv: {MODE: primary}\n",
@@ -22,11 +21,7 @@ UNITS = {
 
 
 def role(tmp_path: Path, units: dict[str, str] | None = None, name: str = "r") -> RoleSpec:
-    units = UNITS if units is None else units
-    for unit, text in units.items():
-        write(tmp_path / f"{unit}.yaml", text)
-    write(tmp_path / "roles" / f"{name}.yaml", f"role: {name}\nunits: [{', '.join(units)}]\n")
-    return resolve_role(load_site(str(tmp_path)), name)
+    return roles.role(tmp_path, UNITS if units is None else units, name)
 
 
 def desired(spec: RoleSpec, image: str = "sha256:" + "a" * 64) -> list[Desired]:
@@ -151,3 +146,103 @@ def test_render_is_stable_and_labels_ownership(tmp_path: Path) -> None:
     assert first.labels[OWNER_LABEL] == "hostos" and first.labels[UNIT_LABEL] == "db"
     assert render(spec.units[0], "sha256:2").labels[HASH_LABEL] != first.labels[HASH_LABEL]
     assert first.name == "hostos-db"
+
+
+# -- holds: what the supervisor keeps back becomes WAIT, with the reason ----------------------
+
+HELD_UNITS = {
+    "db": "image: busybox:1.36\ncommand: [sleep, '3600']\n"
+    "mounts: [{mount: apps, target: /apps}]\nrequires: [apps]\n",
+    "app": "image: busybox:1.36\ncommand: [sleep, '3600']\nrequires: [db]\n",
+    "web": "image: busybox:1.36\ncommand: [sleep, '3600']\nafter: [app]\n",
+    "exporter": "image: busybox:1.36\ncommand: [sleep, '3600']\n",
+}
+APPS = "mounts:\n  - {name: apps, type: nfs, source: 'srv:/apps', target: /apps}\n"
+APPS_DOWN = Holds(mounts=frozenset({"apps"}))
+
+
+def held(tmp_path: Path) -> dict[str, Desired]:
+    """The units in start order (db, exporter, app, web) by name."""
+    return {w.name: w for w in desired(roles.role(tmp_path, HELD_UNITS, extra=APPS))}
+
+
+def lines(actions: list[Action]) -> list[tuple[str, str, str]]:
+    return [(a.kind.value, a.unit, a.reason) for a in actions]
+
+
+def test_a_mount_down_holds_its_units_and_their_dependents(tmp_path: Path) -> None:
+    assert lines(plan(list(held(tmp_path).values()), [], APPS_DOWN)) == [
+        ("wait", "db", "waiting for mount apps"),
+        ("create", "exporter", "new unit"),
+        ("wait", "app", "waiting for db"),
+        ("wait", "web", "waiting for app"),
+    ]
+
+
+def test_a_mount_down_leaves_running_units_alone(tmp_path: Path) -> None:
+    """A unit up to date on its mount keeps running (an NFS hard mount resumes by itself);
+    only what would change waits, and a dependent up to date does not wait behind it."""
+    want = held(tmp_path)
+    observed = [
+        running(want["db"]),
+        running(want["app"], state="exited", exit_code=1),
+        running(want["web"]),
+    ]
+    assert lines(plan(list(want.values()), observed, APPS_DOWN)) == [
+        ("noop", "db", "up to date"),
+        ("create", "exporter", "new unit"),
+        ("start", "app", "container exited (exit code 1)"),
+        ("noop", "web", "up to date"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        # a stopped container the crash backoff keeps stopped waits, and its dependents too
+        (
+            "exited",
+            [("wait", "db", "crash loop: next try in 2.0s"), ("wait", "app", "waiting for db")],
+        ),
+        # the backoff holds restarts only: a missing container is created
+        (None, [("create", "db", "new unit"), ("start", "app", "container exited (exit code 1)")]),
+    ],
+)
+def test_crash_backoff_holds_a_restart(
+    tmp_path: Path, state: str | None, expected: list[tuple[str, str, str]]
+) -> None:
+    want = desired(role(tmp_path))
+    observed = [running(want[1], state="exited", exit_code=1)]
+    if state is not None:
+        observed.append(running(want[0], state=state, exit_code=1))
+    holds = Holds(stopped={"db": "crash loop: next try in 2.0s"})
+    assert lines(plan(want, observed, holds)) == expected
+
+
+def test_crash_backoff_does_not_hold_a_recreate(tmp_path: Path) -> None:
+    old = desired(role(tmp_path / "old"))
+    new = desired(role(tmp_path / "new", {**UNITS, "db": UNITS["db"].replace("primary", "b")}))
+    observed = [running(old[0], state="exited", exit_code=1), running(old[1])]
+    holds = Holds(stopped={"db": "exited, restart policy no"})
+    assert kinds(plan(new, observed, holds)) == [("recreate", "db"), ("noop", "app")]
+
+
+def test_a_leftover_is_removed_while_its_unit_waits(tmp_path: Path) -> None:
+    want = held(tmp_path)
+    db = running(want["db"], state="exited", exit_code=1)
+    leftover = running(want["db"], id="id-next", name="hostos-db.next", state="created")
+    actions = plan(list(want.values()), [db, leftover], APPS_DOWN)
+    assert lines(actions)[:2] == [
+        ("remove", "db", "leftover container hostos-db.next"),
+        ("wait", "db", "waiting for mount apps"),
+    ]
+
+
+def test_wait_changes_nothing(tmp_path: Path) -> None:
+    actions = plan(list(held(tmp_path).values()), [], APPS_DOWN)
+    assert [(a.unit, a.changes) for a in actions] == [
+        ("db", False),
+        ("exporter", True),
+        ("app", False),
+        ("web", False),
+    ]
