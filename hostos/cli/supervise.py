@@ -93,6 +93,7 @@ def _feed(settings: AgentSettings) -> Feed:
 def _agent(args: Args, server: str) -> AgentSettings | int:
     """The cluster agent's settings for --server, or the exit code after saying why not."""
     from hostos.cluster import agent
+    from hostos.image import netboot
 
     if args.role is not None:
         return _fail(
@@ -104,8 +105,8 @@ def _agent(args: Args, server: str) -> AgentSettings | int:
         return _fail(
             "--server needs --token-file (the node's token: hostos tokens issue NODE)", EXIT_INPUT
         )
-    cmdline = agent.proc_cmdline()
-    node = args.node or agent.node_id_from_args(cmdline)
+    cmdline = netboot.proc_cmdline()
+    node = args.node or netboot.node_id(cmdline)
     if node is None:
         return _fail(
             "--server needs --node, or hostos.node= or BOOTIF= on the kernel command line",
@@ -120,7 +121,7 @@ def _agent(args: Args, server: str) -> AgentSettings | int:
         server,
         node,
         token,
-        args.booted_image or cmdline.get("hostos.image"),
+        args.booted_image or cmdline.get(netboot.Arg.IMAGE),
         reboot_command=args.reboot_command,
     )
 

@@ -35,13 +35,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from hostos.cluster import pacing
+from hostos.image import netboot
 from hostos.logfmt import kv
 
 log = logging.getLogger("hostos.agent")
 
 HEALTHY = frozenset({"healthy", "running"})  # as the controller counts a unit healthy
 FLEETLOCK = {"fleet-lock-protocol": "true"}
-CMDLINE = "/proc/cmdline"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
@@ -97,30 +97,7 @@ def unit_health(snapshot: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, 
     return units, mounts, applied and all(h in HEALTHY for h in units.values())
 
 
-def kernel_args(text: str) -> dict[str, str]:
-    """`key=value` words of a kernel command line (or of an iPXE script's kernel line)."""
-    words = (w.split("=", 1) for w in text.split() if "=" in w)
-    return {key: value for key, value in words}
-
-
-def node_id_from_args(args: Mapping[str, str]) -> str | None:
-    """hostos.node=, else the MAC of BOOTIF=01-52-54-… in the node-id form (52-54-…)."""
-    if args.get("hostos.node"):
-        return args["hostos.node"]
-    bootif = args.get("BOOTIF", "")
-    mac = bootif[3:] if bootif.startswith("01-") else ""
-    return mac.lower() if len(mac) == 17 else None
-
-
 # -- the machine's facts ---------------------------------------------------------------------
-
-
-def proc_cmdline(path: str = CMDLINE) -> dict[str, str]:
-    try:
-        with open(path) as file:
-            return kernel_args(file.read())
-    except OSError:
-        return {}
 
 
 def read_token(path: str) -> str:
@@ -217,7 +194,7 @@ def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | N
     reply = Http(server).request("GET", f"/boot/{quote(mac, safe='')}.ipxe", timeout=timeout)
     if reply.status != 200:
         return None
-    return kernel_args(reply.text).get("hostos.image")
+    return netboot.script_args(reply.text).get(netboot.Arg.IMAGE)
 
 
 # -- the agent -------------------------------------------------------------------------------
