@@ -5,12 +5,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import socketserver
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from hostos.transport import UnixHTTPConnection
 
 SOCKET_DIR = "/run/hostos"
 STATUS_PATH = "/v1/status"
@@ -72,22 +73,11 @@ def _handler(snapshot: Callable[[], dict[str, Any]]) -> type[BaseHTTPRequestHand
     return Handler
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
 def read_status(path: str, timeout: float = 2.0) -> dict[str, Any] | None:
     """The running supervisor's status, or None when no supervisor answers on path."""
     if not os.path.exists(path):
         return None
-    conn = _UnixConnection(path, timeout)
+    conn = UnixHTTPConnection(path, timeout)
     try:
         conn.request("GET", STATUS_PATH)
         response = conn.getresponse()
