@@ -92,7 +92,7 @@ def _feed(settings: AgentSettings) -> Feed:
 
 def _agent(args: Args, server: str) -> AgentSettings | int:
     """The cluster agent's settings for --server, or the exit code after saying why not."""
-    from hostos.cluster import agent
+    from hostos.cluster import agent, client
     from hostos.image import netboot
 
     if args.role is not None:
@@ -114,7 +114,7 @@ def _agent(args: Args, server: str) -> AgentSettings | int:
         )
     try:
         token = agent.read_token(args.token_file)
-        agent.Http(server)  # the URL's form
+        client.base_url(server)  # the URL's form
     except ValueError as exc:
         return _fail(str(exc), EXIT_INPUT)
     return agent.Settings(

@@ -1,7 +1,7 @@
 """The node agent inside `hostos supervise --server URL`: heartbeats, config, reboot slots.
 
-Two threads talk to the cluster server over the standard library's `http.client` (the node
-image carries nothing more, and the supervisor starts at every boot):
+Two threads talk to the cluster server through hostos.cluster.client (the standard library's
+`http.client`: the node image carries nothing more, and the supervisor starts at every boot):
 
 - the heartbeat loop sends `PUT /v1/nodes/<id>/status` (booted image, unit health, mount
   state, boot id, the site generation applied) every `Timing.heartbeat` seconds, or at the
@@ -20,8 +20,6 @@ only into the `Authorization` header, never into a log line or an exception's te
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import random
 import subprocess
@@ -32,9 +30,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from hostos.cluster import pacing
+from hostos.cluster.client import CallFailed, Client, ServerError
 from hostos.image import netboot
 from hostos.logfmt import kv
 
@@ -123,75 +122,10 @@ def current_boot_id(path: str = BOOT_ID) -> str:
 # -- HTTP ------------------------------------------------------------------------------------
 
 
-class Unreachable(Exception):
-    """No answer from the server (refused, reset, timed out)."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    data: Any  # the decoded JSON body, None when there was none or it was not JSON
-    text: str = ""
-
-    def problem(self) -> str:
-        """The server's words for an error: `kind: value`."""
-        if isinstance(self.data, dict) and "kind" in self.data:
-            return f"{self.data['kind']}: {self.data.get('value', '')}"
-        return self.text[:200] or f"HTTP {self.status}"
-
-
-class Http:
-    """One connection per request to the server's base URL: a restarted server, another
-    replica behind the same address or a changed route costs nothing to follow."""
-
-    def __init__(self, base_url: str, token: str | None = None) -> None:
-        parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{base_url}: expected http://HOST[:PORT] or https://…")
-        self.https = parts.scheme == "https"
-        self.host, self.port, self.prefix = parts.hostname, parts.port, parts.path
-        self._token = token
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> Reply:
-        sent = {"Accept": "application/json", "Connection": "close", **(headers or {})}
-        if self._token:
-            sent["Authorization"] = f"Bearer {self._token}"
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        connection: http.client.HTTPConnection
-        if self.https:
-            connection = http.client.HTTPSConnection(self.host, self.port, timeout=timeout)
-        else:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            connection.request(method, self.prefix + path, body=data, headers=sent)
-            response = connection.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            connection.close()
-        text = raw.decode(errors="replace")
-        try:
-            decoded = json.loads(raw) if raw else None
-        except ValueError:
-            decoded = None
-        return Reply(response.status, decoded, text)
-
-
 def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | None:
     """The image `GET /boot/<mac>.ipxe` would boot this node into (its `hostos.image=`):
     what a node booted by that script runs."""
-    reply = Http(server).request("GET", f"/boot/{quote(mac, safe='')}.ipxe", timeout=timeout)
+    reply = Client(server).request("GET", f"/boot/{quote(mac, safe='')}.ipxe", timeout=timeout)
     if reply.status != 200:
         return None
     return netboot.script_args(reply.text).get(netboot.Arg.IMAGE)
@@ -255,7 +189,7 @@ class Agent:
         self.snapshot = snapshot
         self.deliver = deliver or (lambda spec: None)
         self.run = run or shell
-        self.http = Http(settings.server, settings.token)
+        self.http = Client(settings.server, settings.token)
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.lock = threading.Lock()
@@ -308,8 +242,8 @@ class Agent:
         while not self.stop_event.is_set():
             try:
                 once()
-            except (Unreachable, ServerRefused) as exc:
-                self._say(name, str(exc))
+            except CallFailed as exc:
+                self._say(name, exc.problem)
                 delay = backoff.failed()
             else:
                 if backoff.succeeded():
@@ -335,7 +269,7 @@ class Agent:
             log.info(kv("heartbeat-paced", seconds=self.interval()))
 
     def beat(self) -> Decision:
-        """One heartbeat and the step it calls for. Unreachable, ServerRefused."""
+        """One heartbeat and the step it calls for. CallFailed (Unreachable, ServerError)."""
         units, mounts, healthy = unit_health(self.snapshot())
         body = {
             "booted_image": self.settings.booted_image,
@@ -377,7 +311,7 @@ class Agent:
     def _reboot(self, decision: Decision) -> None:
         try:
             self._fleetlock("/v1/pre-reboot")
-        except ServerRefused as exc:
+        except ServerError as exc:
             if exc.status != 409:
                 raise
             self._say("reboot-slot", f"waiting for a reboot slot: {exc}")
@@ -418,12 +352,12 @@ class Agent:
             assigned = self.assigned
         if assigned is not None:  # also answer when the assignment moves off it
             query += f"&image={quote(assigned, safe='')}"
-        reply = self._request("GET", f"{self.node_path}/config{query}", timeout=wait + 15)
+        reply = self.http.request("GET", f"{self.node_path}/config{query}", timeout=wait + 15)
         if reply.status == 304:
             return False
-        config = self._answer(reply)
+        config = self.http.answer(reply)
         if not isinstance(config, dict):
-            raise ServerRefused(reply.status, "the config is not a JSON object")
+            raise CallFailed(self.settings.server, "the config is not a JSON object")
         with self.lock:
             moved = config.get("assigned_image") != self.assigned
             self.assigned = config.get("assigned_image")
@@ -455,39 +389,16 @@ class Agent:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> Reply:
-        return self.http.request(method, path, body, headers, timeout)
-
     def _call(
         self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
     ) -> Any:
-        return self._answer(self._request(method, path, body, headers))
-
-    def _answer(self, reply: Reply) -> Any:
-        if not 200 <= reply.status < 300:
-            raise ServerRefused(reply.status, reply.problem())
-        return reply.data
+        return self.http.call(method, path, body, headers)
 
     def _say(self, loop: str, problem: str) -> None:
         """Log a loop's problem once, not at every retry."""
         if self.said.get(loop) != problem:
             self.said[loop] = problem
             log.warning(kv("agent-" + loop, server=self.settings.server, problem=problem))
-
-
-class ServerRefused(Exception):
-    """The server answered with an error status."""
-
-    def __init__(self, status: int, problem: str) -> None:
-        super().__init__(f"{status} {problem}")
-        self.status = status
 
 
 def shell(command: str) -> int:

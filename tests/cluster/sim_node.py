@@ -98,11 +98,13 @@ def main() -> int:
 
 
 def _boot_image(agent: Any, server: str, mac: str, stopped: threading.Event) -> str | None:
+    from hostos.cluster import client
+
     delay = 0.2
     while not stopped.is_set():
         try:
             image = agent.boot_endpoint_image(server, mac)
-        except agent.Unreachable:
+        except client.Unreachable:
             image = None
         if image is not None:
             return str(image)
