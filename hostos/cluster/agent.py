@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
+from hostos.backoff import Backoff
 from hostos.cluster import pacing
 from hostos.cluster.client import CallFailed, Client, ServerError
 from hostos.image import netboot
@@ -42,6 +43,7 @@ log = logging.getLogger("hostos.agent")
 HEALTHY = frozenset({"healthy", "running"})  # as the controller counts a unit healthy
 FLEETLOCK = {"fleet-lock-protocol": "true"}
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+RETRY = Backoff(initial=1.0, factor=2.0, max=30.0, jitter=0.1)
 
 
 # -- the decisions (pure) --------------------------------------------------------------------
@@ -138,8 +140,7 @@ def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | N
 class Timing:
     heartbeat: float = 10.0  # seconds between heartbeats, at least (the server may ask more)
     wait: float = 60.0  # seconds a config long-poll waits on the server
-    backoff: float = 1.0  # first retry after a failure, doubled up to backoff_max
-    backoff_max: float = 30.0
+    retry: Backoff = RETRY  # after a failure: 1 s doubling to 30 s, with 10 % jitter
     reboot_retry: float = 300.0  # run the reboot command again when still up after this
 
 
@@ -157,22 +158,6 @@ class Settings:
 
 Snapshot = Callable[[], Mapping[str, Any]]
 Deliver = Callable[[Any], None]  # a RoleSpec, or the SiteError of a spec that is not one
-
-
-class Backoff:
-    def __init__(self, timing: Timing) -> None:
-        self.timing, self.failures = timing, 0
-
-    def failed(self) -> float:
-        """Seconds to wait after one more failure in a row (with 10 % jitter)."""
-        self.failures += 1
-        delay = min(self.timing.backoff_max, self.timing.backoff * 2 ** (self.failures - 1))
-        return float(delay * random.uniform(0.9, 1.1))
-
-    def succeeded(self) -> bool:
-        """True when this success ends a run of failures."""
-        ended, self.failures = self.failures > 0, 0
-        return ended
 
 
 class Agent:
@@ -238,16 +223,18 @@ class Agent:
     ) -> None:
         """once() until stopped: idle() seconds after a success (unless pause is set), a
         growing backoff after a failure; each problem logged once, and the way back."""
-        backoff = Backoff(self.settings.timing)
+        failures = 0  # in a row
         while not self.stop_event.is_set():
             try:
                 once()
             except CallFailed as exc:
                 self._say(name, exc.problem)
-                delay = backoff.failed()
+                failures += 1
+                delay = self.settings.timing.retry.delay(failures, random.random())
             else:
-                if backoff.succeeded():
+                if failures:
                     log.info(kv("agent-reconnected", loop=name, server=self.settings.server))
+                failures = 0
                 self.said.pop(name, None)
                 delay = idle()
             if delay > 0:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hostos.backoff import Backoff
 from hostos.engine.base import Engine, EngineError, Observed
 from hostos.engine.connect import StartingService
 from hostos.errors import SiteError
@@ -38,7 +39,7 @@ log = logging.getLogger("hostos.node.supervisor")
 
 RESYNC = 60.0  # seconds between full resyncs when nothing happens
 DEBOUNCE = 0.1  # quiet time after a site file change before reloading
-RECONNECT_MAX = 30.0
+RECONNECT = Backoff(initial=1.0, factor=2.0, max=30.0)  # reconnecting to the engine
 
 
 class Feeder(Protocol):
@@ -108,7 +109,7 @@ class Supervisor:
         self.engine: Engine | None = None
         self.engine_error = ""
         self.reconnect_at = 0.0
-        self.reconnect_delay = 1.0
+        self.reconnect_failures = 0  # failed connects in a row
         self.site_dirty_at: float | None = None
         self.resync_at = 0.0
         self.health_at = 0.0
@@ -302,7 +303,7 @@ class Supervisor:
             return
         log.info(kv("engine-connected", engine=self.engine.name))
         self.engine_error = ""
-        self.reconnect_delay = 1.0
+        self.reconnect_failures = 0
         self.dirty = True
         watch_engine(self.engine, self.events, self.settings.namespace, self.stop_event)
 
@@ -317,16 +318,17 @@ class Supervisor:
         )
 
     def _lose_engine(self, why: str) -> None:
+        self.reconnect_failures += 1
+        delay = RECONNECT.delay(self.reconnect_failures)
         if self.engine is not None:
             log.warning(kv("engine-lost", engine=self.engine.name, error=why))
             with contextlib.suppress(Exception):  # it is gone; closing frees what is ours
                 self.engine.close()
         elif why != self.engine_error:
-            log.warning(kv("engine-unreachable", error=why, retry_in=self.reconnect_delay))
+            log.warning(kv("engine-unreachable", error=why, retry_in=delay))
         self.engine = None
         self.engine_error = why
-        self.reconnect_at = time.monotonic() + self.reconnect_delay
-        self.reconnect_delay = min(RECONNECT_MAX, self.reconnect_delay * 2)
+        self.reconnect_at = time.monotonic() + delay
 
     def _run_health_checks(self) -> None:
         """Podman runs no checks without systemd: run those of running units here."""

@@ -34,6 +34,7 @@ def main() -> int:
     p.add_argument("--heartbeat", type=float, default=0.5)
     args = p.parse_args()
 
+    from hostos.backoff import Backoff
     from hostos.cluster import agent
     from hostos.logfmt import setup
 
@@ -77,7 +78,9 @@ def main() -> int:
                 event("steady", image=booted)
             return decision
 
-    timing = agent.Timing(heartbeat=args.heartbeat, wait=20, backoff=0.2, backoff_max=2.0)
+    timing = agent.Timing(
+        heartbeat=args.heartbeat, wait=20, retry=Backoff(0.2, max=2.0, jitter=0.1)
+    )
     settings = agent.Settings(
         args.server,
         args.node,

@@ -15,6 +15,7 @@ import pytest
 from fake_fleet import wait_for
 from server_fixtures import ADMIN_TOKEN, Server, serving
 
+from hostos.backoff import Backoff
 from hostos.cluster import agent
 from hostos.cluster.agent import Agent, Facts, Step, decide
 from hostos.errors import SiteError
@@ -142,7 +143,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-FAST = agent.Timing(heartbeat=0.2, wait=5, backoff=0.1, backoff_max=0.5)
+FAST = agent.Timing(heartbeat=0.2, wait=5, retry=Backoff(0.1, max=0.5, jitter=0.1))
 UNIT = {"name": "web", "image": "busybox", "stop_timeout": 3.0}
 
 
