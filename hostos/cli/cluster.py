@@ -48,16 +48,17 @@ OutputOpt = Annotated[Output, typer.Option("--output", "-o")]
 def admin_client(server: str, token_file: str) -> Client:
     from hostos.cluster.admin import Client
     from hostos.cluster.auth import AdminTokenError, read_admin_token
+    from hostos.cluster.client import BadURL
 
     try:
         return Client(server, read_admin_token(token_file))
-    except AdminTokenError as exc:
+    except (AdminTokenError, BadURL) as exc:
         fail(str(exc), EXIT_INPUT)
 
 
 def remote(action: Callable[[], T]) -> T:
     """Run action; the server's refusal of bad input → exit 2, anything else → exit 1."""
-    from hostos.cluster.admin import ServerError
+    from hostos.cluster.client import ServerError
     from hostos.errors import RuntimeFailure
 
     try:
@@ -465,7 +466,7 @@ def _follow_bar(client: Client, role: str) -> int:
 def _read(client: Client, role: str) -> dict[str, Any]:
     """The rollout's status; a server away for a moment (a restart) is waited for, its
     refusals (ServerError) are not."""
-    from hostos.cluster.admin import ServerError
+    from hostos.cluster.client import ServerError
     from hostos.errors import RuntimeFailure
 
     for _ in range(WATCH_RETRIES - 1):

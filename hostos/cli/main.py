@@ -595,13 +595,10 @@ def tokens_issue(
     ] = "/etc/hostos/admin-token",
 ) -> None:
     """Issue a new token for NODE and print it (the node's previous token stops working)."""
-    from hostos.cluster.auth import AdminTokenError, read_admin_token, request_node_token
+    from hostos.cli.cluster import admin_client
 
-    try:
-        admin = read_admin_token(admin_token_file)
-    except AdminTokenError as exc:
-        fail(str(exc), EXIT_INPUT)
-    typer.echo(guarded(lambda: request_node_token(server, admin, node)))
+    client = admin_client(server, admin_token_file)
+    typer.echo(guarded(lambda: client.node_token(node)))
 
 
 def _image_commands() -> None:

@@ -92,7 +92,8 @@ def _feed(settings: AgentSettings) -> Feed:
 
 def _agent(args: Args, server: str) -> AgentSettings | int:
     """The cluster agent's settings for --server, or the exit code after saying why not."""
-    from hostos.cluster import agent
+    from hostos.cluster import agent, client
+    from hostos.image import netboot
 
     if args.role is not None:
         return _fail(
@@ -104,8 +105,8 @@ def _agent(args: Args, server: str) -> AgentSettings | int:
         return _fail(
             "--server needs --token-file (the node's token: hostos tokens issue NODE)", EXIT_INPUT
         )
-    cmdline = agent.proc_cmdline()
-    node = args.node or agent.node_id_from_args(cmdline)
+    cmdline = netboot.proc_cmdline()
+    node = args.node or netboot.node_id(cmdline)
     if node is None:
         return _fail(
             "--server needs --node, or hostos.node= or BOOTIF= on the kernel command line",
@@ -113,14 +114,14 @@ def _agent(args: Args, server: str) -> AgentSettings | int:
         )
     try:
         token = agent.read_token(args.token_file)
-        agent.Http(server)  # the URL's form
+        client.base_url(server)  # the URL's form
     except ValueError as exc:
         return _fail(str(exc), EXIT_INPUT)
     return agent.Settings(
         server,
         node,
         token,
-        args.booted_image or cmdline.get("hostos.image"),
+        args.booted_image or cmdline.get(netboot.Arg.IMAGE),
         reboot_command=args.reboot_command,
     )
 

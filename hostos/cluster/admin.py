@@ -1,61 +1,34 @@
-"""The operator's side of the cluster API over stdlib `urllib`: apply, diff, nodes, rollouts.
+"""The operator's side of the cluster API: apply, diff, nodes, rollouts, node tokens.
 
-Every call sends the admin token; an answer other than 2xx becomes `ServerError` with the
-server's own words (`{"kind", "value"}`), a server out of reach a `RuntimeFailure`.  Also
-here: the resolved site a publish sends, made from a site loaded by `hostos.site.load`.
+Every call goes through hostos.cluster.client with the admin token; an answer other than
+2xx becomes its `ServerError` with the server's own words (`{"kind", "value"}`), a server out
+of reach its `Unreachable` (both `RuntimeFailure`s).  Also here: the resolved site a publish
+sends, made from a site loaded by `hostos.site.load`.
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from hostos.errors import RuntimeFailure
+from hostos.cluster.client import TIMEOUT, CallFailed, ServerError
+from hostos.cluster.client import Client as Http
 
 if TYPE_CHECKING:
     from hostos.site.load import Site
 
-TIMEOUT = 30.0
-
-
-class ServerError(RuntimeFailure):
-    """The server answered with an error."""
-
-    def __init__(self, server: str, status: int, kind: str, value: str) -> None:
-        super().__init__(f"{server}: {status} {kind}: {value}")
-        self.status, self.kind, self.value = status, kind, value
+TOKEN_TIMEOUT = 10.0
 
 
 class Client:
     def __init__(self, server: str, admin_token: str, timeout: float = TIMEOUT) -> None:
-        self.server = server.rstrip("/")
-        self.token = admin_token
-        self.timeout = timeout
+        """BadURL (a ValueError) when server is not http://HOST[:PORT] or https://…"""
+        self.http = Http(server, admin_token, timeout)
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(self, method: str, path: str, body: Any = None, timeout: float | None = None) -> Any:
         """The decoded JSON answer of method path (body sent as JSON)."""
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(
-            self.server + path, data=data, method=method, headers=headers
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            kind, value = _error_of(exc)
-            raise ServerError(self.server, exc.code, kind, value) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RuntimeFailure(f"{self.server}: {reason}") from None
-        except ValueError as exc:
-            raise RuntimeFailure(f"{self.server}: not a JSON answer ({exc})") from None
+        return self.http.call(method, path, body, timeout=timeout)
 
     # -- the site and the nodes ------------------------------------------------------------
 
@@ -90,15 +63,16 @@ class Client:
     def rollout_command(self, role: str, command: str) -> dict[str, Any]:
         return dict(self.call("POST", f"/v1/rollouts/{quote(role, safe='')}/{command}"))
 
+    # -- tokens ----------------------------------------------------------------------------
 
-def _error_of(exc: urllib.error.HTTPError) -> tuple[str, str]:
-    try:
-        body = json.loads(exc.read())
-    except ValueError:
-        return "error", str(exc.reason)
-    if isinstance(body, dict):
-        return str(body.get("kind", "error")), str(body.get("value", exc.reason))
-    return "error", str(exc.reason)
+    def node_token(self, node_id: str) -> str:
+        """A new token for node_id (its previous one stops working)."""
+        path = f"/v1/tokens/nodes/{quote(node_id, safe='')}"
+        answer = self.call("POST", path, timeout=TOKEN_TIMEOUT)
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str):
+            raise CallFailed(self.http.server, "the answer holds no token")
+        return token
 
 
 def site_document(site: Site) -> dict[str, Any]:

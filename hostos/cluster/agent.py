@@ -1,7 +1,7 @@
 """The node agent inside `hostos supervise --server URL`: heartbeats, config, reboot slots.
 
-Two threads talk to the cluster server over the standard library's `http.client` (the node
-image carries nothing more, and the supervisor starts at every boot):
+Two threads talk to the cluster server through hostos.cluster.client (the standard library's
+`http.client`: the node image carries nothing more, and the supervisor starts at every boot):
 
 - the heartbeat loop sends `PUT /v1/nodes/<id>/status` (booted image, unit health, mount
   state, boot id, the site generation applied) every `Timing.heartbeat` seconds, or at the
@@ -20,8 +20,6 @@ only into the `Authorization` header, never into a log line or an exception's te
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import random
 import subprocess
@@ -32,9 +30,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
+from hostos.backoff import Backoff
 from hostos.cluster import pacing
+from hostos.cluster.client import CallFailed, Client, ServerError
+from hostos.image import netboot
 from hostos.logfmt import kv
 from hostos.node.status import NodeStatus
 
@@ -42,8 +43,8 @@ log = logging.getLogger("hostos.agent")
 
 HEALTHY = frozenset({"healthy", "running"})  # as the controller counts a unit healthy
 FLEETLOCK = {"fleet-lock-protocol": "true"}
-CMDLINE = "/proc/cmdline"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+RETRY = Backoff(initial=1.0, factor=2.0, max=30.0, jitter=0.1)
 
 
 # -- the decisions (pure) --------------------------------------------------------------------
@@ -94,30 +95,7 @@ def unit_health(status: NodeStatus) -> tuple[dict[str, str], dict[str, str], boo
     return units, mounts, applied and all(h in HEALTHY for h in units.values())
 
 
-def kernel_args(text: str) -> dict[str, str]:
-    """`key=value` words of a kernel command line (or of an iPXE script's kernel line)."""
-    words = (w.split("=", 1) for w in text.split() if "=" in w)
-    return {key: value for key, value in words}
-
-
-def node_id_from_args(args: Mapping[str, str]) -> str | None:
-    """hostos.node=, else the MAC of BOOTIF=01-52-54-… in the node-id form (52-54-…)."""
-    if args.get("hostos.node"):
-        return args["hostos.node"]
-    bootif = args.get("BOOTIF", "")
-    mac = bootif[3:] if bootif.startswith("01-") else ""
-    return mac.lower() if len(mac) == 17 else None
-
-
 # -- the machine's facts ---------------------------------------------------------------------
-
-
-def proc_cmdline(path: str = CMDLINE) -> dict[str, str]:
-    try:
-        with open(path) as file:
-            return kernel_args(file.read())
-    except OSError:
-        return {}
 
 
 def read_token(path: str) -> str:
@@ -143,78 +121,13 @@ def current_boot_id(path: str = BOOT_ID) -> str:
 # -- HTTP ------------------------------------------------------------------------------------
 
 
-class Unreachable(Exception):
-    """No answer from the server (refused, reset, timed out)."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    data: Any  # the decoded JSON body, None when there was none or it was not JSON
-    text: str = ""
-
-    def problem(self) -> str:
-        """The server's words for an error: `kind: value`."""
-        if isinstance(self.data, dict) and "kind" in self.data:
-            return f"{self.data['kind']}: {self.data.get('value', '')}"
-        return self.text[:200] or f"HTTP {self.status}"
-
-
-class Http:
-    """One connection per request to the server's base URL: a restarted server, another
-    replica behind the same address or a changed route costs nothing to follow."""
-
-    def __init__(self, base_url: str, token: str | None = None) -> None:
-        parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{base_url}: expected http://HOST[:PORT] or https://…")
-        self.https = parts.scheme == "https"
-        self.host, self.port, self.prefix = parts.hostname, parts.port, parts.path
-        self._token = token
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> Reply:
-        sent = {"Accept": "application/json", "Connection": "close", **(headers or {})}
-        if self._token:
-            sent["Authorization"] = f"Bearer {self._token}"
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        connection: http.client.HTTPConnection
-        if self.https:
-            connection = http.client.HTTPSConnection(self.host, self.port, timeout=timeout)
-        else:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            connection.request(method, self.prefix + path, body=data, headers=sent)
-            response = connection.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            connection.close()
-        text = raw.decode(errors="replace")
-        try:
-            decoded = json.loads(raw) if raw else None
-        except ValueError:
-            decoded = None
-        return Reply(response.status, decoded, text)
-
-
 def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | None:
     """The image `GET /boot/<mac>.ipxe` would boot this node into (its `hostos.image=`):
     what a node booted by that script runs."""
-    reply = Http(server).request("GET", f"/boot/{quote(mac, safe='')}.ipxe", timeout=timeout)
+    reply = Client(server).request("GET", f"/boot/{quote(mac, safe='')}.ipxe", timeout=timeout)
     if reply.status != 200:
         return None
-    return kernel_args(reply.text).get("hostos.image")
+    return netboot.script_args(reply.text).get(netboot.Arg.IMAGE)
 
 
 # -- the agent -------------------------------------------------------------------------------
@@ -224,8 +137,7 @@ def boot_endpoint_image(server: str, mac: str, timeout: float = 10.0) -> str | N
 class Timing:
     heartbeat: float = 10.0  # seconds between heartbeats, at least (the server may ask more)
     wait: float = 60.0  # seconds a config long-poll waits on the server
-    backoff: float = 1.0  # first retry after a failure, doubled up to backoff_max
-    backoff_max: float = 30.0
+    retry: Backoff = RETRY  # after a failure: 1 s doubling to 30 s, with 10 % jitter
     reboot_retry: float = 300.0  # run the reboot command again when still up after this
 
 
@@ -245,22 +157,6 @@ Snapshot = Callable[[], NodeStatus]
 Deliver = Callable[[Any], None]  # a RoleSpec, or the SiteError of a spec that is not one
 
 
-class Backoff:
-    def __init__(self, timing: Timing) -> None:
-        self.timing, self.failures = timing, 0
-
-    def failed(self) -> float:
-        """Seconds to wait after one more failure in a row (with 10 % jitter)."""
-        self.failures += 1
-        delay = min(self.timing.backoff_max, self.timing.backoff * 2 ** (self.failures - 1))
-        return float(delay * random.uniform(0.9, 1.1))
-
-    def succeeded(self) -> bool:
-        """True when this success ends a run of failures."""
-        ended, self.failures = self.failures > 0, 0
-        return ended
-
-
 class Agent:
     def __init__(
         self,
@@ -275,7 +171,7 @@ class Agent:
         self.snapshot = snapshot
         self.deliver = deliver or (lambda spec: None)
         self.run = run or shell
-        self.http = Http(settings.server, settings.token)
+        self.http = Client(settings.server, settings.token)
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.lock = threading.Lock()
@@ -324,16 +220,18 @@ class Agent:
     ) -> None:
         """once() until stopped: idle() seconds after a success (unless pause is set), a
         growing backoff after a failure; each problem logged once, and the way back."""
-        backoff = Backoff(self.settings.timing)
+        failures = 0  # in a row
         while not self.stop_event.is_set():
             try:
                 once()
-            except (Unreachable, ServerRefused) as exc:
-                self._say(name, str(exc))
-                delay = backoff.failed()
+            except CallFailed as exc:
+                self._say(name, exc.problem)
+                failures += 1
+                delay = self.settings.timing.retry.delay(failures, random.random())
             else:
-                if backoff.succeeded():
+                if failures:
                     log.info(kv("agent-reconnected", loop=name, server=self.settings.server))
+                failures = 0
                 self.said.pop(name, None)
                 delay = idle()
             if delay > 0:
@@ -355,7 +253,7 @@ class Agent:
             log.info(kv("heartbeat-paced", seconds=self.interval()))
 
     def beat(self) -> Decision:
-        """One heartbeat and the step it calls for. Unreachable, ServerRefused."""
+        """One heartbeat and the step it calls for. CallFailed (Unreachable, ServerError)."""
         units, mounts, healthy = unit_health(self.snapshot())
         body = {
             "booted_image": self.settings.booted_image,
@@ -397,7 +295,7 @@ class Agent:
     def _reboot(self, decision: Decision) -> None:
         try:
             self._fleetlock("/v1/pre-reboot")
-        except ServerRefused as exc:
+        except ServerError as exc:
             if exc.status != 409:
                 raise
             self._say("reboot-slot", f"waiting for a reboot slot: {exc}")
@@ -438,12 +336,12 @@ class Agent:
             assigned = self.assigned
         if assigned is not None:  # also answer when the assignment moves off it
             query += f"&image={quote(assigned, safe='')}"
-        reply = self._request("GET", f"{self.node_path}/config{query}", timeout=wait + 15)
+        reply = self.http.request("GET", f"{self.node_path}/config{query}", timeout=wait + 15)
         if reply.status == 304:
             return False
-        config = self._answer(reply)
+        config = self.http.answer(reply)
         if not isinstance(config, dict):
-            raise ServerRefused(reply.status, "the config is not a JSON object")
+            raise CallFailed(self.settings.server, "the config is not a JSON object")
         with self.lock:
             moved = config.get("assigned_image") != self.assigned
             self.assigned = config.get("assigned_image")
@@ -475,39 +373,16 @@ class Agent:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> Reply:
-        return self.http.request(method, path, body, headers, timeout)
-
     def _call(
         self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
     ) -> Any:
-        return self._answer(self._request(method, path, body, headers))
-
-    def _answer(self, reply: Reply) -> Any:
-        if not 200 <= reply.status < 300:
-            raise ServerRefused(reply.status, reply.problem())
-        return reply.data
+        return self.http.call(method, path, body, headers)
 
     def _say(self, loop: str, problem: str) -> None:
         """Log a loop's problem once, not at every retry."""
         if self.said.get(loop) != problem:
             self.said[loop] = problem
             log.warning(kv("agent-" + loop, server=self.settings.server, problem=problem))
-
-
-class ServerRefused(Exception):
-    """The server answered with an error status."""
-
-    def __init__(self, status: int, problem: str) -> None:
-        super().__init__(f"{status} {problem}")
-        self.status = status
 
 
 def shell(command: str) -> int:

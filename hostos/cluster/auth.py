@@ -114,34 +114,3 @@ def allowed(principal: Principal, scope: Scope, node_id: str | None = None) -> b
     if scope is Scope.admin:
         return False
     return node_id is not None and node_id == principal.node_id
-
-
-# -- shell: the admin's side of `hostos tokens issue` ---------------------------------------
-
-
-def request_node_token(server: str, admin_token: str, node_id: str, timeout: float = 10.0) -> str:
-    """Ask the server for a new token of node_id; RuntimeFailure with the server's words."""
-    import json
-    import urllib.error
-    import urllib.request
-    from urllib.parse import quote
-
-    from hostos.errors import RuntimeFailure
-
-    request = urllib.request.Request(
-        f"{server.rstrip('/')}/v1/tokens/nodes/{quote(node_id, safe='')}",
-        method="POST",
-        headers={"Authorization": f"Bearer {admin_token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return str(json.loads(response.read())["token"])
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("value", exc.reason)
-        except ValueError:
-            detail = exc.reason
-        raise RuntimeFailure(f"{server}: {exc.code} {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RuntimeFailure(f"{server}: {reason}") from None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hostos.hashing import content_hash
+from hostos.image.netboot import INITRD, KERNEL
 
 
 class RecordError(ValueError):
@@ -254,8 +255,8 @@ class ImageRecord:
     """A host image the server hands out: files under `<images>/<name>/`."""
 
     name: str
-    kernel: str = "vmlinuz"
-    initrd: str = "initramfs.img"
+    kernel: str = KERNEL
+    initrd: str = INITRD
     cmdline: str = ""  # the image's own kernel arguments
     sha256: Mapping[str, str] = field(default_factory=dict)  # file → hex digest
 
@@ -273,8 +274,8 @@ class ImageRecord:
         data = _object(data, "image")
         return cls(
             name=_str(data, "name"),
-            kernel=_str(data, "kernel", "vmlinuz"),
-            initrd=_str(data, "initrd", "initramfs.img"),
+            kernel=_str(data, "kernel", KERNEL),
+            initrd=_str(data, "initrd", INITRD),
             cmdline=_str(data, "cmdline", ""),
             sha256=_str_map(data, "sha256"),
         )

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
+from hostos.backoff import Backoff
 from hostos.engine.base import (
     ContainerSpec,
     EngineError,
@@ -60,7 +61,7 @@ class DockerEngine:
     ) -> None:
         """api_version: what the daemon's /_ping announced; None asks the daemon (one call)."""
         self.base_url = base_url
-        self.pull_backoff: tuple[float, ...] = PULL_BACKOFF
+        self.pull_backoff: Backoff = PULL_BACKOFF
         self.timeout = timeout
         self.api_version = api_version or _server_api_version(base_url, timeout)
         self._http = EngineHTTP(

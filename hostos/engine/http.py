@@ -6,7 +6,7 @@ charset_normalizer and idna, about 0.15 s of a no-op `hostos apply` that needs o
 a few GETs.  The SDKs stay for what mutates or streams, imported on first use.
 
 - Addresses: `unix:///path`, `tcp://host:port` or `http://host:port` (no TLS, as the
-  adapters configure the SDKs).
+  adapters configure the SDKs); the connections are hostos.transport's.
 - Keep-alive: idle connections wait in a small pool; each request takes one (or opens
   one), so threads never share a connection, and a connection left by a thread that
   has ended is reused by the next rather than leaked.
@@ -22,13 +22,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
-from hostos import __version__
+from hostos import __version__, transport
 from hostos.engine.base import EngineError
 
 DEFAULT_TIMEOUT = 60.0
@@ -85,24 +84,6 @@ class Reply:
         return str(body)
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """An HTTPConnection over a unix socket."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class EngineHTTP:
     """JSON requests to one engine API address, under a path prefix (`/v1.41`)."""
 
@@ -122,7 +103,7 @@ class EngineHTTP:
         self.service = service
         self.prefix = prefix.rstrip("/")
         self.timeout = timeout
-        self._target = _parse(url, engine)
+        _check(url, engine)
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -291,11 +272,7 @@ class EngineHTTP:
         return self._new(), False
 
     def _new(self) -> http.client.HTTPConnection:
-        kind, where = self._target
-        if kind == "unix":
-            return UnixHTTPConnection(where, self.timeout)
-        host, _, port = where.rpartition(":")
-        return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self.timeout)
+        return transport.connection(self.url, self.timeout)
 
     def _give(self, conn: http.client.HTTPConnection) -> None:
         if conn.sock is not None:  # not closed by a `Connection: close` reply
@@ -306,19 +283,12 @@ class EngineHTTP:
         conn.close()
 
 
-def _parse(url: str, engine: str) -> tuple[str, str]:
-    """("unix", path) or ("tcp", "host:port") from an engine address."""
-    if url.startswith("unix://"):
-        return "unix", url.removeprefix("unix://")
-    if url.startswith(("tcp://", "http://")):
-        where = url.split("://", 1)[1].rstrip("/")
-        host, _, port = where.rpartition(":")
-        if host and port.isdigit():
-            return "tcp", where
-    raise EngineError(
-        f"{engine}: cannot use the address {url} "
-        "(want unix:///path, tcp://host:port or http://host:port)"
-    )
+def _check(url: str, engine: str) -> None:
+    """An EngineError naming the engine when url is not an address it can be reached at."""
+    try:
+        transport.parse(url)
+    except ValueError as exc:
+        raise EngineError(f"{engine}: {exc}") from None
 
 
 def _why(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
+from hostos.backoff import Backoff
 from hostos.engine.base import (
     PROBE_LABEL,
     ContainerSpec,
@@ -91,7 +92,7 @@ class PodmanEngine:
         """api_version: the libpod version the service's /_ping announced (path prefix);
         on_close: stops an embedded service that connect() started for this engine."""
         self.base_url = base_url
-        self.pull_backoff: tuple[float, ...] = PULL_BACKOFF
+        self.pull_backoff: Backoff = PULL_BACKOFF
         self.timeout = timeout
         self.api_version = api_version or _service_api_version(base_url)
         self._http = EngineHTTP(

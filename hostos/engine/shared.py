@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from hostos.backoff import Backoff
 from hostos.engine.base import EngineError, ImageNotFound, Progress
 
 PULL_ATTEMPTS = 3
-PULL_BACKOFF = (1.0, 3.0)  # seconds before the second and the third attempt
+PULL_BACKOFF = Backoff(initial=1.0, factor=3.0, max=3.0)  # 1 s, then 3 s between attempts
 
 
 def with_retries(
     ref: str,
     attempt: Callable[[], None],
     progress: Progress,
-    backoff: Sequence[float] = PULL_BACKOFF,
+    backoff: Backoff = PULL_BACKOFF,
     attempts: int = PULL_ATTEMPTS,
 ) -> None:
     """Run a pull attempt until it succeeds, up to `attempts` times.
@@ -33,7 +34,7 @@ def with_retries(
         except EngineError as exc:
             if number == attempts:
                 raise EngineError(f"{exc} (after {attempts} attempts)") from exc
-            delay = backoff[min(number, len(backoff)) - 1] if backoff else 0.0
+            delay = backoff.delay(number)
             progress(f"pull {ref}: attempt {number} failed ({exc}); retrying in {delay:g}s")
             time.sleep(delay)
 

@@ -1,11 +1,11 @@
 """Boot a host image under qemu with its serial console on stdout: for trying an image on a
 workstation and for the e2e tests.
 
-The pure part renders the qemu command and the kernel command line; `Guest` runs qemu,
-streams the console (raw bytes to an output, whole lines to a callback), and shuts the guest
-down cleanly by pressing its ACPI power button over QMP (`system_powerdown`): the node's
-/init then stops the units and powers off, and qemu exits 0 (`-no-reboot` turns a reboot or
-a kernel panic into an exit too).
+The pure part renders the qemu command and its kernel command line (joined by
+hostos.image.netboot); `Guest` runs qemu, streams the console (raw bytes to an output, whole
+lines to a callback), and shuts the guest down cleanly by pressing its ACPI power button
+over QMP (`system_powerdown`): the node's /init then stops the units and powers off, and
+qemu exits 0 (`-no-reboot` turns a reboot or a kernel panic into an exit too).
 """
 
 from __future__ import annotations
@@ -28,11 +28,8 @@ from pathlib import Path
 from typing import IO
 
 from hostos.errors import RuntimeFailure
-from hostos.image import cpio
+from hostos.image import cpio, netboot
 
-KERNEL = "vmlinuz"
-INITRD = "initramfs.img"
-IPXE = "boot.ipxe"
 # The serial console, and no reboot loop: panic=-1 reboots at once, -no-reboot makes that
 # an exit of qemu.
 CONSOLE_CMDLINE = ("console=ttyS0", "panic=-1")
@@ -70,25 +67,10 @@ class Options:
 # -- pure ---------------------------------------------------------------------------------
 
 
-def ipxe_cmdline(script: str) -> str:
-    """The kernel arguments of the `kernel` line of an iPXE script, without its file name,
-    iPXE's own options (--name …) and initrd= (qemu passes the initrd itself)."""
-    for line in script.splitlines():
-        words = line.split()
-        if not words or words[0] not in ("kernel", "chain", "boot"):
-            continue
-        args = words[1:]
-        while args and args[0].startswith("-"):  # kernel --name vmlinuz --timeout …
-            args = args[2:] if args[0] in ("--name", "-n", "--timeout", "-t") else args[1:]
-        return " ".join(a for a in args[1:] if not a.startswith("initrd="))
-    return ""
-
-
 def kernel_cmdline(image_cmdline: str, append: str) -> str:
     """The image's arguments, the serial console, then the caller's: later words win (the
     kernel and /init both take the last value of a repeated key)."""
-    words = [*shlex.split(image_cmdline), *CONSOLE_CMDLINE, *shlex.split(append)]
-    return " ".join(dict.fromkeys(words))
+    return netboot.join_cmdline(image_cmdline, shlex.join(CONSOLE_CMDLINE), append)
 
 
 def hostfwd(spec: str) -> str:
@@ -160,14 +142,12 @@ def site_archive(site: Path) -> bytes:
 
 def find_image(directory: Path, kernel: Path | None = None, initrd: Path | None = None) -> Image:
     """vmlinuz, initramfs.img and boot.ipxe's kernel arguments from an image directory."""
-    kernel = kernel or directory / KERNEL
-    initrd = initrd or directory / INITRD
+    kernel = kernel or directory / netboot.KERNEL
+    initrd = initrd or directory / netboot.INITRD
     for path, what in ((kernel, "kernel"), (initrd, "initramfs")):
         if not path.is_file():
             raise BootError(f"no {what} at {path} (build one with `hostos image build`)")
-    ipxe = directory / IPXE
-    cmdline = ipxe_cmdline(ipxe.read_text()) if ipxe.is_file() else ""
-    return Image(kernel, initrd, cmdline)
+    return Image(kernel, initrd, netboot.image_cmdline(directory))
 
 
 @contextlib.contextmanager

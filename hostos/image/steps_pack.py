@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from hostos import __version__
 from hostos.errors import RuntimeFailure
-from hostos.image import cpio
+from hostos.image import cpio, netboot
 from hostos.image.manifest import MANIFEST, build_manifest, dumps
 from hostos.image.steps_prune import applet_paths, megabytes, remove, tree_size
 from hostos.image.steps_prune import write_modules_list as write_list
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 SQUASHFS = "root.squashfs"
 CPIO = "initramfs.cpio"
 APPENDED = "root-image.cpio"
-OUTPUTS = ("vmlinuz", "initramfs.img", "boot.ipxe")
 SKIPPED_INIT_FILES = ("README*", "*.md", "__pycache__", "*.pyc")
 # Merged /usr: a file for /lib/x goes to /usr/lib/x (the image's /lib is a symlink).
 MERGED = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
@@ -186,7 +185,7 @@ def compress(ctx: Context) -> str:
     """zstd (no timestamps in the frame; the kernel reads it: CONFIG_RD_ZSTD), then the
     uncompressed archive that holds the root image, on a 4-byte boundary."""
     ctx.out.mkdir(parents=True, exist_ok=True)
-    target = ctx.output("initramfs.img")
+    target = ctx.output(netboot.INITRD)
     level = ctx.settings.zstd_level
     run(
         [
@@ -216,22 +215,10 @@ def compress(ctx: Context) -> str:
     )
 
 
-def boot_script(kernel_version: str, image_id: str, cmdline: str) -> str:
-    """An iPXE script that boots the image from where it is served (URLs relative to it)."""
-    return (
-        "#!ipxe\n"
-        f"# hostos host image {image_id.removeprefix('sha256:')[:12]},"
-        f" kernel {kernel_version}\n"
-        f"kernel vmlinuz initrd=initramfs.img {cmdline}\n".replace("  ", " ")
-        + "initrd initramfs.img\n"
-        "boot\n"
-    )
-
-
 def write_ipxe(ctx: Context) -> str:
-    shutil.copyfile(ctx.work / "vmlinuz", ctx.output("vmlinuz"))
-    ctx.output("boot.ipxe").write_text(
-        boot_script(ctx.kernel_version, ctx.image_id, ctx.settings.cmdline)
+    shutil.copyfile(ctx.work / netboot.KERNEL, ctx.output(netboot.KERNEL))
+    ctx.output(netboot.IPXE).write_text(
+        netboot.image_script(ctx.kernel_version, ctx.image_id, ctx.settings.cmdline)
     )
     return ctx.settings.cmdline
 
@@ -243,7 +230,7 @@ def write_manifest(ctx: Context) -> str:
     }
     manifest = build_manifest(
         image_id=ctx.image_id,
-        files={name: ctx.output(name) for name in OUTPUTS},
+        files={name: ctx.output(name) for name in netboot.FILES},
         kernel_version=ctx.kernel_version,
         kernel_package=ctx.kernel_package,
         debian=ctx.debian,

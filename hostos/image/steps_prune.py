@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hostos.errors import RuntimeFailure
-from hostos.image import prune
+from hostos.image import netboot, prune
 from hostos.image.manifest import parse_dpkg_status, python_packages
 from hostos.process import run
 
@@ -54,8 +54,8 @@ def take_kernel(ctx: Context) -> str:
         raise RuntimeFailure(
             "the image has no /boot/vmlinuz (the Dockerfile's kernel stage puts it there)"
         )
-    shutil.move(vmlinuz, ctx.work / "vmlinuz")
-    return megabytes((ctx.work / "vmlinuz").stat().st_size)
+    shutil.move(vmlinuz, ctx.work / netboot.KERNEL)
+    return megabytes((ctx.work / netboot.KERNEL).stat().st_size)
 
 
 def prune_files(ctx: Context) -> str:

@@ -26,6 +26,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
+from hostos.backoff import Backoff
 from hostos.site.model import RoleMount
 
 MOUNT_FIELDS = ("type", "source", "target", "options")  # a change means unmount and mount again
@@ -67,20 +68,15 @@ class MountStatus:
     owned: bool = False  # hostos mounted it, so hostos unmounts it when it leaves the role
 
 
+RETRY = Backoff(initial=1.0, factor=2.0, max=60.0, jitter=0.1)
+
+
 @dataclass(frozen=True)
 class Policy:
-    """Exponential backoff of mount attempts, and how often a mount is probed."""
+    """The backoff of mount attempts, and how often a mount is probed."""
 
-    initial: float = 1.0
-    factor: float = 2.0
-    cap: float = 60.0
-    jitter: float = 0.1  # each delay is scaled by a factor in [1 - jitter, 1 + jitter]
+    retry: Backoff = RETRY
     check_every: float = 5.0
-
-    def delay(self, failures: int, rand: float) -> float:
-        """Seconds to wait after the `failures`-th failure in a row; rand in [0, 1)."""
-        base = min(self.cap, self.initial * self.factor ** max(0, failures - 1))
-        return min(self.cap, base * (1.0 + self.jitter * (2.0 * rand - 1.0)))
 
 
 @dataclass(frozen=True)
@@ -229,7 +225,7 @@ def _up(track: Track, owned: bool, now: Now, policy: Policy) -> Track:
 
 def _attempt_failed(track: Track, event: MountFailed, now: Now, policy: Policy) -> Track:
     attempts = track.status.attempts + 1
-    delay = policy.delay(attempts, now.rand)
+    delay = policy.retry.delay(attempts, now.rand)
     status = dataclasses.replace(
         _enter(track.status, down_state(track.spec), now),
         attempts=attempts,

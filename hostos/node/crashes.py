@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from hostos.backoff import Backoff
 from hostos.site.model import Restart
 
 STABLE_AFTER = 10.0  # seconds up after which a crash counts as the first again
+FACTOR = 2.0  # each quick crash in a row waits twice as long as the one before
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,15 @@ def exited(state: Crashes, policy: Restart, exit_code: int | None, now: float) -
     quick = state.started is not None and now - state.started < STABLE_AFTER
     streak = state.streak + 1 if quick else 1
     # the first crash restarts at once (as docker does), quick repeats back off
-    delay = (
-        0.0 if streak == 1 else min(policy.backoff.max, policy.backoff.initial * 2 ** (streak - 2))
-    )
+    delay = 0.0 if streak == 1 else backoff(policy).delay(streak - 1)
     return dataclasses.replace(
         state, streak=streak, last_exit=exit_code, next_retry=now + delay, waiting=True
     )
+
+
+def backoff(policy: Restart) -> Backoff:
+    """The unit's `restart.backoff` (initial, max) as the policy of its quick crashes."""
+    return Backoff(policy.backoff.initial, FACTOR, policy.backoff.max)
 
 
 def wants_restart(policy: Restart, exit_code: int | None) -> bool:

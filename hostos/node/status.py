@@ -12,7 +12,6 @@ import dataclasses
 import http.client
 import json
 import os
-import socket
 import socketserver
 import threading
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 
 from hostos.engine.base import ROLE_LABEL, Observed
 from hostos.node.holds import Holds
+from hostos.transport import UnixHTTPConnection
 
 SOCKET_DIR = "/run/hostos"
 STATUS_PATH = "/v1/status"
@@ -227,22 +227,11 @@ def _handler(snapshot: Callable[[], NodeStatus]) -> type[BaseHTTPRequestHandler]
     return Handler
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
-
-
 def read_status(path: str, timeout: float = 2.0) -> NodeStatus | None:
     """The running supervisor's status, or None when no supervisor answers on path."""
     if not os.path.exists(path):
         return None
-    conn = _UnixConnection(path, timeout)
+    conn = UnixHTTPConnection(path, timeout)
     try:
         conn.request("GET", STATUS_PATH)
         response = conn.getresponse()

@@ -25,12 +25,13 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hostos.backoff import Backoff
 from hostos.engine.base import Engine, EngineError, Observed, container_name
 from hostos.engine.connect import StartingService
 from hostos.errors import SiteError
 from hostos.logfmt import kv
 from hostos.mounts import state as mount_state
-from hostos.node import crashes as backoff
+from hostos.node import crashes as crash_rules
 from hostos.node.converge import current, owned, prepare, stop_batches
 from hostos.node.events import (
     ContainerChanged,
@@ -57,7 +58,7 @@ log = logging.getLogger("hostos.node.supervisor")
 
 RESYNC = 60.0  # seconds between full resyncs when nothing happens
 DEBOUNCE = 0.1  # quiet time after a site file change before reloading
-RECONNECT_MAX = 30.0
+RECONNECT = Backoff(initial=1.0, factor=2.0, max=30.0)  # reconnecting to the engine
 
 
 class Feeder(Protocol):
@@ -97,7 +98,7 @@ class UnitState:
 
     held: str = ""  # why the unit waits (mount down, crash backoff, dependency)
     last_error: str = ""
-    crashes: backoff.Crashes = field(default_factory=backoff.Crashes)
+    crashes: crash_rules.Crashes = field(default_factory=crash_rules.Crashes)
 
 
 Connect = Callable[[str], Engine]
@@ -127,7 +128,7 @@ class Supervisor:
         self.engine: Engine | None = None
         self.engine_error = ""
         self.reconnect_at = 0.0
-        self.reconnect_delay = 1.0
+        self.reconnect_failures = 0  # failed connects in a row
         self.site_dirty_at: float | None = None
         self.resync_at = 0.0
         self.health_at = 0.0
@@ -243,7 +244,7 @@ class Supervisor:
             self.dirty = self._load() or self.dirty
         if now >= self.resync_at:
             self.dirty = True
-        if any(backoff.due(u.crashes, time.time()) for u in self.units.values()):
+        if any(crash_rules.due(u.crashes, time.time()) for u in self.units.values()):
             self.dirty = True
         if self.engine is None and now >= self.reconnect_at:
             self._connect()
@@ -320,7 +321,7 @@ class Supervisor:
             return
         log.info(kv("engine-connected", engine=self.engine.name))
         self.engine_error = ""
-        self.reconnect_delay = 1.0
+        self.reconnect_failures = 0
         self.dirty = True
         watch_engine(self.engine, self.events, self.settings.namespace, self.stop_event)
 
@@ -335,16 +336,17 @@ class Supervisor:
         )
 
     def _lose_engine(self, why: str) -> None:
+        self.reconnect_failures += 1
+        delay = RECONNECT.delay(self.reconnect_failures)
         if self.engine is not None:
             log.warning(kv("engine-lost", engine=self.engine.name, error=why))
             with contextlib.suppress(Exception):  # it is gone; closing frees what is ours
                 self.engine.close()
         elif why != self.engine_error:
-            log.warning(kv("engine-unreachable", error=why, retry_in=self.reconnect_delay))
+            log.warning(kv("engine-unreachable", error=why, retry_in=delay))
         self.engine = None
         self.engine_error = why
-        self.reconnect_at = time.monotonic() + self.reconnect_delay
-        self.reconnect_delay = min(RECONNECT_MAX, self.reconnect_delay * 2)
+        self.reconnect_at = time.monotonic() + delay
 
     def _run_health_checks(self) -> None:
         """Podman runs no checks without systemd: run those of running units here."""
@@ -416,7 +418,7 @@ class Supervisor:
             state = self.units.setdefault(unit.name, UnitState())
             if state.crashes.waiting:
                 continue
-            state.crashes = backoff.exited(
+            state.crashes = crash_rules.exited(
                 state.crashes, unit.unit.restart, container.exit_code, now
             )
             log.info(
@@ -460,13 +462,13 @@ class Supervisor:
             state = self.units.setdefault(outcome.unit, UnitState())
             if outcome.kind in (Kind.CREATE, Kind.RECREATE, Kind.START):
                 if outcome.ok:
-                    state.crashes = backoff.started(state.crashes, now)
+                    state.crashes = crash_rules.started(state.crashes, now)
                     state.last_error = ""
                 else:
                     state.last_error = outcome.message
                     policy = self._restart_policy(outcome.unit)
                     if policy is not None:
-                        state.crashes = backoff.exited(state.crashes, policy, None, now)
+                        state.crashes = crash_rules.exited(state.crashes, policy, None, now)
                     log.warning(kv("unit-failed", unit=outcome.unit, error=outcome.message))
             elif outcome.kind is Kind.REMOVE and outcome.ok:
                 self.units.pop(outcome.unit, None)
@@ -543,14 +545,14 @@ class Supervisor:
 
 
 def holds(
-    spec: RoleSpec, unready: Collection[str], crashes: Mapping[str, backoff.Crashes], now: float
+    spec: RoleSpec, unready: Collection[str], crashes: Mapping[str, crash_rules.Crashes], now: float
 ) -> Holds:
     """The planner's holds: the role mounts not ready, and the units whose crash backoff or
     restart policy keeps their stopped container stopped (hostos.node.crashes.hold)."""
     stopped = {
         u.name: reason
         for u in spec.units
-        if u.name in crashes and (reason := backoff.hold(crashes[u.name], u.unit.restart, now))
+        if u.name in crashes and (reason := crash_rules.hold(crashes[u.name], u.unit.restart, now))
     }
     return Holds(frozenset(unready), stopped)
 
@@ -586,7 +588,7 @@ def unit_status(
         last_exit=crashes.last_exit,
         next_retry=round(max(0.0, retry - now), 1) if retry is not None else None,
         waiting=state.held or None,
-        stopped=(backoff.hold(crashes, unit.unit.restart, now) or None) if kept else None,
+        stopped=(crash_rules.hold(crashes, unit.unit.restart, now) or None) if kept else None,
         last_error=state.last_error or None,
     )
 

@@ -34,6 +34,7 @@ def main() -> int:
     p.add_argument("--heartbeat", type=float, default=0.5)
     args = p.parse_args()
 
+    from hostos.backoff import Backoff
     from hostos.cluster import agent
     from hostos.logfmt import setup
     from hostos.node.status import NodeStatus, UnitStatus
@@ -76,7 +77,9 @@ def main() -> int:
                 event("steady", image=booted)
             return decision
 
-    timing = agent.Timing(heartbeat=args.heartbeat, wait=20, backoff=0.2, backoff_max=2.0)
+    timing = agent.Timing(
+        heartbeat=args.heartbeat, wait=20, retry=Backoff(0.2, max=2.0, jitter=0.1)
+    )
     settings = agent.Settings(
         args.server,
         args.node,
@@ -97,11 +100,13 @@ def main() -> int:
 
 
 def _boot_image(agent: Any, server: str, mac: str, stopped: threading.Event) -> str | None:
+    from hostos.cluster import client
+
     delay = 0.2
     while not stopped.is_set():
         try:
             image = agent.boot_endpoint_image(server, mac)
-        except agent.Unreachable:
+        except client.Unreachable:
             image = None
         if image is not None:
             return str(image)

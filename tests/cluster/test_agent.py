@@ -15,6 +15,7 @@ import pytest
 from fake_fleet import wait_for
 from server_fixtures import ADMIN_TOKEN, Server, serving
 
+from hostos.backoff import Backoff
 from hostos.cluster import agent
 from hostos.cluster.agent import Agent, Facts, Step, decide
 from hostos.errors import SiteError
@@ -96,19 +97,6 @@ def test_unit_health(snapshot: NodeStatus, units: dict[str, str], healthy: bool)
     )
 
 
-def test_kernel_arguments_and_the_node_id(tmp_path: Path) -> None:
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_text("console=ttyS0 quiet hostos.image=img-7 BOOTIF=01-52-54-00-AB-CD-EF\n")
-    args = agent.proc_cmdline(str(cmdline))
-    assert args["hostos.image"] == "img-7"
-    assert agent.node_id_from_args(args) == "52-54-00-ab-cd-ef"
-    assert agent.node_id_from_args({**args, "hostos.node": "cn001"}) == "cn001"
-    assert agent.node_id_from_args({"BOOTIF": "garbage"}) is None
-    assert agent.proc_cmdline(str(tmp_path / "missing")) == {}
-    script = "#!ipxe\nkernel http://s/images/g/vmlinuz initrd=initramfs.img hostos.image=g\n"
-    assert agent.kernel_args(script)["hostos.image"] == "g"
-
-
 def test_the_token_file_is_read_and_never_shown(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("hn1.cn001.secret\n")
@@ -163,7 +151,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-FAST = agent.Timing(heartbeat=0.2, wait=5, backoff=0.1, backoff_max=0.5)
+FAST = agent.Timing(heartbeat=0.2, wait=5, retry=Backoff(0.1, max=0.5, jitter=0.1))
 UNIT = {"name": "web", "image": "busybox", "stop_timeout": 3.0}
 
 

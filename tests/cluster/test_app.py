@@ -15,6 +15,7 @@ import pytest
 from hostos.cluster.server.app import Settings, create_app
 from hostos.cluster.store.fleet import FleetStore
 from hostos.cluster.store.url import open_kv
+from hostos.image import netboot
 
 ADMIN = {"Authorization": "Bearer admin"}
 SITE = {
@@ -52,22 +53,19 @@ def app_with(images: Path, **settings: Any) -> Any:
     return app
 
 
-def kernel_args(script: str) -> dict[str, str]:
-    line = next(line for line in script.splitlines() if line.startswith("kernel "))
-    return dict(word.split("=", 1) for word in line.split()[2:] if "=" in word)
-
-
 def test_boot_tokens_work_for_their_node_only(
     images: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = app_with(images, boot_tokens=True)
     with caplog.at_level(logging.INFO, logger="hostos"):
         script = call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text
-    token = kernel_args(script)["hostos.token"]
+    token = netboot.script_args(script)["hostos.token"]
     node = {"Authorization": f"Bearer {token}"}
     assert call(app, "GET", "/v1/nodes/cn001/config", headers=node).status_code == 200
     assert call(app, "GET", "/v1/nodes", headers=node).status_code == 403
-    again = kernel_args(call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text)["hostos.token"]
+    again = netboot.script_args(call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text)[
+        "hostos.token"
+    ]
     assert again != token  # a new boot, a new token; the old one stops working
     assert call(app, "GET", "/v1/nodes/cn001/config", headers=node).status_code == 401
     assert "path=/boot/52-54-00-00-00-01.ipxe status=200" in caplog.text
@@ -76,7 +74,7 @@ def test_boot_tokens_work_for_their_node_only(
 
 def test_without_boot_tokens_the_script_has_none(images: Path) -> None:
     script = call(app_with(images), "GET", "/boot/52:54:00:00:00:01.ipxe").text
-    args = kernel_args(script)
+    args = netboot.script_args(script)
     assert "hostos.token" not in args
     assert args["hostos.server"] == "http://asked.test"  # the URL iPXE asked
 
@@ -84,7 +82,7 @@ def test_without_boot_tokens_the_script_has_none(images: Path) -> None:
 def test_public_url_goes_into_the_script(images: Path) -> None:
     app = app_with(images, public_url="http://10.0.0.1:8080")
     script = call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text
-    assert kernel_args(script)["hostos.server"] == "http://10.0.0.1:8080"
+    assert netboot.script_args(script)["hostos.server"] == "http://10.0.0.1:8080"
     assert "kernel http://10.0.0.1:8080/images/img-1/vmlinuz " in script
 
 
@@ -164,7 +162,7 @@ def test_the_chain_script_leads_to_the_node_script(images: Path) -> None:
     assert chain.splitlines()[1] == "chain --replace http://asked.test/boot/${netX/mac:hexhyp}.ipxe"
     # what iPXE expands ${netX/mac:hexhyp} to, for cn001's NIC
     script = call(app, "GET", "/boot/52-54-00-00-00-01.ipxe").text
-    assert kernel_args(script)["hostos.node"] == "cn001"
+    assert netboot.script_args(script)["hostos.node"] == "cn001"
 
 
 def test_a_streamed_body_over_the_limit_is_a_json_413(

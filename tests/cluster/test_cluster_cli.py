@@ -13,6 +13,8 @@ import pytest
 from fake_fleet import FakeNode, Fleet, wait_for
 from server_fixtures import Server, hostos, start_server, stop_server
 
+from hostos.cluster.client import Client
+
 from conftest import EXAMPLE_SITE
 
 pytestmark = pytest.mark.integration
@@ -143,3 +145,17 @@ def test_commands_without_a_server_or_a_token(
     assert code == 1 and "127.0.0.1:9" in err
     code, _, err = cli(server, "diff", str(small_site))
     assert code == 2 and "--server" in err
+    code, _, err = cli(server, "nodes", "--server", "127.0.0.1:9")
+    assert (code, err) == (2, "hostos: 127.0.0.1:9: expected http://HOST[:PORT] or https://…\n")
+
+
+def test_tokens_issue_prints_a_token_the_server_takes(server: Server, small_site: Path) -> None:
+    assert cli(server, "apply", str(small_site), "--server", server.url)[0] == 0
+    code, out, err = cli(server, "tokens", "issue", "d1", "--server", server.url)
+    assert code == 0, err
+    token = out.strip()
+    assert token.startswith("hn1.d1.")
+    assert Client(server.url, token).request("GET", "/v1/nodes/d1/config?wait=0").status == 200
+    assert Client(server.url, token).request("GET", "/v1/nodes/d2/config?wait=0").status == 403
+    code, _, err = cli(server, "tokens", "issue", "d1", "--server", "127.0.0.1:9")
+    assert code == 2 and "expected http://HOST" in err

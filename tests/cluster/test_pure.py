@@ -1,4 +1,4 @@
-"""The cluster's pure parts, as tables: FleetLock rules, scopes, keys, records, iPXE."""
+"""The cluster's pure parts, as tables: FleetLock rules, scopes, keys, records."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from hostos.cluster.records import (
     SlotTable,
 )
 from hostos.cluster.rollout import fleetlock
-from hostos.cluster.server import ipxe
 from hostos.cluster.store import keys
 
 # -- FleetLock ---------------------------------------------------------------------------
@@ -275,50 +274,6 @@ def test_heartbeat_keeps_role_and_assignment() -> None:
     )
 
 
-# -- iPXE ------------------------------------------------------------------------------
-
-IMAGE = ImageRecord("g7", cmdline="console=ttyS0 quiet hostos.node=stale initrd=x")
-
-
-def test_boot_script() -> None:
-    script = ipxe.boot_script(
-        IMAGE, node_id="cn001", mac_id="52-54-00-12-34-56", server_url="http://10.0.0.1:8080/"
-    )
-    lines = script.splitlines()
-    assert lines[0] == "#!ipxe"
-    assert lines[2] == (
-        "kernel http://10.0.0.1:8080/images/g7/vmlinuz console=ttyS0 quiet"
-        " initrd=initramfs.img hostos.node=cn001 hostos.server=http://10.0.0.1:8080/"
-        " hostos.image=g7 BOOTIF=01-52-54-00-12-34-56"
-    )
-    assert lines[3] == "initrd --name initramfs.img http://10.0.0.1:8080/images/g7/initramfs.img"
-    assert lines[4] == "boot"
-
-
-def test_boot_script_token_is_an_argument() -> None:
-    args = ipxe.kernel_args(
-        ImageRecord("g"), node_id="n", mac_id="m", server_url="u", token="hn1.n.s"
-    )
-    assert args[-1] == "hostos.token=hn1.n.s"
-
-
-@pytest.mark.parametrize("cmdline", ["x=${net0/ip}", "a=\x01", "é"])
-def test_boot_script_refuses_what_ipxe_would_mangle(cmdline: str) -> None:
-    with pytest.raises(ipxe.ScriptError):
-        ipxe.boot_script(
-            ImageRecord("g", cmdline=cmdline), node_id="n", mac_id="m", server_url="http://s"
-        )
-
-
-def test_waiting_script_asks_again() -> None:
-    script = ipxe.waiting_script("no image for cn001; ${evil}", "http://s/boot/m.ipxe", 5)
-    assert script.splitlines()[1:] == [
-        "echo hostos: no image for cn001? ??evil?, asking again in 5s",
-        "sleep 5",
-        "chain --replace http://s/boot/m.ipxe",
-    ]
-
-
 def test_site_diff() -> None:
     old = SiteDocument.from_json(SITE)
     new = SiteDocument.from_json(
@@ -335,9 +290,3 @@ def test_site_diff() -> None:
     assert old.diff(old) == {
         k: {"added": [], "removed": [], "changed": []} for k in ("roles", "nodes")
     }
-
-
-def test_chain_script_names_the_booting_nic() -> None:
-    assert ipxe.chain_script("http://10.0.0.1:8080/") == (
-        "#!ipxe\nchain --replace http://10.0.0.1:8080/boot/${netX/mac:hexhyp}.ipxe\n"
-    )

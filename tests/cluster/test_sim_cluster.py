@@ -240,8 +240,8 @@ def test_a_node_token_against_another_nodes_config_is_forbidden(
     own = sim.nodes["n1"].token_file.read_text().strip()
     code = (
         "import json, sys\n"
-        "from hostos.cluster.agent import Http\n"
-        "answers = [Http(sys.argv[1], t).request('GET', '/v1/nodes/n1/config').status\n"
+        "from hostos.cluster.client import Client\n"
+        "answers = [Client(sys.argv[1], t).request('GET', '/v1/nodes/n1/config').status\n"
         "           for t in sys.argv[2:]]\n"
         "print(json.dumps(answers))\n"
     )

@@ -1,4 +1,5 @@
-"""hostos.engine.http against a small fake engine on a unix socket (no real engine)."""
+"""hostos.engine.http and hostos.engine.probe against a small fake engine on a unix socket
+(no real engine)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from hostos.engine.base import EngineError
 from hostos.engine.http import EngineHTTP, StatusError, json_lines, quote
+from hostos.engine.probe import Pong, ping
 
 Handler = Callable[[str], tuple[int, bytes, bool]]  # request line → status, body, close
 
@@ -21,9 +23,10 @@ Handler = Callable[[str], tuple[int, bytes, bool]]  # request line → status, b
 class FakeEngine:
     """Answers each request with handler(request line); counts connections and requests."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(self, path: Path, handler: Handler, headers: tuple[str, ...] = ()) -> None:
         self.path = path
         self.handler = handler
+        self.headers = headers  # more header lines in every reply
         self.connections = 0
         self.requests: list[str] = []
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -62,6 +65,7 @@ class FakeEngine:
                     f"HTTP/1.1 {status} X",
                     "Content-Type: application/json",
                     f"Content-Length: {len(body)}",
+                    *self.headers,
                 ]
                 if close:
                     headers.append("Connection: close")
@@ -110,6 +114,11 @@ def client(engine: FakeEngine, timeout: float = 5.0) -> EngineHTTP:
 
 def ok_json(line: str) -> tuple[int, bytes, bool]:
     return 200, json.dumps({"line": line}).encode(), False
+
+
+def hang(line: str) -> tuple[int, bytes, bool]:
+    time.sleep(2)
+    return ok_json(line)
 
 
 def test_prefix_params_and_keep_alive(fake: Callable[[Handler], FakeEngine]) -> None:
@@ -197,10 +206,6 @@ def test_no_engine_means_cannot_reach(tmp_path: Path) -> None:
 
 
 def test_a_silent_engine_times_out(fake: Callable[[Handler], FakeEngine]) -> None:
-    def hang(line: str) -> tuple[int, bytes, bool]:
-        time.sleep(2)
-        return ok_json(line)
-
     engine = fake(hang)
     started = time.monotonic()
     with pytest.raises(EngineError, match=r"^docker: find web: dockerd did not answer in time$"):
@@ -233,3 +238,38 @@ def test_json_lines_joins_lines_split_across_chunks_and_splits_packed_ones() -> 
 def test_json_lines_names_the_call_when_a_line_is_not_json() -> None:
     with pytest.raises(EngineError, match=r"^podman: events: unreadable reply"):
         list(json_lines([b'{"a": 1}\nnot json\n'], "events", "podman"))
+
+
+# -- the probe ----------------------------------------------------------------------------------
+
+
+def test_ping_reads_the_api_versions(tmp_path: Path) -> None:
+    headers = ("Api-Version: 1.41", "Libpod-Api-Version: 4.3.1")
+    engine = FakeEngine(tmp_path / "podman.sock", lambda line: (200, b"OK", False), headers)
+    try:
+        assert ping(f"unix://{engine.path}") == Pong("1.41", "4.3.1")
+        assert engine.requests == ["GET /_ping HTTP/1.1"]
+    finally:
+        engine.close()
+
+
+def test_ping_without_libpod_is_docker(fake: Callable[[Handler], FakeEngine]) -> None:
+    engine = fake(lambda line: (200, b"OK", True))
+    assert ping(f"unix://{engine.path}") == Pong(None, None)
+
+
+def test_ping_is_none_unless_the_engine_answers_200(
+    fake: Callable[[Handler], FakeEngine], tmp_path: Path
+) -> None:
+    engine = fake(lambda line: (500, b"down", False))
+    assert ping(f"unix://{engine.path}") is None
+    assert ping(f"unix://{tmp_path / 'absent.sock'}") is None
+    assert ping("ssh://node1") is None
+    assert ping("tcp://127.0.0.1:notaport") is None
+
+
+def test_ping_gives_up_on_a_silent_engine(fake: Callable[[Handler], FakeEngine]) -> None:
+    engine = fake(hang)
+    started = time.monotonic()
+    assert ping(f"unix://{engine.path}", timeout=0.3) is None
+    assert time.monotonic() - started < 1.5

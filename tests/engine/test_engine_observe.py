@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from hostos.backoff import Backoff
 from hostos.engine.base import EngineError, ImageNotFound
 from hostos.engine.docker import _loaded_names, split_archive
 from hostos.engine.observe import (
@@ -276,7 +277,10 @@ def flaky(failures: list[Exception]) -> Callable[[], None]:
 def test_with_retries_succeeds_after_transient_failures() -> None:
     lines: list[str] = []
     with_retries(
-        "r:1", flaky([EngineError("refused"), EngineError("refused")]), lines.append, backoff=(0.0,)
+        "r:1",
+        flaky([EngineError("refused"), EngineError("refused")]),
+        lines.append,
+        backoff=Backoff(0.0),
     )
     assert lines == [
         "pull r:1: attempt 1 failed (refused); retrying in 0s",
@@ -286,13 +290,15 @@ def test_with_retries_succeeds_after_transient_failures() -> None:
 
 def test_with_retries_gives_up_after_three_attempts() -> None:
     with pytest.raises(EngineError, match=r"^refused \(after 3 attempts\)$"):
-        with_retries("r:1", flaky([EngineError("refused")] * 3), lambda _: None, backoff=())
+        with_retries(
+            "r:1", flaky([EngineError("refused")] * 3), lambda _: None, backoff=Backoff(0.0)
+        )
 
 
 def test_with_retries_does_not_retry_a_missing_image() -> None:
     failures: list[Exception] = [ImageNotFound("manifest unknown"), EngineError("x")]
     with pytest.raises(ImageNotFound):
-        with_retries("r:1", flaky(failures), lambda _: None, backoff=(0.0,))
+        with_retries("r:1", flaky(failures), lambda _: None, backoff=Backoff(0.0))
     assert len(failures) == 1
 
 

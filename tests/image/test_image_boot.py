@@ -89,23 +89,6 @@ def test_kernel_cmdline_keeps_order_and_drops_repeats() -> None:
     assert boot.kernel_cmdline("", "hostos.site='a b'") == "console=ttyS0 panic=-1 hostos.site=a b"
 
 
-@pytest.mark.parametrize(
-    ("script", "want"),
-    [
-        (
-            "#!ipxe\nkernel vmlinuz initrd=initramfs.img console=tty0 hostos.site=nfs://m/s\n"
-            "initrd initramfs.img\nboot\n",
-            "console=tty0 hostos.site=nfs://m/s",
-        ),
-        ("#!ipxe\nkernel --name vmlinuz http://x/vmlinuz quiet\nboot\n", "quiet"),
-        ("#!ipxe\nkernel ${base}/vmlinuz\ninitrd ${base}/initramfs.img\nboot\n", ""),
-        ("#!ipxe\necho no kernel here\n", ""),
-    ],
-)
-def test_ipxe_cmdline(script: str, want: str) -> None:
-    assert boot.ipxe_cmdline(script) == want
-
-
 def test_find_image(tmp_path: Path) -> None:
     with pytest.raises(BootError, match="no kernel at"):
         boot.find_image(tmp_path)

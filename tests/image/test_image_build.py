@@ -28,7 +28,6 @@ from hostos.image.manifest import (
 )
 from hostos.image.steps_engine import local_ca_certificates
 from hostos.image.steps_pack import (
-    boot_script,
     compress,
     merged_usr,
     outer_entries,
@@ -469,17 +468,6 @@ def test_manifest_checksums_and_verify(tmp_path: Path) -> None:
     assert verify(tmp_path) == []
     (tmp_path / "vmlinuz").write_bytes(b"kernel!")
     assert [p.split(":")[0] for p in verify(tmp_path)] == ["vmlinuz", "vmlinuz"]
-
-
-def test_boot_script() -> None:
-    script = boot_script("6.1.0-56-amd64", "sha256:0123456789abcdef", "console=ttyS0")
-    assert script.splitlines() == [
-        "#!ipxe",
-        "# hostos host image 0123456789ab, kernel 6.1.0-56-amd64",
-        "kernel vmlinuz initrd=initramfs.img console=ttyS0",
-        "initrd initramfs.img",
-        "boot",
-    ]
 
 
 # --- base and engine helpers -----------------------------------------------------------------

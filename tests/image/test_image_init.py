@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from hostos.image import netboot
+from hostos.image.netboot import NodeBoot
+
 INIT = Path(__file__).resolve().parents[2] / "hostos" / "image" / "init" / "init"
 BUSYBOX = shutil.which("busybox")
 
@@ -36,6 +39,21 @@ def variables(script: str, names: str) -> dict[str, str]:
         key, _, value = item.partition("=[")
         found[key] = value.removesuffix("]")
     return found
+
+
+def test_cmdline_of_a_server_boot_script() -> None:
+    """What the server's boot script passes (hostos.image.netboot) is what /init reads."""
+    boot = NodeBoot("http://s:8080", "g7", "cn001", "52-54-00-12-34-56", "quiet", token="t")
+    got = variables(
+        f"parse_cmdline '{' '.join(netboot.node_args(boot))}'",
+        "HOSTOS_NODE HOSTOS_SERVER HOSTOS_TOKEN BOOTIF",
+    )
+    assert got == {
+        "HOSTOS_NODE": "cn001",
+        "HOSTOS_SERVER": "http://s:8080",
+        "HOSTOS_TOKEN": "t",
+        "BOOTIF": "01-52-54-00-12-34-56",
+    }
 
 
 def test_cmdline_sets_node_role_site_and_flags() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from hostos.backoff import Backoff
 from hostos.cli.main import app
 from hostos.engine.base import ContainerSpec, Engine, container_name
 from hostos.node.converge import Prepared, down, owned, prepare
@@ -295,7 +296,7 @@ def test_prepare_trusts_an_early_list_only_when_nothing_was_fetched(node: Node) 
     # ... unless an image had to be fetched: then the engine is listed afresh.
     node.units({"a": SLEEPER, "b": "image: 127.0.0.1:9/hostos-test/nothing:1\n"})
     spec = resolve_role(load_site(site), "r")
-    node.engine.pull_backoff = (0.0, 0.0)  # type: ignore[attr-defined]
+    node.engine.pull_backoff = Backoff(0.0)  # type: ignore[attr-defined]
     prepared = prepare(node.engine, spec, site, fetch=True, namespace=node.namespace, listed=[])
     assert prepared.images["b"].how == "missing"
     assert kinds(prepared)["a"] is Kind.NOOP

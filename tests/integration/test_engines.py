@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hostos.backoff import Backoff
 from hostos.engine.base import (
     ContainerSpec,
     DeviceSpec,
@@ -234,7 +235,7 @@ def test_load_a_missing_archive(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_pull_retries_then_fails(engine: Engine, lab: Lab) -> None:
-    engine.pull_backoff = (0.01,)  # type: ignore[attr-defined]
+    engine.pull_backoff = Backoff(0.01, factor=1.0)  # type: ignore[attr-defined]
     lines: list[str] = []
     ref = f"127.0.0.1:9/hxt/{lab.id}:1"  # nothing listens on the discard port
     with pytest.raises(EngineError, match=r"after 3 attempts") as caught:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from hostos.backoff import Backoff
 from hostos.mounts.commands import Commands, MountError, RealMounter, parse_mountinfo
 from hostos.mounts.manager import MountManager
 from hostos.mounts.state import Mounted, MountState, Policy
@@ -32,7 +33,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root"),
 ]
 
-FAST = Policy(initial=0.1, factor=2.0, cap=0.4, jitter=0.0, check_every=0.2)
+FAST = Policy(Backoff(initial=0.1, factor=2.0, max=0.4), check_every=0.2)
 
 
 def mounted_at(target: Path) -> list[str]:

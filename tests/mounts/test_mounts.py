@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hostos.backoff import Backoff
 from hostos.mounts.commands import MountError, mount_commands, one_line, parse_mountinfo
 from hostos.mounts.manager import MountManager
 from hostos.mounts.state import (
@@ -36,7 +37,7 @@ from hostos.mounts.state import (
 from hostos.process import CommandFailed
 from hostos.site.model import RoleMount
 
-NO_JITTER = Policy(initial=1.0, factor=2.0, cap=60.0, jitter=0.0, check_every=5.0)
+NO_JITTER = Policy(Backoff(initial=1.0, factor=2.0, max=60.0), check_every=5.0)
 WALL = 1_700_000_000.0  # wall time = WALL + monotonic time in these tables
 EMPTY = "/run/hostos/mounts/empty/apps"
 
@@ -333,24 +334,6 @@ def test_transitions(
     assert status.last_error == error
 
 
-@pytest.mark.parametrize(
-    ("failures", "rand", "delay"),
-    [
-        (1, 0.5, 1.0),
-        (2, 0.5, 2.0),
-        (3, 0.5, 4.0),
-        (7, 0.5, 60.0),
-        (50, 0.5, 60.0),
-        (3, 0.0, 3.6),
-        (3, 0.999999, 4.4),
-        (50, 0.999999, 60.0),
-        (0, 0.5, 1.0),
-    ],
-)
-def test_backoff_delay(failures: int, rand: float, delay: float) -> None:
-    assert Policy(jitter=0.1).delay(failures, rand) == pytest.approx(delay, abs=1e-4)
-
-
 def test_since_is_wall_time_of_entering_the_state_and_schedules_are_monotonic() -> None:
     track = begin(apps(), Now(mono=10, wall=500))
     track = go(track, NO, Now(mono=12, wall=900))  # the wall clock was set meanwhile
@@ -551,7 +534,7 @@ def test_a_command_failure_becomes_one_line() -> None:
 
 # -- the manager, driven by a fake mounter -----------------------------------------------
 
-FAST = Policy(initial=0.01, factor=2.0, cap=0.04, jitter=0.0, check_every=0.02)
+FAST = Policy(Backoff(initial=0.01, factor=2.0, max=0.04), check_every=0.02)
 
 
 class FakeMounter:

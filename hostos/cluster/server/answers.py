@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 from hostos.cluster.records import RecordError
-from hostos.cluster.server import ipxe
 from hostos.cluster.store import keys
 from hostos.cluster.store.fleet import Contention, NotFound
+from hostos.image import netboot
 
 
 class ApiError(Exception):
@@ -32,7 +32,7 @@ HTTP_KINDS = {
 KNOWN: tuple[tuple[type[Exception], int, str], ...] = (
     (RecordError, 400, "bad_request"),
     (keys.BadName, 400, "bad_request"),
-    (ipxe.ScriptError, 400, "bad_request"),
+    (netboot.ScriptError, 400, "bad_request"),
     (NotFound, 404, "not_found"),
     (Contention, 503, "contention"),
 )

@@ -32,12 +32,13 @@ from hostos.cluster import auth, pacing
 from hostos.cluster.auth import Principal
 from hostos.cluster.auth import Scope as Access
 from hostos.cluster.records import ImageRecord, NodeRecord, SiteDocument
-from hostos.cluster.server import ipxe
 from hostos.cluster.server.answers import HTTP_KINDS, KNOWN, ApiError
 from hostos.cluster.server.changes import Changes
 from hostos.cluster.server.nodeapi import NodePath, NodeTraffic, node_route, require
 from hostos.cluster.store import keys
 from hostos.cluster.store.fleet import FleetStore, NotFound
+from hostos.image import netboot
+from hostos.image.netboot import NodeBoot
 from hostos.logfmt import kv
 
 log = logging.getLogger(__name__)
@@ -322,18 +323,16 @@ def _site_routes(app: FastAPI, state: FleetStore, settings: Settings, traffic: N
 def read_image(root: Path, name: str, cmdline: str | None) -> ImageRecord:
     """The record of the image in root/name: vmlinuz and initramfs.img must be there; the
     checksums come from manifest.json when it has them, else from the files."""
-    from hostos.image.boot import INITRD, IPXE, KERNEL, ipxe_cmdline
-
     directory = root / keys.checked(name, "image name")
-    missing = [f for f in (KERNEL, INITRD) if not (directory / f).is_file()]
+    served = (netboot.KERNEL, netboot.INITRD)
+    missing = [f for f in served if not (directory / f).is_file()]
     if missing:
         raise NotFound(f"image {name}: no {' or '.join(missing)} in {directory}")
     if cmdline is None:
-        script = directory / IPXE
-        cmdline = ipxe_cmdline(script.read_text()) if script.is_file() else ""
+        cmdline = netboot.image_cmdline(directory)
     listed = _manifest_sums(directory / "manifest.json")
-    sums = {f: listed.get(f) or _sha256(directory / f) for f in (KERNEL, INITRD)}
-    return ImageRecord(name, KERNEL, INITRD, ipxe.check_cmdline(cmdline), sums)
+    sums = {f: listed.get(f) or _sha256(directory / f) for f in served}
+    return ImageRecord(name, *served, netboot.check_cmdline(cmdline), sums)
 
 
 def _manifest_sums(path: Path) -> dict[str, str]:
@@ -438,7 +437,7 @@ def _boot_routes(app: FastAPI, state: FleetStore, settings: Settings, traffic: N
     @app.get("/boot.ipxe", response_class=PlainTextResponse)
     def chain(request: Request) -> str:
         """For DHCP to hand every node: chains to /boot/<its MAC>.ipxe."""
-        return ipxe.chain_script(settings.public_url or str(request.base_url))
+        return netboot.chain_script(settings.public_url or str(request.base_url))
 
     @app.get("/boot/{mac}.ipxe", response_class=PlainTextResponse)
     def boot(mac: str, request: Request) -> str:
@@ -449,13 +448,22 @@ def _boot_routes(app: FastAPI, state: FleetStore, settings: Settings, traffic: N
         image = state.image(name) if name else None
         if image is None:
             why = f"no image for {node.id}" if name is None else f"image {name} not registered"
-            return ipxe.waiting_script(why, f"{server}/boot/{keys.mac_id(mac)}.ipxe")
+            return netboot.waiting_script(why, f"{server}/boot/{keys.mac_id(mac)}.ipxe")
         token = None
         if settings.boot_tokens:
             token = auth.new_node_token(node.id)
             traffic.store_token_hash(node.id, auth.token_hash(token))
-        return ipxe.boot_script(
-            image, node_id=node.id, mac_id=keys.mac_id(mac), server_url=server, token=token
+        return netboot.node_script(
+            NodeBoot(
+                server_url=server,
+                image=image.name,
+                node_id=node.id,
+                mac_id=keys.mac_id(mac),
+                cmdline=image.cmdline,
+                kernel=image.kernel,
+                initrd=image.initrd,
+                token=token,
+            )
         )
 
     @app.api_route("/images/{name}/{file}", methods=["GET", "HEAD"])
