@@ -75,7 +75,7 @@ TARGET_FLOOR = 1.15
 TARGET_NOOP_LARGE = 0.35
 
 REPRODUCE = "bash bench/setup.sh && " + command(
-    MODULE, ["--engine", "both", "--runs", "5", "--write", "docs/benchmarks.md"]
+    MODULE, "--engine both --runs 5 --write docs/benchmarks.md"
 )
 
 # docker-compose 1.x deadlocks when a project has more services than its parallel limit

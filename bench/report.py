@@ -73,7 +73,7 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def command(module: str, args: Sequence[str]) -> str:
+def command(module: str, *args: str) -> str:
     """The command line, from the repository's root, that runs bench module with args."""
     return " ".join([f".venv/bin/python -m {module}", *args])
 

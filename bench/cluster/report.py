@@ -203,7 +203,7 @@ def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
     lines = [
         "## `hostos serve` under simulated agents (cluster-bench)",
         "",
-        f"Measured {now()} at {commit_line()}: `{command(MODULE, argv)}`.",
+        f"Measured {now()} at {commit_line()}: `{command(MODULE, *argv)}`.",
         "",
         f"- machine: {machine()}; the load generators, the servers and etcd all share it; "
         f"listen queues: {sysctls(*LISTEN_QUEUES)}",
@@ -230,7 +230,7 @@ def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
         "Reproduce (the run above):",
         "",
         "```sh",
-        command(MODULE, argv),
+        command(MODULE, *argv),
         "```",
         "",
         "This section is written by `python -m bench.cluster --write`; its numbers are never "
