@@ -22,10 +22,10 @@ class BenchError(Exception):
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
-    """A bench's parser, `python -m bench.NAME`, described by its docstring's first line."""
-    return argparse.ArgumentParser(
-        prog=f"python -m {module}", description=(doc or "").strip().splitlines()[0]
-    )
+    """A bench's parser, `python -m bench.NAME`, described by its docstring's first
+    paragraph."""
+    first = (doc or "").strip().split("\n\n")[0]
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=" ".join(first.split()))
 
 
 def add_write(parser: argparse.ArgumentParser, section: str) -> None:
