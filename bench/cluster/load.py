@@ -130,14 +130,18 @@ class Agent:
             return None
         return status, (json.loads(data) if data else None)
 
-    async def beat(self) -> None:
-        started = time.time()
-        body = {
+    def status(self) -> dict[str, Any]:
+        """A heartbeat's body: what the node agent reports."""
+        return {
             "booted_image": self.booted,
             "boot_id": self.boot_id,
             "units": {"app": "healthy"},
             "generation": self.generation,
         }
+
+    async def beat(self) -> None:
+        started = time.time()
+        body = self.status()
         # like the node agent: a connection per heartbeat when it would sit idle past the
         # server's keep-alive anyway (no socket held open between heartbeats)
         closing = {"Connection": "close"} if self.interval > IDLE_REUSE else None
@@ -274,14 +278,9 @@ async def saturate(agents: Sequence[Agent], seconds: float, stats: Stats) -> dic
         try:
             while time.monotonic() < end:
                 started = time.time()
-                body = {
-                    "booted_image": agent.booted,
-                    "boot_id": agent.boot_id,
-                    "units": {"app": "healthy"},
-                    "generation": agent.generation,
-                }
+                path, body = f"/v1/nodes/{agent.id}/status", agent.status()
                 try:
-                    status, data = await conn.request("PUT", f"/v1/nodes/{agent.id}/status", body)
+                    status, data = await conn.request("PUT", path, body)
                 except HttpError as exc:
                     stats.error("heartbeat (closed loop): no answer", f"{agent.id}: {exc}")
                     continue
