@@ -19,7 +19,7 @@ from bench.cluster.results import Options, StoreRun
 from bench.cluster.runner import Runner
 from hostos.cluster import pacing
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(MODULE)  # run as __main__, so not __name__
 STORES = ("sqlite", "etcd")
 
 
@@ -70,8 +70,8 @@ def fleet_options(parser: argparse.ArgumentParser) -> None:
     add("--generators", type=int, default=2, help="load-generator processes (default %(default)s)")
 
 
-def phase_options(parser: argparse.ArgumentParser) -> None:
-    """How each phase is measured."""
+def rollout_options(parser: argparse.ArgumentParser) -> None:
+    """The rollouts measured."""
     add = parser.add_argument
     add(
         "--rollout-nodes",
@@ -94,6 +94,11 @@ def phase_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="then roll out every other agent, S at a time (0: not)",
     )
+
+
+def window_options(parser: argparse.ArgumentParser) -> None:
+    """How long the heartbeat phases and the whole of a phase last."""
+    add = parser.add_argument
     add(
         "--steady",
         type=float,
@@ -142,7 +147,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[str, i
     """The options, and the runs: (store, agents) in order."""
     parser = cli.parser(MODULE, bench.cluster.__doc__)
     fleet_options(parser)
-    phase_options(parser)
+    rollout_options(parser)
+    window_options(parser)
     cli.add_write(parser, SECTION)
     args = parser.parse_args(argv)
     stores: list[tuple[str, int]] = []
