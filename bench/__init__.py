@@ -11,7 +11,9 @@ Shared by them: `bench.cli` (logging, BenchError, the --write option and how a s
 published), `bench.processes` (starting, waiting for and stopping the processes a bench
 runs; free ports; their environment), `bench.procfs` (what /proc says of a process and of
 the machine), `bench.report` (the marked sections of docs/benchmarks.md, the commit and
-machine lines, number formats, percentiles).  `bench.nfs` and `bench.sites` (a user-space
-NFS server and the demo site a qemu guest boots against) serve the image bench and the
-e2e tests alike.
+machine lines, number formats, percentiles).  `bench.nfs`, `bench.sites` and
+`bench.console` (a user-space NFS server, the demo site a qemu guest boots against, the
+guest's console lines) serve the image bench and the e2e tests alike: tests/ imports them
+from here, bench/ imports nothing from tests/.  bench/floor.py runs as a file of its own
+(`python bench/floor.py`, started by the apply bench) and imports nothing of bench.
 """
