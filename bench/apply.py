@@ -1,6 +1,6 @@
 """Benchmarks of issue 3: `hostos apply` beside docker-compose, podman-compose and the floor.
 
-    .venv/bin/python bench/apply.py [--engine docker|podman|both] [--runs N] [--write FILE]
+    .venv/bin/python -m bench.apply [--engine docker|podman|both] [--runs N] [--write FILE]
 
 Every figure is the wall time of a whole process (subprocess, perf_counter): interpreter
 start, imports, site or compose file parsing, engine calls, exit.  Per engine, in one run,
@@ -26,68 +26,58 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import http.client
 import json
+import logging
 import os
 import platform
-import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import cli
+from bench.cli import BenchError
+from bench.processes import BIN, PYTHON, ROOT, child_env
+from bench.procfs import cpus_busy
+from bench.report import TIMES, command, commit_line, machine, met, now, seconds
+from hostos.engine.base import EngineError
+from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET
+from hostos.engine.http import EngineHTTP
 
-from report import write_section  # noqa: E402
-
-BIN = ROOT / ".venv" / "bin"
-HOSTOS = BIN / "hostos"
-PYTHON = BIN / "python"
+MODULE = "bench.apply"
+log = logging.getLogger(MODULE)  # run as __main__, so not __name__
+SECTION = "apply-bench"
+HOSTOS = BIN / "hostos"  # the console script, as users run it: its start-up is measured
 PODMAN_COMPOSE = BIN / "podman-compose"
-FLOOR = ROOT / "bench" / "floor.py"
+FLOOR = ROOT / "bench" / "floor.py"  # run as a file: it imports nothing of bench
 
 IMAGE = "hostos/busybox:latest"
 NAME = "bench"  # the hostos namespace and role, and the compose project
 CONCURRENCY = 8  # hostos apply's default --concurrency, and the floor's pool
 COLD, NOOP_SMALL, NOOP_LARGE = 20, 20, 100
-SOCKETS = {"docker": "unix:///var/run/docker.sock", "podman": "unix:///run/podman/podman.sock"}
+SOCKETS = {"docker": DOCKER_SOCKET, "podman": PODMAN_SOCKET}
+SERVICES = {"docker": "dockerd", "podman": "the podman service"}
 
 HOSTOS_LABEL = f"io.hostos.namespace={NAME}"
 COMPOSE_LABEL = f"com.docker.compose.project={NAME}"  # set by both compose tools
 FLOOR_LABEL = "io.hostos.bench=floor"
 FLOOR_NAME = "floor (raw SDK, own process)"
 
-TIMES = "\u00d7"  # the multiplication sign, for ratios
 TARGET_COMPOSE = 1.0
 TARGET_FLOOR = 1.15
 TARGET_NOOP_LARGE = 0.35
 
-REPRODUCE = (
-    "bash bench/setup.sh && .venv/bin/python bench/apply.py --engine both --runs 5 "
-    "--write docs/benchmarks.md"
+REPRODUCE = "bash bench/setup.sh && " + command(
+    MODULE, "--engine both --runs 5 --write docs/benchmarks.md"
 )
 
-# Variables that would point a tool at another engine or change its defaults.
-_ENV_DROP = (
-    "DOCKER_HOST",
-    "CONTAINER_HOST",
-    "HOSTOS_ENGINE",
-    "HOSTOS_NAMESPACE",
-    "COMPOSE_PROJECT_NAME",
-    "COMPOSE_FILE",
-)
 # docker-compose 1.x deadlocks when a project has more services than its parallel limit
 # (default 64): each service's task holds a slot while waiting for its container's task
 # (docker/compose#5864, #8226). Above twice the largest project it never binds; at 20
@@ -96,78 +86,36 @@ COMPOSE_PARALLEL_LIMIT = 256
 COMMAND_TIMEOUT = 600.0  # seconds: a hung tool fails the run instead of stalling it
 
 
-class BenchError(Exception):
-    """The benchmark cannot go on: a tool failed or left the engine in a wrong state."""
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
 # -- the engine's API, for checks and clean-up (never timed) ----------------------------
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("engine", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 class Api:
     """The Docker-compatible API on an engine's socket (dockerd and podman both serve it)."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
-        self.url = url
-        self._path = url.removeprefix("unix://")
-        self._timeout = timeout
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, str] | None = None,
-        ok: Sequence[int] = (200, 201, 204),
-    ) -> Any:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        conn = _UnixConnection(self._path, self._timeout)
-        try:
-            conn.request(method, path + query)
-            response = conn.getresponse()
-            body = response.read()
-            headers = dict(response.getheaders())
-        except OSError as exc:
-            raise BenchError(f"{self.url}: {method} {path}: {exc}") from None
-        finally:
-            conn.close()
-        if response.status not in ok:
-            raise BenchError(
-                f"{self.url}: {method} {path}: HTTP {response.status} "
-                f"{body.decode(errors='replace').strip()}"
-            )
-        if method == "HEAD" or not body:
-            return headers
-        return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+    def __init__(self, engine: str) -> None:
+        self.url = SOCKETS[engine]
+        self.http = EngineHTTP(self.url, engine=engine, service=SERVICES[engine])
 
     def containers(self, label: str | None = None) -> list[dict[str, Any]]:
         params = {"all": "1"}
         if label:
             params["filters"] = json.dumps({"label": [label]})
-        rows: list[dict[str, Any]] = self.call("GET", "/containers/json", params)
+        rows: list[dict[str, Any]] = self.http.get_json(
+            "/containers/json", "list containers", params=params
+        )
         return rows
 
     def remove(self, container: str) -> None:
-        self.call(
-            "DELETE", f"/containers/{container}", {"force": "1", "v": "1"}, ok=(200, 204, 404)
+        self.http.request(
+            "DELETE",
+            f"/containers/{container}",
+            f"remove container {container[:12]}",
+            params={"force": "1", "v": "1"},
+            ok=(200, 204, 404),
         )
 
     def version(self) -> dict[str, Any]:
-        doc: dict[str, Any] = self.call("GET", "/version")
+        doc: dict[str, Any] = self.http.get_json("/version", "version")
         return doc
 
 
@@ -255,21 +203,6 @@ class Run:
     stderr: str
 
 
-def _cpu_times() -> tuple[int, int]:
-    """(idle, total) jiffies of all CPUs since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields[:8])
-
-
-def cpus_busy(window: float = 0.5) -> float:
-    """How many CPUs' worth of time went to anything over the next `window` seconds."""
-    idle0, total0 = _cpu_times()
-    time.sleep(window)
-    idle1, total1 = _cpu_times()
-    total = max(1, total1 - total0)
-    return (1 - (idle1 - idle0) / total) * (os.cpu_count() or 1)
-
-
 @dataclass
 class Quiet:
     """Waits for an idle machine before each measured command (it is shared: other work
@@ -302,8 +235,7 @@ def timed(cmd: Sequence[str], what: str, measure: bool = False) -> Run:
     measure: a figure, so first wait for the machine to be idle."""
     if measure:
         QUIET.wait()
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-    env["COMPOSE_PARALLEL_LIMIT"] = str(COMPOSE_PARALLEL_LIMIT)
+    env = child_env(COMPOSE_PARALLEL_LIMIT=str(COMPOSE_PARALLEL_LIMIT))
     begin = time.perf_counter()
     try:
         done = subprocess.run(
@@ -458,7 +390,7 @@ def cold_rounds(api: Api, tools: Sequence[Tool], runs: int, warmup: int, results
             tool.down(COLD, api)
             must_be_gone(api, tool.label, f"{tool.name} teardown")
             step = f"run {round_ - warmup + 1}" if measured else "warm-up"
-            log(f"{step} {tool.name}: cold {cold.seconds:.3f}s{noop_note}")
+            log.info(f"{step} {tool.name}: cold {cold.seconds:.3f}s{noop_note}")
 
 
 def noop_large(api: Api, tools: Sequence[Tool], runs: int, warmup: int, results: Results) -> None:
@@ -468,13 +400,13 @@ def noop_large(api: Api, tools: Sequence[Tool], runs: int, warmup: int, results:
         must_be_gone(api, tool.label, f"before {what}")
         up = timed(tool.up(NOOP_LARGE), what)
         running = running_ids(api, tool.label, NOOP_LARGE, what)
-        log(f"{tool.name}: {NOOP_LARGE} units up in {up.seconds:.1f}s (untimed)")
+        log.info(f"{tool.name}: {NOOP_LARGE} units up in {up.seconds:.1f}s (untimed)")
         try:
             for round_ in range(warmup + runs):
                 seconds = _noop(api, tool, NOOP_LARGE, running)
                 if round_ >= warmup:
                     results.add(f"noop-{NOOP_LARGE}", tool.name, seconds)
-                log(
+                log.info(
                     f"{tool.name}: noop-{NOOP_LARGE} {seconds:.3f}s"
                     f"{' (warm-up)' if round_ < warmup else ''}"
                 )
@@ -529,7 +461,7 @@ def cleaned(api: Api, compose_files: Sequence[tuple[Tool, int]]) -> Iterator[Non
     """Leftovers of an interrupted run removed before, and everything removed after."""
     for label in (HOSTOS_LABEL, COMPOSE_LABEL, FLOOR_LABEL):
         if removed := force_remove(api, label):
-            log(f"removed {removed} leftover containers with {label}")
+            log.info(f"removed {removed} leftover containers with {label}")
     try:
         yield
     finally:
@@ -537,15 +469,15 @@ def cleaned(api: Api, compose_files: Sequence[tuple[Tool, int]]) -> Iterator[Non
             try:
                 tool.down(count, api)
             except BenchError as exc:
-                log(f"clean-up: {exc}")
+                log.info(f"clean-up: {exc}")
         for label in (HOSTOS_LABEL, COMPOSE_LABEL, FLOOR_LABEL):
             force_remove(api, label)
 
 
 def bench_engine(engine: str, runs: int, warmup: int, workdir: Path) -> EngineRun:
-    api = Api(SOCKETS[engine])
+    api = Api(engine)
     version, api_version = engine_version(engine, api)
-    log(f"{engine} {version} on {SOCKETS[engine]}")
+    log.info(f"{engine} {version} on {SOCKETS[engine]}")
     sites = {n: write_site(workdir / engine, n) for n in (COLD, NOOP_LARGE)}
     bridge = {n: write_compose(workdir / engine, n, True) for n in (COLD, NOOP_LARGE)}
     defaults = {COLD: write_compose(workdir / engine, COLD, False)}
@@ -587,10 +519,6 @@ def _median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-def _s(x: float) -> str:
-    return f"{x:.3f} s"
-
-
 def _ratio(a: Sequence[float], b: Sequence[float]) -> float | None:
     return _median(a) / _median(b) if a and b else None
 
@@ -609,11 +537,11 @@ def table(runs: Sequence[EngineRun]) -> list[str]:
             res.samples.items(), key=lambda item: order.index(item[0][0])
         ):
             hostos = res.get(scenario, "hostos")
-            ratio, target, met = "", "", ""
+            ratio, target, verdict = "", "", ""
             if tool == "hostos":
                 if scenario == f"noop-{NOOP_LARGE}":
                     target = f"≤ {TARGET_NOOP_LARGE:.2f} s"
-                    met = _met(_median(xs) <= TARGET_NOOP_LARGE)
+                    verdict = met(_median(xs) <= TARGET_NOOP_LARGE)
             else:
                 value = _ratio(hostos, xs)
                 ratio = f"{value:.2f}{TIMES}" if value is not None else "n/a"
@@ -623,24 +551,20 @@ def table(runs: Sequence[EngineRun]) -> list[str]:
                 elif scenario == f"cold-{COLD}" and tool == FLOOR_NAME:
                     goal = TARGET_FLOOR
                 if goal is not None and value is not None:
-                    target, met = f"≤ {goal:.2f}{TIMES}", _met(value <= goal)
+                    target, verdict = f"≤ {goal:.2f}{TIMES}", met(value <= goal)
             out.append(
-                f"| {run.engine} | {scenario} | {tool} | {_s(_median(xs))} "
-                f"| {_s(min(xs))} | {len(xs)} | {ratio} | {target} | {met} |"
+                f"| {run.engine} | {scenario} | {tool} | {seconds(_median(xs))} "
+                f"| {seconds(min(xs))} | {len(xs)} | {ratio} | {target} | {verdict} |"
             )
             if tool == FLOOR_NAME and run.floor_in_process:
                 inner = run.floor_in_process
                 value = _ratio(hostos, inner)
                 out.append(
                     f"| {run.engine} | {scenario} | floor, in-process (no interpreter "
-                    f"start) | {_s(_median(inner))} | {_s(min(inner))} | {len(inner)} "
+                    f"start) | {seconds(_median(inner))} | {seconds(min(inner))} | {len(inner)} "
                     f"| {'n/a' if value is None else f'{value:.2f}{TIMES}'} | | |"
                 )
     return out
-
-
-def _met(ok: bool) -> str:
-    return "yes" if ok else "**NO**"
 
 
 def targets(runs: Sequence[EngineRun]) -> list[str]:
@@ -673,43 +597,15 @@ def targets(runs: Sequence[EngineRun]) -> list[str]:
         )
         for label, value, goal, unit in checks:
             shown = (
-                "n/a" if value is None else (f"{value:.2f}{TIMES}" if unit == TIMES else _s(value))
+                "n/a"
+                if value is None
+                else (f"{value:.2f}{TIMES}" if unit == TIMES else seconds(value))
             )
             out.append(
                 f"| {run.engine} | {label} | {shown} | "
-                f"{'n/a' if value is None else _met(value <= goal)} |"
+                f"{'n/a' if value is None else met(value <= goal)} |"
             )
     return out
-
-
-def machine() -> list[str]:
-    mem = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    cpu = "?"
-    with suppress(OSError):
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            "?",
-        )
-    os_name = "?"
-    try:
-        found = re.search(r'^PRETTY_NAME="?([^"\n]*)', Path("/etc/os-release").read_text(), re.M)
-        os_name = found.group(1) if found else "?"
-    except OSError:
-        pass
-    return [
-        f"- machine: {os_name}, kernel {platform.release()}, {os.cpu_count()} CPUs "
-        f"({cpu}), {mem} memory"
-    ]
 
 
 def _output(cmd: Sequence[str]) -> str:
@@ -731,15 +627,12 @@ def tools_line() -> str:
     )
 
 
-def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
-    commit = _output(["git", "rev-parse", "--short", "HEAD"])
-    dirty = " with uncommitted changes" if _output(["git", "status", "--porcelain"]) else ""
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def section(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
     lines = [
-        f"Measured {now} at commit {commit}{dirty}, `--runs {args.runs}` "
+        f"Measured {now()} at {commit_line()}, `--runs {args.runs}` "
         f"(after {args.warmup} untimed warm-up round{'s' if args.warmup != 1 else ''}).",
         "",
-        *machine(),
+        f"- machine: {machine()}",
     ]
     for run in runs:
         api = "API" if run.engine == "docker" else "libpod API"
@@ -812,20 +705,17 @@ Reproduce (as root, on the project's machine):
 {REPRODUCE}
 ```
 
-The section below is written by `bench/apply.py --write`; its numbers are never edited
-by hand.
+The section below is written by `python -m bench.apply --write`; its numbers are never
+edited by hand.
 
 """
 
 
-def write(path: Path, section: str) -> None:
-    """Replace this benchmark's marked section of path, appending it when absent."""
-    write_section(path, "apply-bench", section, INTRO)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine", choices=["docker", "podman", "both"], default="both")
+    parser = cli.parser(MODULE, __doc__)
+    parser.add_argument(
+        "--engine", choices=["docker", "podman", "both"], default="both", help="the engines"
+    )
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure")
     parser.add_argument(
         "--warmup", type=int, default=1, help="untimed runs before them (default 1)"
@@ -845,17 +735,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="but no longer than this (default %(default)s)",
     )
-    parser.add_argument(
-        "--write",
-        type=Path,
-        metavar="FILE",
-        help="replace the marked section of FILE (created if missing)",
-    )
+    cli.add_write(parser, SECTION)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be at least 1 and --warmup at least 0")
-    if os.geteuid() != 0:
-        parser.error("run as root: the engines' sockets are root's")
+    cli.need_root(parser)
     for needed in (HOSTOS, PYTHON):
         if not needed.exists():
             parser.error(f"{needed} is missing: run bash bench/setup.sh")
@@ -866,16 +750,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="hostos-bench-") as tmp:
             for engine in engines:
                 runs.append(bench_engine(engine, args.runs, args.warmup, Path(tmp)))
-    except BenchError as exc:
-        print(f"bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    section = report(runs, args)
-    print(section)
-    if args.write:
-        write(args.write, section)
-        log(f"wrote {args.write}")
+    except EngineError as exc:
+        raise BenchError(str(exc)) from None
+    cli.publish(section(runs, args), args.write, SECTION, INTRO)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -1,7 +1,7 @@
 """Benchmarks of the host image: its size, the least RAM it runs the demo role in, and the
 time from qemu's start to the first unit running under the supervisor.
 
-    .venv/bin/python bench/image.py [--image DIR] [--runs 3] [--smp 1,2]
+    .venv/bin/python -m bench.image [--image DIR] [--runs 3] [--smp 1,2]
         [--mem 256] [--mem-floor 96] [--write docs/benchmarks.md]
 
 Without --image it builds one first (`hostos image base`, then `hostos image build
@@ -30,33 +30,29 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests" / "e2e")]
+from bench import cli, nfs, sites
+from bench.console import Console
+from bench.processes import PYTHON, ROOT
+from bench.report import command, commit_line, machine, met, now
+from hostos.image.boot import Guest, Image, Options, find_image, qemu_command
 
-import nfs  # noqa: E402  (tests/e2e: the NFS server and demo site the e2e tests use)
-import sites  # noqa: E402
-from report import commit_line, machine, write_section  # noqa: E402
-
-from hostos.image.boot import Guest, Image, Options, find_image, qemu_command  # noqa: E402
-
-PYTHON = ROOT / ".venv" / "bin" / "python"
+MODULE = "bench.image"
+log = logging.getLogger(MODULE)  # run as __main__, so not __name__
 IMAGE_CLI = [str(PYTHON), "-c", "from hostos.cli.image import image_app; image_app()"]
 BOOT_TIMEOUT = 300.0
 SECTION = "image-bench"
-REPRODUCE = "bash scripts/setup && .venv/bin/python bench/image.py"  # + this run's arguments
 MILESTONES = {  # name → console line (regex), in boot order
     "kernel": r"Linux version ",
     "/init": r"hostos-init: stage 1",
@@ -75,10 +71,6 @@ TARGET_FIRST_UNIT = 15.0
 TARGET_SIZE = 32e6
 
 
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
 # -- one boot ------------------------------------------------------------------------------
 
 
@@ -91,33 +83,6 @@ class Boot:
     times: dict[str, float] = field(default_factory=dict)
     file_seen: float | None = None
     memory: list[str] = field(default_factory=list)
-
-
-class Console:
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.lines: list[tuple[float, str]] = []
-        self.changed = threading.Condition()
-
-    def add(self, line: str) -> None:
-        with self.changed:
-            self.lines.append((time.monotonic() - self.started, line))
-            self.changed.notify_all()
-
-    def first(self, pattern: str) -> float | None:
-        import re
-
-        regex = re.compile(pattern)
-        return next((t for t, line in self.lines if regex.search(line)), None)
-
-    def wait(self, pattern: str, timeout: float, guest: Guest) -> float | None:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while (found := self.first(pattern)) is None:
-                if time.monotonic() > deadline or not guest.running():
-                    return None
-                self.changed.wait(0.5)
-        return found
 
 
 BOOTS = itertools.count(1)
@@ -135,7 +100,7 @@ def boot_once(image: Image, server: nfs.NfsServer, mem: int, smp: int, work: Pat
         f"hostos.site_opts={server.mount_options()},soft"
     )
     qmp = str(work / "qmp.sock")
-    console = Console()
+    console = Console(echo=False)
     guest = Guest(
         qemu_command(image, Options(mem=f"{mem}M", cpus=smp, append=append, qmp=qmp)),
         qmp,
@@ -150,9 +115,9 @@ def boot_once(image: Image, server: nfs.NfsServer, mem: int, smp: int, work: Pat
         if guest.running():
             guest.kill()
     for name, pattern in MILESTONES.items():
-        at = console.first(pattern)
-        if at is not None:
-            result.times[name] = at
+        found = console.find(pattern)
+        if found is not None:
+            result.times[name] = found[0]
     result.memory = [
         line.split("memory: ", 1)[1]
         for _, line in console.lines
@@ -160,7 +125,7 @@ def boot_once(image: Image, server: nfs.NfsServer, mem: int, smp: int, work: Pat
     ]
     if not result.ok:
         tail = "\n".join(line for _, line in console.lines[-15:])
-        log(f"boot at -m {mem} failed: {result.why}\n{tail}")
+        log.info(f"boot at -m {mem} failed: {result.why}\n{tail}")
     return result
 
 
@@ -189,7 +154,7 @@ def build_image(out: Path) -> Path:
         ["base", "--engine", "docker"],
         ["build", "--engine", "docker", "--out", str(out), "--tag", "hostos/host:bench"],
     ):
-        log("hostos image " + " ".join(args))
+        log.info("hostos image " + " ".join(args))
         subprocess.run([*IMAGE_CLI, *args], cwd=ROOT, check=True)
     return out
 
@@ -235,7 +200,7 @@ def least_memory(
     best = None
     mem = start
     while mem >= floor:
-        log(f"least RAM: booting with -m {mem}")
+        log.info(f"least RAM: booting with -m {mem}")
         boot = boot_once(image, server, mem, 1, work)
         tried.append(boot)
         if not boot.ok:
@@ -259,32 +224,28 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def _met(ok: bool) -> str:
-    return "yes" if ok else "**NO**"
-
-
-def report(
+def section(
     size: Sizes,
     runs: dict[int, list[Boot]],
     mem: int,
     least: int | None,
     tried: list[Boot],
     args: argparse.Namespace,
+    argv: Sequence[str],
 ) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     first = {smp: stats(boots, "first unit running") for smp, boots in runs.items()}
     one_cpu = first.get(1) or next(iter(first.values()), None)
     lines = [
         "## Host image: size, RAM, boot time (issue 5)",
         "",
-        "Written by `bench/image.py --write`; the numbers are never edited by hand. "
+        "Written by `python -m bench.image --write`; the numbers are never edited by hand. "
         "Reproduce (as root):",
         "",
         "```sh",
-        " ".join([REPRODUCE, *sys.argv[1:]]),
+        "bash scripts/setup && " + command(MODULE, *argv),
         "```",
         "",
-        f"Measured {now} at {commit_line()}; {args.runs} boots per CPU count; the machine: "
+        f"Measured {now()} at {commit_line()}; {args.runs} boots per CPU count; the machine: "
         f"{machine()}; load average {os.getloadavg()[0]:.2f} at the end.",
         "",
         "### Targets",
@@ -292,14 +253,14 @@ def report(
         "| target | measured | met |",
         "|---|---:|---|",
         f"| initramfs.img (outer initramfs + root image) ≤ 32 MB | {_mb(size.initramfs)} | "
-        f"{_met(size.initramfs <= TARGET_SIZE)} |",
+        f"{met(size.initramfs <= TARGET_SIZE)} |",
         f"| runs the demo role in 256 MiB | least that worked: {least or '?'} MiB | "
-        f"{_met(least is not None and least <= 256)} |",
+        f"{met(least is not None and least <= 256)} |",
     ]
     if one_cpu is not None:
         lines.append(
             f"| qemu start → first unit running ≤ 15 s (TCG, 1 vCPU, median) | "
-            f"{one_cpu[0]:.1f} s | {_met(one_cpu[0] <= TARGET_FIRST_UNIT)} |"
+            f"{one_cpu[0]:.1f} s | {met(one_cpu[0] <= TARGET_FIRST_UNIT)} |"
         )
     lines += [
         "",
@@ -352,40 +313,58 @@ def report(
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Measured:
+    size: Sizes
+    runs: dict[int, list[Boot]]  # per vCPU count
+    least: int | None  # the least -m that worked below --mem (None: none did)
+    tried: list[Boot]  # the boots stepping down
+
+
+def measure(args: argparse.Namespace, work: Path) -> Measured:
+    """The image's sizes, --runs boots per --smp value, then the least RAM."""
+    directory = args.image or build_image(work / "image")
+    image = find_image(directory)
+    runs: dict[int, list[Boot]] = {}
+    with nfs_server(work) as server:
+        for smp in (int(x) for x in args.smp.split(",")):
+            for n in range(args.runs):
+                log.info("boot %d/%d with %d vCPU", n + 1, args.runs, smp)
+                boot = boot_once(image, server, args.mem, smp, work)
+                log.info("first unit running at %s", boot.times.get("first unit running"))
+                runs.setdefault(smp, []).append(boot)
+        least, tried = least_memory(
+            image, server, args.mem - args.mem_step, args.mem_floor, args.mem_step, work
+        )
+    return Measured(sizes(directory), runs, least, tried)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = cli.parser(MODULE, __doc__)
     parser.add_argument("--image", type=Path, help="an image directory (default: build one)")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--smp", default="1", help="vCPU counts, comma-separated")
+    parser.add_argument("--runs", type=int, default=3, help="boots per vCPU count (default 3)")
+    parser.add_argument("--smp", default="1", help="vCPU counts, comma-separated (default 1)")
     parser.add_argument("--mem", type=int, default=256, help="MiB for the timed boots")
-    parser.add_argument("--mem-floor", type=int, default=96)
-    parser.add_argument("--mem-step", type=int, default=32)
-    parser.add_argument("--write", type=Path, help="replace this benchmark's section there")
+    parser.add_argument(
+        "--mem-floor", type=int, default=96, help="the least MiB to try (default 96)"
+    )
+    parser.add_argument(
+        "--mem-step", type=int, default=32, help="MiB less at each try (default 32)"
+    )
+    cli.add_write(parser, SECTION)
     args = parser.parse_args(argv)
+    if not all(x.strip().isdigit() for x in args.smp.split(",")):
+        parser.error(f"--smp {args.smp!r}: expected vCPU counts, comma-separated (1,2)")
     with tempfile.TemporaryDirectory(prefix="hostos-image-bench.", dir="/var/tmp") as tmp:
-        work = Path(tmp)
-        directory = args.image or build_image(work / "image")
-        image = find_image(directory)
-        size = sizes(directory)
-        runs: dict[int, list[Boot]] = {}
-        with nfs_server(work) as server:
-            for smp in (int(x) for x in args.smp.split(",")):
-                for n in range(args.runs):
-                    log(f"boot {n + 1}/{args.runs} with {smp} vCPU")
-                    boot = boot_once(image, server, args.mem, smp, work)
-                    log(f"first unit running at {boot.times.get('first unit running')}")
-                    runs.setdefault(smp, []).append(boot)
-            least, tried = least_memory(
-                image, server, args.mem - args.mem_step, args.mem_floor, args.mem_step, work
-            )
-            if least is None and runs.get(1) and all(b.ok for b in runs[1]):
-                least = args.mem
-    section = report(size, runs, args.mem, least, tried, args)
-    print(section)
-    if args.write:
-        write_section(args.write, SECTION, section)
+        done = measure(args, Path(tmp))
+    least, runs = done.least, done.runs
+    if least is None and runs.get(1) and all(b.ok for b in runs[1]):
+        least = args.mem
+    shown = sys.argv[1:] if argv is None else argv
+    text = section(done.size, runs, args.mem, least, done.tried, args, shown)
+    cli.publish(text, args.write, SECTION)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

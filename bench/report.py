@@ -1,15 +1,20 @@
-"""What the benchmarks share: their marked sections of docs/benchmarks.md, machine facts."""
+"""What the benchmarks' reports share: the marked sections of docs/benchmarks.md, the commit
+and machine lines, the command that reproduces a run, number formats and percentiles."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
 import subprocess
+from collections.abc import Sequence
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TIMES = "\u00d7"  # the multiplication sign, for ratios
 
 
 def write_section(path: Path, name: str, section: str, intro: str = "") -> None:
@@ -61,3 +66,30 @@ def machine() -> str:
         found = re.search(r'^PRETTY_NAME="?([^"\n]*)', Path("/etc/os-release").read_text(), re.M)
         os_name = found.group(1) if found else "?"
     return f"{os_name}, kernel {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {mem} memory"
+
+
+def now() -> str:
+    """`2026-12-04 14:34 UTC`: when a section was measured."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def command(module: str, *args: str) -> str:
+    """The command line, from the repository's root, that runs bench module with args."""
+    return " ".join([f".venv/bin/python -m {module}", *args])
+
+
+def seconds(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3f} s"
+
+
+def met(ok: bool) -> str:
+    return "yes" if ok else "**NO**"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (nearest rank: the smallest value with at least p % of the values
+    at or below it); nan when there are none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]

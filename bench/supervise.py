@@ -1,6 +1,6 @@
 """Benchmarks of `hostos supervise`: edit and kill latencies, idle cost with 100 units.
 
-    .venv/bin/python bench/supervise.py [--engine docker|podman|both] [--edits 20]
+    .venv/bin/python -m bench.supervise [--engine docker|podman|both] [--edits 20]
         [--kills 20] [--idle-units 100] [--idle-seconds 60] [--write docs/benchmarks.md]
 
 Per engine, each scenario runs a real supervisor process (`python -m hostos supervise SITE
@@ -28,15 +28,14 @@ CPU <= 1 %.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,18 +46,19 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from bench import cli
+from bench.cli import BenchError
+from bench.processes import HOSTOS, PYTHON, Proc, child_env, start
+from bench.procfs import cpu_seconds, status_field, status_mib
+from bench.report import command, commit_line, git, machine, met, now, percentile, seconds
+from hostos.engine.base import NAMESPACE_LABEL, UNIT_LABEL, Engine, EngineError
+from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect
+from hostos.engine.probe import ping
+from hostos.node.status import NodeStatus, read_status, socket_path
 
-from report import machine as machine_line  # noqa: E402
-from report import write_section  # noqa: E402
-
-from hostos.engine.base import NAMESPACE_LABEL, UNIT_LABEL, Engine, EngineError  # noqa: E402
-from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect  # noqa: E402
-from hostos.engine.probe import ping  # noqa: E402
-from hostos.node.status import NodeStatus, read_status, socket_path  # noqa: E402
-
-PYTHON = ROOT / ".venv" / "bin" / "python"
+MODULE = "bench.supervise"
+log = logging.getLogger(MODULE)  # run as __main__, so not __name__
+SECTION = "supervise-bench"
 IMAGE = "hostos/busybox:latest"
 NAMESPACE = "bench-sv"
 ROLE = "r"
@@ -76,23 +76,13 @@ SAMPLE = 0.5  # idle sampling period, seconds
 TARGET_LATENCY = 1.0
 TARGET_RSS_MB = 60.0
 TARGET_CPU = 1.0
-REPRODUCE = (
-    "bash scripts/setup && .venv/bin/python bench/supervise.py --engine both "
-    "--edits 20 --kills 20 --idle-units 100 --idle-seconds 60 "
-    "--write docs/benchmarks.md"
+REPRODUCE = "bash scripts/setup && " + command(
+    MODULE,
+    "--engine both --edits 20 --kills 20 --idle-units 100 --idle-seconds 60",
+    "--write docs/benchmarks.md",
 )
 SOCKETS = {"docker": DOCKER_SOCKET, "podman": PODMAN_SOCKET}
-# Variables that would point the supervisor at another engine, namespace or socket.
-_ENV_DROP = ("DOCKER_HOST", "CONTAINER_HOST", "HOSTOS_ENGINE", "HOSTOS_NAMESPACE")
 _LOG_LINE = re.compile(r"^time=(\S+)Z level=\w+ event=(\S+)(.*)$")
-
-
-class BenchError(Exception):
-    """The benchmark could not run as intended; the message says why."""
-
-
-def log(message: str) -> None:
-    print(f"bench/supervise: {message}", file=sys.stderr, flush=True)
 
 
 # -- statistics ------------------------------------------------------------------------
@@ -103,9 +93,7 @@ def p50(xs: Sequence[float]) -> float:
 
 
 def p95(xs: Sequence[float]) -> float:
-    """Nearest rank: the smallest value with at least 95 % of the samples at or below it."""
-    ordered = sorted(xs)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+    return percentile(xs, 95)
 
 
 # -- the engine's event stream -----------------------------------------------------------
@@ -224,25 +212,8 @@ class Supervisor:
     def __init__(self, engine: str, site: Path, log_path: Path) -> None:
         self.engine = engine
         self.site = site
-        self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-        cmd = [
-            str(PYTHON),
-            "-m",
-            "hostos",
-            "supervise",
-            str(site),
-            "--role",
-            ROLE,
-            "--engine",
-            engine,
-            "--namespace",
-            NAMESPACE,
-        ]
-        with open(log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-            )
+        cmd = [*HOSTOS, "supervise", str(site), "--role", ROLE, "--engine", engine]
+        self.proc: Proc = start("hostos supervise", [*cmd, "--namespace", NAMESPACE], log_path)
         self.started = time.time()
 
     @property
@@ -250,9 +221,9 @@ class Supervisor:
         return self.proc.pid
 
     def alive(self) -> None:
-        if self.proc.poll() is not None:
+        if self.proc.process.poll() is not None:
             raise BenchError(
-                f"the supervisor exited with {self.proc.returncode}; "
+                f"the supervisor exited with {self.proc.process.returncode}; "
                 f"last lines of its log:\n{self.tail()}"
             )
 
@@ -273,43 +244,32 @@ class Supervisor:
         raise BenchError(f"not converged within {timeout:g}s; log:\n{self.tail()}")
 
     def stop(self, timeout: float = 120) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return self.proc.stop(timeout)
 
     def lines(self) -> list[tuple[float, str, str]]:
         """(time, event, rest) of each logfmt line of the supervisor's log."""
         out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
+        for line in self.proc.log.read_text(errors="replace").splitlines():
             found = _LOG_LINE.match(line)
             if found:
                 stamp = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%f")
                 out.append((stamp.replace(tzinfo=UTC).timestamp(), found.group(2), found.group(3)))
         return out
 
-    def tail(self, n: int = 30) -> str:
-        with suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        return ""
+    def tail(self) -> str:
+        return self.proc.tail()
 
 
 def hostos_down(engine: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
     done = subprocess.run(
-        [str(PYTHON), "-m", "hostos", "down", "--namespace", NAMESPACE, "--engine", engine],
+        [*HOSTOS, "down", "--namespace", NAMESPACE, "--engine", engine],
         capture_output=True,
         text=True,
-        env=env,
-        cwd=ROOT,
+        env=child_env(),
         check=False,
     )
     if done.returncode != 0:
-        log(f"hostos down failed ({done.returncode}): {done.stdout}{done.stderr}")
+        log.info("hostos down failed (%d): %s%s", done.returncode, done.stdout, done.stderr)
 
 
 def running_container(engine: Engine, unit: str) -> str:
@@ -400,7 +360,7 @@ def scenario_latency(
     sup = Supervisor(run.engine, site, work / f"supervise-{run.engine}-latency.log")
     try:
         sup.wait_converged(units, 120)
-        log(f"{run.engine}: {len(units)} units converged; {edits} edits")
+        log.info(f"{run.engine}: {len(units)} units converged; {edits} edits")
         time.sleep(2.0)
         for i in range(edits):
             run.edits.append(
@@ -408,7 +368,7 @@ def scenario_latency(
             )
             run.note_load()
             time.sleep(0.5)
-        log(f"{run.engine}: {kills} kills")
+        log.info(f"{run.engine}: {kills} kills")
         last_start = {u: last_start_time(events, engine, u) for u in units}
         last_kill = 0.0
         for _ in range(kills):
@@ -422,7 +382,7 @@ def scenario_latency(
             last_kill = time.time()
             run.note_load()
         if quick:
-            log(f"{run.engine}: {quick} quick repeat kills (backoff)")
+            log.info(f"{run.engine}: {quick} quick repeat kills (backoff)")
             unit = min(units, key=lambda u: last_start[u])
             wait = last_start[unit] + KILL_AGE - time.time()
             if wait > 0:
@@ -434,7 +394,7 @@ def scenario_latency(
     finally:
         code = sup.stop()
         if code != 0:
-            log(f"the supervisor exited with {code}:\n{sup.tail()}")
+            log.info(f"the supervisor exited with {code}:\n{sup.tail()}")
         hostos_down(run.engine)
 
 
@@ -546,7 +506,7 @@ def scenario_idle(run: EngineRun, work: Path, count: int, seconds: float) -> Non
     try:
         sup.wait_converged(units, 600)
         converged = time.time()
-        log(
+        log.info(
             f"{run.engine}: {count} units converged in {converged - sup.started:.1f}s; "
             f"sampling {seconds:g}s"
         )
@@ -557,30 +517,29 @@ def scenario_idle(run: EngineRun, work: Path, count: int, seconds: float) -> Non
     finally:
         code = sup.stop(timeout=300)
         if code != 0:
-            log(f"the supervisor exited with {code}:\n{sup.tail()}")
+            log.info(f"the supervisor exited with {code}:\n{sup.tail()}")
         hostos_down(run.engine)
 
 
 def sample_idle(
     sup: Supervisor, engine: str, count: int, seconds: float, converged: float
 ) -> IdleResult:
-    tick = os.sysconf("SC_CLK_TCK")
     daemon = engine_pid(engine)
     samples: list[tuple[float, float, float]] = []  # (wall, cpu seconds, rss MB)
-    daemon_cpu0 = cpu_seconds(daemon, tick) if daemon else None
+    daemon_cpu0 = cpu_seconds(daemon) if daemon else None
     t_start = time.monotonic()
     wall0 = time.time()
     while True:
-        now = time.monotonic()
+        at = time.monotonic()
         sup.alive()
-        samples.append((now - t_start, cpu_seconds(sup.pid, tick), status_mb(sup.pid, "VmRSS")))
-        if now - t_start >= seconds:
+        samples.append((at - t_start, cpu_seconds(sup.pid), status_mib(sup.pid, "VmRSS")))
+        if at - t_start >= seconds:
             break
         time.sleep(max(0.0, t_start + len(samples) * SAMPLE - time.monotonic()))
     daemon_cpu = None
     if daemon and daemon_cpu0 is not None:
         with suppress(OSError):
-            daemon_cpu = (cpu_seconds(daemon, tick) - daemon_cpu0) / samples[-1][0] * 100
+            daemon_cpu = (cpu_seconds(daemon) - daemon_cpu0) / samples[-1][0] * 100
     wall = samples[-1][0]
     cpu = samples[-1][1] - samples[0][1]
     per_second = []
@@ -595,7 +554,7 @@ def sample_idle(
         converge=converged - sup.started,
         rss_max_mb=max(s[2] for s in samples),
         rss_min_mb=min(s[2] for s in samples),
-        hwm_mb=status_mb(sup.pid, "VmHWM"),
+        hwm_mb=status_mib(sup.pid, "VmHWM"),
         cpu_percent=cpu / wall * 100,
         cpu_quiet_percent=(cpu - peak) / max(wall - 1.0, 1e-9) * 100,
         peak_second=peak * 100,
@@ -621,22 +580,6 @@ def resync_due(sup: Supervisor, window_start: float) -> float | None:
         elif ev == "engine-connected" and t <= window_start:
             began = max(began or 0.0, t)
     return None if began is None else began + RESYNC
-
-
-def cpu_seconds(pid: int, tick: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14, 15)
-
-
-def status_field(pid: int, key: str) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return line.split(":", 1)[1].split()[0]
-    raise BenchError(f"/proc/{pid}/status has no {key}")
-
-
-def status_mb(pid: int, key: str) -> float:
-    return int(status_field(pid, key)) / 1024  # kB -> MiB
 
 
 def engine_pid(engine: str) -> int | None:
@@ -717,27 +660,19 @@ def engine_version(engine: str) -> str:
 # -- report ------------------------------------------------------------------------------
 
 
-def _s(x: float) -> str:
-    return f"{x:.3f} s"
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
-
 def _med(xs: Sequence[float | None]) -> str:
     values = [x for x in xs if x is not None]
-    return _s(p50(values)) if values else "?"
+    return seconds(p50(values)) if values else "?"
 
 
 def _p95(xs: Sequence[float | None]) -> str:
     values = [x for x in xs if x is not None]
-    return _s(p95(values)) if values else "?"
+    return seconds(p95(values)) if values else "?"
 
 
 def table(runs: Sequence[EngineRun]) -> list[str]:
     lines = [
-        "| engine | scenario | n | p50 | p95 | max | target | |",
+        "| engine | scenario | n | p50 | p95 | max | target | met |",
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for run in runs:
@@ -747,9 +682,9 @@ def table(runs: Sequence[EngineRun]) -> list[str]:
         ):
             if xs:
                 lines.append(
-                    f"| {run.engine} | {name} | {len(xs)} | {_s(p50(xs))} | "
-                    f"{_s(p95(xs))} | {_s(max(xs))} | p95 ≤ {TARGET_LATENCY:g} s | "
-                    f"{_met(p95(xs) <= TARGET_LATENCY)} |"
+                    f"| {run.engine} | {name} | {len(xs)} | {seconds(p50(xs))} | "
+                    f"{seconds(p95(xs))} | {seconds(max(xs))} | p95 ≤ {TARGET_LATENCY:g} s | "
+                    f"{met(p95(xs) <= TARGET_LATENCY)} |"
                 )
         if run.idle is not None:
             idle = run.idle
@@ -759,12 +694,12 @@ def table(runs: Sequence[EngineRun]) -> list[str]:
                 f"| {run.engine} | idle RSS (max), {idle.units} units, "
                 f"{idle.seconds:.0f} s | {n} | | | {rss_mb:.1f} MB "
                 f"({idle.rss_max_mb:.1f} MiB) | ≤ {TARGET_RSS_MB:g} MB | "
-                f"{_met(rss_mb <= TARGET_RSS_MB)} |"
+                f"{met(rss_mb <= TARGET_RSS_MB)} |"
             )
             lines.append(
                 f"| {run.engine} | idle CPU (whole window), {idle.units} units, "
                 f"{idle.seconds:.0f} s | {n} | | | {idle.cpu_percent:.2f} % | "
-                f"≤ {TARGET_CPU:g} % | {_met(idle.cpu_percent <= TARGET_CPU)} |"
+                f"≤ {TARGET_CPU:g} % | {met(idle.cpu_percent <= TARGET_CPU)} |"
             )
     return lines
 
@@ -786,7 +721,7 @@ def breakdown(runs: Sequence[EngineRun]) -> list[str]:
                 "The swap (old removed, new renamed) is done "
                 f"{_med([x.swapped for x in e])} after the write. The start event reached "
                 f"a listener {_med([x.lag for x in e])} after its engine time "
-                f"(max {_s(max(x.lag for x in e))})."
+                f"(max {seconds(max(x.lag for x in e))})."
             ]
         if run.kills:
             k = run.kills
@@ -796,7 +731,7 @@ def breakdown(runs: Sequence[EngineRun]) -> list[str]:
                 "event delivery, inspect, image lookups, list, plan) → `start` "
                 f"{_med([x.restart for x in k])} ({_p95([x.restart for x in k])}; the start "
                 f"call). The `die` event reached a listener {_med([x.lag for x in k])} after "
-                f"its engine time (max {_s(max(x.lag for x in k))}){_lag_note(run.engine)}. "
+                f"its engine time (max {seconds(max(x.lag for x in k))}){_lag_note(run.engine)}. "
                 "Each killed container "
                 f"had run {min(x.ran for x in k):.1f} to {max(x.ran for x in k):.1f} s."
             ]
@@ -806,13 +741,13 @@ def breakdown(runs: Sequence[EngineRun]) -> list[str]:
                 continue
             clean = [x.total for x in samples if not x.stream_lost]
             rest = (
-                f"; the other {len(clean)}: p50 {_s(p50(clean))}, p95 {_s(p95(clean))}"
+                f"; the other {len(clean)}: p50 {seconds(p50(clean))}, p95 {seconds(p95(clean))}"
                 if clean
                 else ""
             )
             lines.append(
                 f"- {run.engine}, {name}: {len(hit)} of {len(samples)} samples "
-                f"({', '.join(_s(x.total) for x in hit)}) came within 1.5 s of the supervisor "
+                f"({', '.join(seconds(x.total) for x in hit)}) came within 1.5 s of the supervisor "
                 'losing its engine event stream (`event=engine-lost error="event stream '
                 'ended"` in its log; podman 4.3 ends an event stream opened with `since` '
                 "whenever it rotates its events log, 1 MB by default and written by every podman "
@@ -876,34 +811,27 @@ def idle_notes(runs: Sequence[EngineRun]) -> list[str]:
     return lines
 
 
-def machine() -> list[str]:
+def machine_lines() -> list[str]:
     return [
-        f"- machine: {machine_line()}, no systemd",
-        f"- hostos {_git('describe', '--always', '--dirty')}, Python "
+        f"- machine: {machine()}, no systemd",
+        f"- hostos {git('describe', '--always', '--dirty')}, Python "
         f"{platform.python_version()}, watchdog {metadata.version('watchdog')}, docker-py "
         f"{metadata.version('docker')}, podman-py {metadata.version('podman')}",
     ]
 
 
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, check=False)
-    return done.stdout.strip() or "?"
-
-
-def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    dirty = " with uncommitted changes" if _git("status", "--porcelain") != "?" else ""
+def section(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
     lines = [
         "## Supervisor: `hostos supervise`",
         "",
-        "Written by `bench/supervise.py --write`; the numbers are never edited by hand.",
+        "Written by `python -m bench.supervise --write`; the numbers are never edited by hand.",
         "Reproduce (as root, on a fresh Debian 12 machine, from the repository):",
         "",
         "```sh",
         REPRODUCE,
         "```",
         "",
-        f"Measured {now} at commit {_git('rev-parse', '--short', 'HEAD')}{dirty}.",
+        f"Measured {now()} at {commit_line()}.",
         "",
         *table(runs),
         "",
@@ -958,7 +886,7 @@ def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
         "",
         "### Machine",
         "",
-        *machine(),
+        *machine_lines(),
     ]
     for run in runs:
         lines.append(
@@ -969,11 +897,6 @@ def report(runs: Sequence[EngineRun], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write(path: Path, section: str) -> None:
-    """Replace this benchmark's marked section of path, appending it when absent."""
-    write_section(path, "supervise-bench", section)
-
-
 def summary(runs: Sequence[EngineRun]) -> None:
     for run in runs:
         for name, xs in (
@@ -981,67 +904,62 @@ def summary(runs: Sequence[EngineRun]) -> None:
             ("kill", [k.total for k in run.kills]),
         ):
             if xs:
-                log(
+                log.info(
                     f"{run.engine} {name}: p50 {p50(xs):.3f} p95 {p95(xs):.3f} "
                     f"max {max(xs):.3f} all {[round(x, 3) for x in xs]}"
                 )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--engine", choices=["docker", "podman", "both"], default="both")
-    parser.add_argument("--edits", type=int, default=20)
-    parser.add_argument("--kills", type=int, default=20)
+    parser = cli.parser(MODULE, __doc__)
+    parser.add_argument(
+        "--engine", choices=["docker", "podman", "both"], default="both", help="the engines"
+    )
+    parser.add_argument("--edits", type=int, default=20, help="unit file edits (default 20)")
+    parser.add_argument("--kills", type=int, default=20, help="container kills (default 20)")
     parser.add_argument(
         "--quick-kills",
         type=int,
         default=2,
         help="repeat kills within 10 s of a restart, to show the backoff",
     )
-    parser.add_argument("--idle-units", type=int, default=100)
-    parser.add_argument("--idle-seconds", type=float, default=60.0)
-    parser.add_argument("--edit-mode", choices=["atomic", "inplace"], default="atomic")
     parser.add_argument(
-        "--write",
-        type=Path,
-        metavar="FILE",
-        help="replace the marked section of FILE (created if missing)",
+        "--idle-units", type=int, default=100, help="units of the idle scenario, 0 to skip"
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=60.0, help="the idle sampling window (default 60)"
+    )
+    parser.add_argument(
+        "--edit-mode",
+        choices=["atomic", "inplace"],
+        default="atomic",
+        help="write a dotfile and rename it over the unit (default), or rewrite the unit",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (sites, supervisor logs)"
     )
+    cli.add_write(parser, SECTION)
     args = parser.parse_args(argv)
     if min(args.edits, args.kills, args.quick_kills, args.idle_units) < 0 or args.idle_seconds < 2:
         parser.error("counts must be at least 0 and --idle-seconds at least 2")
-    if os.geteuid() != 0:
-        parser.error("run as root: the engines' sockets are root's")
+    cli.need_root(parser)
     if not PYTHON.exists():
         parser.error(f"{PYTHON} is missing: run bash scripts/setup")
     engines = ["docker", "podman"] if args.engine == "both" else [args.engine]
     work = Path(tempfile.mkdtemp(prefix="hostos-bench-sv-"))
-    runs = []
     try:
-        for name in engines:
-            runs.append(bench_engine(name, args, work))
-    except BenchError as exc:
-        log(f"FAILED: {exc}")
-        log(f"work directory kept: {work}")
-        return 1
-    except KeyboardInterrupt:
-        log(f"interrupted; work directory kept: {work}")
-        return 130
+        runs = [bench_engine(name, args, work) for name in engines]
+    except (BenchError, KeyboardInterrupt):
+        log.info("work directory kept: %s", work)
+        raise
     if args.keep:
-        log(f"work directory kept: {work}")
+        log.info("work directory kept: %s", work)
     else:
         shutil.rmtree(work, ignore_errors=True)
     summary(runs)
-    section = report(runs, args)
-    print(section)
-    if args.write:
-        write(args.write, section)
-        log(f"wrote {args.write}")
+    cli.publish(section(runs, args), args.write, SECTION)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -1,7 +1,9 @@
-"""mypy --strict and ruff over the package and the tests, from the suite."""
+"""mypy --strict over the package, ruff over the package, the tests and the benchmarks,
+the import contracts and no import cycle, from the suite."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -76,3 +78,19 @@ def import_cycles(package: str) -> list[list[str]]:
 
 def test_no_import_cycles() -> None:
     assert import_cycles("hostos") == []
+    assert import_cycles("bench") == []
+
+
+def test_benches_import_as_a_package() -> None:
+    """bench/ imports its helpers as the package it is (`python -m bench.NAME`): no module
+    puts a folder on sys.path, so none reaches into tests/ or imports a file by its path."""
+    edits = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / "bench").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    ]
+    assert edits == []

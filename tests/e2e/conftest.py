@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import devimage
-import nfs
 import pytest
 
+from bench import console, nfs
 from hostos.image.boot import Guest, Image, Options, initrd_with_site, qemu_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,50 +35,21 @@ def _need(*programs: str) -> None:
 # -- the console ---------------------------------------------------------------------------
 
 
-@dataclass
-class Console:
-    """Console lines with the host time (seconds since qemu started) each arrived at."""
-
-    started: float = field(default_factory=time.monotonic)
-    lines: list[tuple[float, str]] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    echo: bool = True
-
-    def add(self, line: str) -> None:
-        stamp = time.monotonic() - self.started
-        if self.echo:
-            print(f"[{stamp:7.2f}] {line}", flush=True)
-        with self.changed:
-            self.lines.append((stamp, line))
-            self.changed.notify_all()
-
-    def find(self, pattern: str, count: int = 1) -> tuple[float, str] | None:
-        """The count-th line matching pattern (a regex), with its time."""
-        regex = re.compile(pattern)
-        hits = [(t, line) for t, line in self.lines if regex.search(line)]
-        return hits[count - 1] if len(hits) >= count else None
+class Console(console.Console):
+    """The guest's console lines (bench.console, shared with the image bench), and a wait
+    that fails the test."""
 
     def wait_for(
         self, pattern: str, timeout: float, guest: Guest | None = None, count: int = 1
     ) -> tuple[float, str]:
         """The count-th line matching pattern, waiting up to timeout seconds for it."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                found = self.find(pattern, count)
-                if found is not None:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0 or (guest is not None and not guest.running()):
-                    tail = "\n".join(line for _, line in self.lines[-40:])
-                    raise AssertionError(
-                        f"no console line matching {pattern!r} within "
-                        f"{timeout:g}s; last lines:\n{tail}"
-                    )
-                self.changed.wait(min(left, 0.5))
-
-    def text(self) -> str:
-        return "\n".join(line for _, line in self.lines)
+        found = self.wait(pattern, timeout, guest, count)
+        if found is None:
+            tail = "\n".join(line for _, line in self.lines[-40:])
+            raise AssertionError(
+                f"no console line matching {pattern!r} within {timeout:g}s; last lines:\n{tail}"
+            )
+        return found
 
 
 @dataclass

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nfs import NfsServer
 
+from bench.nfs import NfsServer
 from hostos.image.boot import Image
 
 pytestmark = pytest.mark.e2e

@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
-from nfs import free_port
 
+from bench.processes import free_port
 from hostos.image.boot import Guest, Image
 
 from conftest import Console

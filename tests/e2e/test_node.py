@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sites
-from nfs import NfsServer, free_port
 
+from bench import sites
+from bench.nfs import NfsServer
+from bench.processes import free_port
 from hostos.image.boot import Image
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,5 @@
-"""The site definitions the e2e guests run, and the busybox image they run it from.
+"""The site definitions qemu guests run (the e2e tests' and the image bench's), and the
+busybox image they run it from.
 
 No registry is reachable from a guest: the unit's image is a docker-archive written here
 from the host's static busybox and read by the guest from the site itself

@@ -1,8 +1,8 @@
-"""A user-space NFS server for the e2e tests: nfs-ganesha (VFS backend) exporting a
-directory of the host as /export, on a port of its own, with rpcbind started first
-(without it ganesha exits silently after 10 s).  The host kernel has no NFS client: a qemu
-guest mounts the export as 10.0.2.2:/export/... with `port=N`, and the test reads the files
-straight from the exported directory.
+"""A user-space NFS server for qemu guests (the image bench's and the e2e tests'):
+nfs-ganesha (VFS backend) exporting a directory of the host as /export, on a port of its
+own, with rpcbind started first (without it ganesha exits silently after 10 s).  The host
+kernel has no NFS client: a guest mounts the export as 10.0.2.2:/export/... with `port=N`,
+and the host reads the files straight from the exported directory.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.processes import free_port
 
 PACKAGES = ("nfs-ganesha", "nfs-ganesha-vfs", "rpcbind")
 RPCBIND_SOCKET = "/run/rpcbind.sock"
@@ -56,12 +58,6 @@ def missing_programs() -> list[str]:
         for p in ("ganesha.nfsd", "rpcbind")
         if shutil.which(p) is None and not Path("/usr/sbin", p).exists()
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def answers(port: int) -> bool:

@@ -1,0 +1,102 @@
+"""What a store's run measured (StoreRun, a Rollout each), the settings it ran with
+(Options), and the rollout figures drawn from the agents' reboot records."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Options:
+    """The run's settings: the command line's options of the same names."""
+
+    agents: int
+    heartbeat: float
+    wait: float
+    reboot: float
+    rollout_nodes: int
+    slots: int
+    big_rollout_slots: int
+    generators: int
+    steady: float
+    saturate: float
+    saturate_concurrency: int
+    publishes: int
+    phase_timeout: float
+    heartbeat_rate: float
+
+
+def max_out(reboots: Sequence[dict[str, Any]]) -> int:
+    """The most agents out at once, from each one's pre-reboot answer to its steady-state
+    request (inside the time the server counts it as holding a slot)."""
+    events = []
+    for record in reboots:
+        if "steady" in record:
+            events += [(record["locked"], 1), (record["steady"], -1)]
+    out = most = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        out += step
+        most = max(most, out)
+    return most
+
+
+def handovers(reboots: Sequence[dict[str, Any]], slots: int) -> list[float]:
+    """Per freed slot, seconds from a steady-state request to the assignment reaching the
+    next node (the controller seeing it, granting, the node's long-poll answered): the i-th
+    steady-state frees the slot the (i + slots)-th assignment takes."""
+    steady = sorted(r["steady"] for r in reboots if "steady" in r)
+    told = sorted(r["told"] for r in reboots if "told" in r)
+    return [t - s for s, t in zip(steady, told[slots:], strict=False)]
+
+
+def spans(reboots: Sequence[dict[str, Any]], start: str, end: str) -> list[float]:
+    return [r[end] - r[start] for r in reboots if start in r and end in r]
+
+
+@dataclass
+class Rollout:
+    nodes: int
+    slots: int
+    wall: float
+    bound: float
+    state: str
+    max_out: int
+    on_new_image: int
+    handover: tuple[float, float] = (math.nan, math.nan)  # p50, max
+    lock: float = math.nan  # p50 told → pre-reboot answered
+    steady: float = math.nan  # p50 up → steady-state sent
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.bound if self.bound else math.nan
+
+
+@dataclass
+class StoreRun:
+    store: str
+    servers: int
+    agents: int
+    ready_seconds: float = 0.0
+    interval: float = math.nan  # the heartbeat interval most agents were at (after pacing)
+    offered: float = 0.0
+    steady_rate: float = 0.0
+    steady_latency: tuple[float, float] = (math.nan, math.nan)  # p50, p99
+    capacity: float = 0.0
+    capacity_latency: tuple[float, float] = (math.nan, math.nan)
+    fanouts: list[list[float]] = field(default_factory=list)  # per publish, per agent
+    missed: int = 0  # agents that never saw a published generation
+    not_ready: int = 0  # agents whose first heartbeat and config never came back
+    rollouts: list[Rollout] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    samples: list[str] = field(default_factory=list)
+    connects: int = 0
+    lock_waits: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)  # 1-min load average at the start, the most seen
+    kernel: dict[str, int] = field(default_factory=dict)  # TCP counters' growth in the run
+    note: str = ""

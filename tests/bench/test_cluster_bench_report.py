@@ -1,0 +1,72 @@
+"""The cluster bench's figures from the agents' records, and its section's tables."""
+
+from __future__ import annotations
+
+from bench.cluster.report import figures, targets
+from bench.cluster.results import Options, Rollout, StoreRun, handovers, max_out
+from bench.report import TIMES
+
+OPTS = Options(
+    agents=40,
+    heartbeat=2.0,
+    wait=10.0,
+    reboot=0.5,
+    rollout_nodes=4,
+    slots=2,
+    big_rollout_slots=0,
+    generators=2,
+    steady=3.0,
+    saturate=2.0,
+    saturate_concurrency=8,
+    publishes=2,
+    phase_timeout=30.0,
+    heartbeat_rate=200.0,
+)
+
+
+def test_max_out_counts_agents_between_pre_reboot_and_steady_state() -> None:
+    reboots = [
+        {"locked": 0.0, "steady": 2.0},
+        {"locked": 1.0, "steady": 3.0},
+        {"locked": 2.0, "steady": 4.0},  # starts as the first ends: never three at once
+        {"locked": 5.0},  # never came back: not counted
+    ]
+    assert max_out(reboots) == 2
+
+
+def test_a_handover_runs_from_a_steady_state_to_the_next_node_told() -> None:
+    reboots = [
+        {"told": 0.0, "steady": 2.0},
+        {"told": 0.0, "steady": 3.0},
+        {"told": 2.25, "steady": 5.0},
+        {"told": 3.5, "steady": 6.0},
+    ]
+    assert handovers(reboots, slots=2) == [0.25, 0.5]
+
+
+def run(store: str, errors: int = 0) -> StoreRun:
+    result = StoreRun(store, 1, 40, fanouts=[[0.1] * 40, [0.2] * 40])
+    result.rollouts.append(Rollout(4, 2, 1.05, 1.0, "done", 2, 4))
+    result.errors["heartbeat: no answer"] = errors
+    return result
+
+
+def test_targets_say_which_are_met() -> None:
+    rows = targets([run("sqlite"), run("etcd", errors=3)])
+    assert rows[2] == "| SQLite, 1 server, 40 agents | fan-out p99 ≤ 2 s | 0.200 s | yes |"
+    assert rows[3].endswith(f"| 1.1 s = 1.05{TIMES} | yes |")
+    assert rows[-1] == "| etcd, 2 replicas, 40 agents | zero errors | 3 | **NO** |"
+
+
+def test_figures_have_a_column_per_run_and_a_row_per_publish_and_rollout() -> None:
+    rows = figures([run("sqlite"), run("etcd")], OPTS)
+    assert rows[0] == "| | SQLite, 1 server, 40 agents | etcd, 2 replicas, 40 agents |"
+    assert all(row.count(" | ") == 2 for row in rows[2:]), rows
+    labels = [row.split(" | ")[0].removeprefix("| ") for row in rows[2:]]
+    assert labels[:2] == [
+        "agents (load-generator processes)",
+        "all agents up (first heartbeat and config answered)",
+    ]
+    assert sum(label.startswith("fan-out, publish") for label in labels) == 2
+    assert "rollout N=4 S=2: wall / bound" in labels
+    assert labels[-1] == "1-minute load average: at the start / the most seen"
