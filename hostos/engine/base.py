@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 HOSTOS_PREFIX = "io.hostos."
@@ -22,6 +23,14 @@ SPEC_LABEL = "io.hostos.spec"  # the hashed spec as canonical JSON, for precise 
 DEPS_LABEL = "io.hostos.deps"  # units this one starts after, for `hostos down` order
 NAMESPACE_LABEL = "io.hostos.namespace"  # set when several hostos instances share an engine
 NAME_PREFIX = "hostos-"
+
+
+class EngineKind(StrEnum):
+    """Which engine to use: auto takes a reachable Docker socket, else Podman."""
+
+    auto = "auto"
+    docker = "docker"
+    podman = "podman"
 
 
 def owner_labels(namespace: str = "") -> list[str]:
