@@ -54,7 +54,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from report import machine as machine_line  # noqa: E402
 from report import write_section  # noqa: E402
 
-from hostos.engine.base import Engine, EngineError  # noqa: E402
+from hostos.engine.base import Engine, EngineError, EngineKind  # noqa: E402
 from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect  # noqa: E402
 from hostos.engine.probe import ping  # noqa: E402
 from hostos.node.status import read_status, socket_path  # noqa: E402
@@ -664,7 +664,7 @@ def bench_engine(engine_name: str, args: argparse.Namespace, work: Path) -> Engi
             f"a supervisor already serves namespace {NAMESPACE} "
             f"({socket_path(NAMESPACE)}): another run of this benchmark?"
         )
-    engine = connect(engine_name)  # type: ignore[arg-type]
+    engine = connect(EngineKind(engine_name))
     try:
         if engine.image_id(IMAGE) is None:
             raise BenchError(f"{IMAGE} is missing on {engine_name}: run bash scripts/setup")
