@@ -51,7 +51,7 @@ from bench.cli import BenchError
 from bench.processes import HOSTOS, PYTHON, Proc, child_env, start
 from bench.procfs import cpu_seconds, status_field, status_mib
 from bench.report import command, commit_line, git, machine, met, now, percentile, seconds
-from hostos.engine.base import NAMESPACE_LABEL, UNIT_LABEL, Engine, EngineError
+from hostos.engine.base import NAMESPACE_LABEL, UNIT_LABEL, Engine, EngineError, EngineKind
 from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect
 from hostos.engine.probe import ping
 from hostos.node.status import NodeStatus, read_status, socket_path
@@ -604,7 +604,7 @@ def bench_engine(engine_name: str, args: argparse.Namespace, work: Path) -> Engi
             f"a supervisor already serves namespace {NAMESPACE} "
             f"({socket_path(NAMESPACE)}): another run of this benchmark?"
         )
-    engine = connect(engine_name)  # type: ignore[arg-type]
+    engine = connect(EngineKind(engine_name))
     try:
         if engine.image_id(IMAGE) is None:
             raise BenchError(f"{IMAGE} is missing on {engine_name}: run bash scripts/setup")

@@ -1,4 +1,4 @@
-"""The operator's cluster commands: `apply --server`, `diff`, `nodes --server`, `rollout …`.
+"""The operator's cluster commands: `publish`, `diff`, `nodes --server`, `rollout …`.
 
 hostos/cli/main.py hands these the parsed options; the `rollout` sub-app is mounted there with
 `app.add_typer(rollout_app, name="rollout")`.  This module imports only typer at the top, so
@@ -12,13 +12,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from hostos.cli.app import App
 from hostos.cli.exits import EXIT_INPUT, EXIT_RUNTIME, fail, guarded
-from hostos.cli.output import emit_json, print_table
+from hostos.cli.output import Format, emit, print_table
+from hostos.cli.params import DEFAULT_ADMIN_TOKEN_FILE, AdminTokenOpt, OutputOpt, ServerOpt
 from hostos.cluster import pacing
 
 if TYPE_CHECKING:
@@ -29,20 +30,6 @@ WATCH_RETRIES = 30  # reads that may fail in a row while watching (a server rest
 ACTIVE = ("running", "rolling-back")
 INPUT_STATUSES = frozenset({400, 404, 409, 422})
 T = TypeVar("T")
-
-ServerOpt = Annotated[str, typer.Option(envvar="HOSTOS_SERVER", help="http://HOST:PORT")]
-TokenFileOpt = Annotated[
-    str, typer.Option(envvar="HOSTOS_ADMIN_TOKEN_FILE", help="a file holding the admin token")
-]
-DEFAULT_TOKEN_FILE = "/etc/hostos/admin-token"
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-
-
-OutputOpt = Annotated[Output, typer.Option("--output", "-o")]
 
 
 def admin_client(server: str, token_file: str) -> Client:
@@ -77,16 +64,16 @@ def _resolved_site(site: str) -> dict[str, Any]:
     return guarded(lambda: site_document(load_site(site)))
 
 
-# -- apply, diff, nodes --------------------------------------------------------------------
+# -- publish, diff, nodes ------------------------------------------------------------------
 
 
-def apply_remote(site: str, server: str, token_file: str, as_json: bool = False) -> None:
+def publish_site(site: str, server: str, token_file: str, output: Format = Format.table) -> None:
     """Validate the site here, then publish it: a new generation, or no change."""
     document = _resolved_site(site)
     client = admin_client(server, token_file)
     published = remote(lambda: client.publish(document))
-    if as_json:
-        emit_json(published)
+    if output.document:
+        emit(published, output)
     elif published.get("changed"):
         typer.echo(
             f"published generation {published['generation']} ({str(published['hash'])[:12]})"
@@ -95,14 +82,14 @@ def apply_remote(site: str, server: str, token_file: str, as_json: bool = False)
         typer.echo(f"no change (generation {published['generation']})")
 
 
-def diff_remote(site: str, server: str, token_file: str, as_json: bool = False) -> None:
+def diff_remote(site: str, server: str, token_file: str, output: Format = Format.table) -> None:
     """What publishing the site would change, per role; writes nothing."""
     document = _resolved_site(site)
     client = admin_client(server, token_file)
     diff = remote(lambda: client.diff(document))
     current = remote(client.current_site) if diff.get("changed") else None
-    if as_json:
-        emit_json(diff)
+    if output.document:
+        emit(diff, output)
         return
     for line in diff_lines(diff, current, document):
         typer.echo(line)
@@ -234,13 +221,12 @@ def node_rows(records: Sequence[Mapping[str, Any]], now: float) -> list[list[str
     ]
 
 
-def nodes_remote(server: str, token_file: str, as_json: bool = False) -> None:
+def nodes_remote(server: str, token_file: str, output: Format = Format.table) -> None:
     """Who is up, stale, rebooting, on which image, as the server sees them."""
-
     client = admin_client(server, token_file)
     records, now = remote(client.nodes), time.time()
-    if as_json:
-        emit_json([{**r, "state": node_state(r, now)} for r in records])
+    if output.document:
+        emit([{**r, "state": node_state(r, now)} for r in records], output)
         return
     print_table(
         ["NODE", "ROLE", "STATE", "BOOTED", "ASSIGNED", "LAST SEEN"], node_rows(records, now)
@@ -249,14 +235,11 @@ def nodes_remote(server: str, token_file: str, as_json: bool = False) -> None:
 
 # -- rollouts ------------------------------------------------------------------------------
 
-rollout_app = typer.Typer(
-    help="Roll a new host image across a role: reboots in health-gated batches (admin).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+rollout_app = App(
+    help="Roll a new host image across a role: reboots in health-gated batches (admin)."
 )
 
-RoleArg = Annotated[str, typer.Argument(help="the role whose rollout this is")]
+RoleArg = Annotated[str, typer.Argument(help="the role whose rollout this is", metavar="ROLE")]
 WatchOpt = Annotated[
     bool,
     typer.Option("--watch", "-w", help="follow it until it stops (a progress bar on a terminal)"),
@@ -266,25 +249,41 @@ WatchOpt = Annotated[
 @rollout_app.command("start")
 def start(
     role: RoleArg,
-    image: Annotated[str, typer.Option(help="the host image generation to roll out")],
+    image: Annotated[
+        str, typer.Option(help="the host image generation to roll out", metavar="IMAGE")
+    ],
     server: ServerOpt,
     max_unavailable: Annotated[
         str,
-        typer.Option(help="nodes out at once: a count, or a percentage of the role's nodes (25%)"),
+        typer.Option(
+            help="nodes out at once: a count, or a percentage of the role's nodes (25%)",
+            metavar="N|PERCENT",
+        ),
     ] = "1",
-    canary: Annotated[int, typer.Option(help="nodes updated first, alone")] = 0,
+    canary: Annotated[int, typer.Option(help="nodes updated first, alone", metavar="N")] = 0,
     health_timeout: Annotated[
-        str, typer.Option(help="how long a node may take from its grant to healthy (10m, 90s)")
+        str,
+        typer.Option(
+            help="how long a node may take from its grant to healthy (10m, 90s)",
+            metavar="DURATION",
+        ),
     ] = "10m",
     auto_rollback: Annotated[
-        bool, typer.Option(help="on a failure, give every updated node its previous image back")
+        bool,
+        typer.Option(
+            "--auto-rollback",
+            help="on a failure, give every updated node its previous image back",
+        ),
     ] = False,
     previous: Annotated[
         str | None,
-        typer.Option(help="the image to roll back to (default: what the role's nodes run)"),
+        typer.Option(
+            help="the image to roll back to (default: what the role's nodes run)",
+            metavar="IMAGE",
+        ),
     ] = None,
     watch: WatchOpt = False,
-    admin_token_file: TokenFileOpt = DEFAULT_TOKEN_FILE,
+    admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE,
 ) -> None:
     """Start rolling ROLE's nodes onto --image."""
     from hostos.site.quantity import parse_duration
@@ -317,27 +316,28 @@ def start(
 @rollout_app.command("status")
 def status(
     server: ServerOpt,
-    role: Annotated[str | None, typer.Argument(help="a role (default: every rollout)")] = None,
+    role: Annotated[
+        str | None, typer.Argument(help="a role (default: every rollout)", metavar="ROLE")
+    ] = None,
     watch: WatchOpt = False,
-    output: OutputOpt = Output.table,
-    admin_token_file: TokenFileOpt = DEFAULT_TOKEN_FILE,
+    output: OutputOpt = Format.table,
+    admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE,
 ) -> None:
     """Where the rollouts are: nodes per state, why it paused, the last actions."""
-    as_json = output is Output.json
     client = admin_client(server, admin_token_file)
     if role is None:
         every = remote(client.rollouts)
-        if as_json:
-            emit_json(every)
+        if output.document:
+            emit(every, output)
             return
         for line in [progress_line(one) for one in every] or ["no rollouts"]:
             typer.echo(line)
         return
-    if watch and not as_json:
+    if watch and not output.document:
         raise typer.Exit(remote(lambda: follow(client, role)))
     found = remote(lambda: client.rollout(role))
-    if as_json:
-        emit_json(found)
+    if output.document:
+        emit(found, output)
         return
     for line in status_lines(found):
         typer.echo(line)
@@ -345,7 +345,7 @@ def status(
 
 def _command(name: str, doc: str) -> None:
     def run(
-        role: RoleArg, server: ServerOpt, admin_token_file: TokenFileOpt = DEFAULT_TOKEN_FILE
+        role: RoleArg, server: ServerOpt, admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE
     ) -> None:
         client = admin_client(server, admin_token_file)
         found = remote(lambda: client.rollout_command(role, name))

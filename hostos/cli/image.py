@@ -12,22 +12,12 @@ from typing import Annotated
 
 import typer
 
+from hostos.cli.app import App
 from hostos.cli.exits import fail
 from hostos.cli.image_boot import boot
+from hostos.engine.base import EngineKind
 
-image_app = typer.Typer(
-    help="The host image: a Debian base offline, the RAM-boot image, a qemu boot.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-image_app.command("boot")(boot)
-
-
-class BuildEngine(StrEnum):
-    auto = "auto"
-    docker = "docker"
-    podman = "podman"
+image_app = App(help="The host image: a Debian base offline, the RAM-boot image, a qemu boot.")
 
 
 class BaseEngine(StrEnum):
@@ -57,13 +47,17 @@ def base(
     engine: Annotated[
         BaseEngine, typer.Option("--engine", "-e", help="where to import it")
     ] = BaseEngine.both,
-    suite: Annotated[str, typer.Option(help="Debian suite")] = "bookworm",
-    tag: Annotated[str, typer.Option(help="image name")] = "debian:bookworm-slim",
+    suite: Annotated[str, typer.Option(help="Debian suite", metavar="SUITE")] = "bookworm",
+    tag: Annotated[str, typer.Option(help="image name", metavar="TAG")] = "debian:bookworm-slim",
     sources: Annotated[
         list[Path] | None,
-        typer.Option("--sources", help="apt source files (default: this machine's)"),
+        typer.Option(
+            "--sources", help="apt source files (default: this machine's)", metavar="FILE"
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option(help="build it even if the engine has it")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="build it even if the engine has it")
+    ] = False,
 ) -> None:
     """Build debian:bookworm-slim with mmdebstrap from this machine's apt sources and import it
     (no image registry needed)."""
@@ -82,19 +76,22 @@ def base(
 
 @image_app.command("build")
 def build(
-    dockerfile: Annotated[Path, typer.Option("--dockerfile", "-f", help="the host OS")] = Path(
-        "Dockerfile"
-    ),
+    dockerfile: Annotated[
+        Path, typer.Option("--dockerfile", "-f", help="the host OS", metavar="FILE")
+    ] = Path("Dockerfile"),
     context: Annotated[
-        Path | None, typer.Option(help="build context (default: the Dockerfile's directory)")
+        Path | None,
+        typer.Option(help="build context (default: the Dockerfile's directory)", metavar="DIR"),
     ] = None,
     engine: Annotated[
-        BuildEngine,
+        EngineKind,
         typer.Option(
             "--engine", "-e", help="build with; auto: docker when dockerd answers, else podman"
         ),
-    ] = BuildEngine.auto,
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("out"),
+    ] = EngineKind.auto,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="output directory", metavar="DIR")
+    ] = Path("out"),
     root: Annotated[
         RootMode,
         typer.Option(
@@ -108,20 +105,34 @@ def build(
     ] = Compression.zstd,
     build_arg: Annotated[
         list[str] | None,
-        typer.Option("--build-arg", help="KEY=VALUE for the Dockerfile, e.g. NODE_ENGINE=docker"),
+        typer.Option(
+            "--build-arg",
+            help="KEY=VALUE for the Dockerfile, e.g. NODE_ENGINE=docker (repeatable)",
+            metavar="KEY=VALUE",
+        ),
     ] = None,
     module: Annotated[
         list[str] | None,
         typer.Option(
-            "--module", "-m", help="another kernel module to keep (with its dependencies)"
+            "--module",
+            "-m",
+            help="another kernel module to keep (with its dependencies; repeatable)",
+            metavar="MODULE",
         ),
     ] = None,
-    cmdline: Annotated[str | None, typer.Option(help="kernel arguments in boot.ipxe")] = None,
-    tag: Annotated[str | None, typer.Option(help="tag of the built image")] = None,
-    no_cache: Annotated[bool, typer.Option(help="build without the engine's cache")] = False,
+    cmdline: Annotated[
+        str | None, typer.Option(help="kernel arguments in boot.ipxe", metavar="ARGS")
+    ] = None,
+    tag: Annotated[str | None, typer.Option(help="tag of the built image", metavar="TAG")] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="build without the engine's cache")
+    ] = False,
     work: Annotated[
         Path | None,
-        typer.Option(help="keep intermediate files here (default: a temporary directory, removed)"),
+        typer.Option(
+            help="keep intermediate files here (default: a temporary directory, removed)",
+            metavar="DIR",
+        ),
     ] = None,
 ) -> None:
     """Build the host image: vmlinuz, initramfs.img, boot.ipxe, manifest.json in --out."""
@@ -137,7 +148,7 @@ def build(
         defaults,
         dockerfile=dockerfile,
         context=context or dockerfile.resolve().parent,
-        engine=engine.value,
+        engine=engine,
         out=out,
         root=root.value,
         build_args=tuple(build_arg or ()),
@@ -160,3 +171,6 @@ def build(
         f"{megabytes(sizes['initramfs.img'])}, {megabytes(sum(sizes.values()))} in all, "
         f"built in {total:.1f}s"
     )
+
+
+image_app.command("boot")(boot)

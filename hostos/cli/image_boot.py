@@ -9,16 +9,20 @@ from typing import Annotated
 
 import typer
 
+from hostos.cli.exits import fail, say
+
 
 def boot(
     directory: Annotated[
         Path,
         typer.Argument(
-            help="an image directory: vmlinuz, initramfs.img (boot.ipxe gives the kernel arguments)"
+            help="an image directory: vmlinuz, initramfs.img (boot.ipxe gives the kernel "
+            "arguments)",
+            metavar="DIR",
         ),
     ] = Path("."),
     mem: Annotated[
-        str, typer.Option("--mem", "-m", help="guest RAM, as qemu's -m (256M, 1G)")
+        str, typer.Option("--mem", "-m", help="guest RAM, as qemu's -m (256M, 1G)", metavar="SIZE")
     ] = "256M",
     append: Annotated[
         str,
@@ -27,26 +31,36 @@ def boot(
             "-a",
             help="more kernel arguments, e.g. "
             "'hostos.node=cn001 hostos.site=10.0.2.2:/export/site'",
+            metavar="ARGS",
         ),
     ] = "",
     timeout: Annotated[
-        float | None, typer.Option(help="seconds before the guest is powered off (exit 124)")
+        float | None,
+        typer.Option(help="seconds before the guest is powered off (exit 124)", metavar="SECONDS"),
     ] = None,
     site: Annotated[
         Path | None,
         typer.Option(
-            help="a site directory to carry in the initramfs (/etc/hostos/site): no NFS needed"
+            help="a site directory to carry in the initramfs (/etc/hostos/site): no NFS needed",
+            metavar="SITE",
         ),
     ] = None,
-    cpus: Annotated[int, typer.Option(help="virtual CPUs")] = 1,
+    cpus: Annotated[int, typer.Option(help="virtual CPUs", metavar="N")] = 1,
     forward: Annotated[
         list[str] | None,
-        typer.Option("--forward", "-p", help="host port to guest port, e.g. 8080:80 (repeatable)"),
+        typer.Option(
+            "--forward",
+            "-p",
+            help="host port to guest port, e.g. 8080:80 (repeatable)",
+            metavar="HOST:GUEST",
+        ),
     ] = None,
-    kvm: Annotated[bool, typer.Option(help="use KVM instead of TCG")] = False,
-    kernel: Annotated[Path | None, typer.Option(help="another kernel than DIR/vmlinuz")] = None,
+    kvm: Annotated[bool, typer.Option("--kvm", help="use KVM instead of TCG")] = False,
+    kernel: Annotated[
+        Path | None, typer.Option(help="another kernel than DIR/vmlinuz", metavar="FILE")
+    ] = None,
     initrd: Annotated[
-        Path | None, typer.Option(help="another initramfs than DIR/initramfs.img")
+        Path | None, typer.Option(help="another initramfs than DIR/initramfs.img", metavar="FILE")
     ] = None,
 ) -> None:
     """Boot a host image under qemu, serial console on this terminal, until it powers off.
@@ -85,10 +99,9 @@ def boot(
             )
         )
     except BootError as exc:
-        typer.echo(f"hostos: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc))
     if code == 124:
-        typer.echo(f"hostos: timed out after {timeout:g}s", err=True)
+        say(f"timed out after {timeout:g}s")
     raise typer.Exit(code)
 
 

@@ -10,15 +10,31 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hostos import __version__
+from hostos.cli.app import App, Group
 from hostos.cli.exits import EXIT_INPUT, EXIT_RUNTIME, fail, guarded
-from hostos.cli.output import emit_json, print_table
+from hostos.cli.output import Format, emit, emit_yaml, print_table
+from hostos.cli.params import (
+    DEFAULT_ADMIN_TOKEN_FILE,
+    AdminTokenOpt,
+    EngineOpt,
+    NamespaceOpt,
+    NodeOpt,
+    OutputOpt,
+    RoleOpt,
+    ServerOpt,
+    SiteArg,
+    SocketOpt,
+    table_command,
+)
+from hostos.cli.supervise import DESCRIPTION as SUPERVISE_DESCRIPTION
+from hostos.cli.supervise import OPTIONS as SUPERVISE_OPTIONS
 from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
+from hostos.engine.base import EngineKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,67 +43,43 @@ if TYPE_CHECKING:
     from hostos.node.holds import Holds
     from hostos.node.status import NodeStatus, UnitStatus
 
-app = typer.Typer(
+
+class Commands(Group):
+    """`hostos --help` lists the commands in the order a newcomer uses them: check and
+    look at a site, converge this machine and watch it, then the cluster, then the image."""
+
+    order = (
+        "validate",
+        "render",
+        "plan",
+        "apply",
+        "status",
+        "logs",
+        "down",
+        "supervise",
+        "serve",
+        "publish",
+        "diff",
+        "nodes",
+        "tokens",
+        "rollout",
+        "image",
+        "schema",
+    )
+
+
+app = App(
     help="Stateless cluster nodes: run each role's container units on Docker or Podman.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    group=Commands,
 )
 
-T = TypeVar("T")
-
-SiteArg = Annotated[str, typer.Argument(help="site directory (unit files, roles/, nodes.yaml)")]
-NodeOpt = Annotated[str | None, typer.Option("--node", "-n", help="a node of the inventory")]
-RoleOpt = Annotated[str | None, typer.Option("--role", "-r", help="a role")]
-ServerOpt = Annotated[
+ClusterOpt = Annotated[
     str | None,
     typer.Option(
-        help="a hostos serve (http://HOST:PORT): work on the cluster rather than this machine"
+        help="a hostos serve (http://HOST:PORT): work on the cluster rather than this machine",
+        metavar="URL",
     ),
 ]
-AdminTokenOpt = Annotated[
-    str,
-    typer.Option(
-        envvar="HOSTOS_ADMIN_TOKEN_FILE", help="with --server: a file holding the admin token"
-    ),
-]
-
-
-class EngineKind(StrEnum):
-    auto = "auto"
-    docker = "docker"
-    podman = "podman"
-
-
-EngineOpt = Annotated[
-    EngineKind,
-    typer.Option(
-        "--engine",
-        "-e",
-        envvar="HOSTOS_ENGINE",
-        help="auto: a reachable docker socket, else podman (started privately if need be)",
-    ),
-]
-
-
-NamespaceOpt = Annotated[
-    str,
-    typer.Option(
-        "--namespace",
-        envvar="HOSTOS_NAMESPACE",
-        help="keep apart several hostos instances on one engine (tests, a demo)",
-    ),
-]
-
-
-class Format(StrEnum):
-    yaml = "yaml"
-    json = "json"
-
-
-class ListFormat(StrEnum):
-    table = "table"
-    json = "json"
 
 
 def _version(value: bool) -> None:
@@ -140,41 +132,51 @@ def render(
     site: SiteArg = "units",
     node: NodeOpt = None,
     role: RoleOpt = None,
-    output: Annotated[Format, typer.Option("--output", "-o")] = Format.yaml,
+    output: Annotated[
+        Format,
+        typer.Option(
+            "--output",
+            "-o",
+            help="table: the spec as YAML, as a person writes it; json or yaml: the whole "
+            "resolved document (every field, seconds and bytes), for programs",
+        ),
+    ] = Format.table,
+    full: Annotated[
+        bool, typer.Option("--full", help="show every field, defaults included")
+    ] = False,
 ) -> None:
     """Print the resolved spec of a node or role, with a content hash per unit."""
-    from hostos.site.resolve import spec_document
+    from hostos.site.resolve import spec_document, spec_view
 
-    document = spec_document(load_spec(site, node, role))
-    if output is Format.json:
-        emit_json(document)
+    spec = load_spec(site, node, role)
+    if output.document:
+        emit(spec_document(spec), output)
     else:
-        import yaml
-
-        typer.echo(yaml.safe_dump(document, sort_keys=False, default_flow_style=False), nl=False)
+        emit_yaml(spec_view(spec, full=full))
 
 
 @app.command()
 def nodes(
     site: SiteArg = "units",
-    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
-    server: ServerOpt = None,
-    admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
+    output: OutputOpt = Format.table,
+    server: ClusterOpt = None,
+    admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE,
 ) -> None:
-    """List the inventory with hostlists expanded; with --server, the cluster's nodes:
-    up, stale or rebooting, booted and assigned image, last heartbeat."""
+    """List the inventory, hostlists expanded; with --server, the cluster's nodes.
+
+    With --server: up, stale or rebooting, booted and assigned image, last heartbeat."""
     from hostos.site.load import load_site
 
     if server is not None:
         from hostos.cli.cluster import nodes_remote
 
-        nodes_remote(server, admin_token_file, output is ListFormat.json)
+        nodes_remote(server, admin_token_file, output)
         return
 
     loaded = guarded(lambda: load_site(site))
     rows = [n.model_dump() for n in loaded.nodes]
-    if output is ListFormat.json:
-        emit_json(rows)
+    if output.document:
+        emit(rows, output)
         return
     print_table(
         ["NODE", "ROLE", "MAC", "LABELS"],
@@ -193,10 +195,12 @@ def nodes(
 @app.command()
 def schema(
     kind: Annotated[
-        str | None, typer.Argument(help="unit, role or nodes; all three when left out")
+        str | None,
+        typer.Argument(help="unit, role or nodes; all three when left out", metavar="KIND"),
     ] = None,
 ) -> None:
     """Print the JSON Schema of unit, role and inventory files, for editors."""
+    from hostos.cli.output import emit_json
     from hostos.site.schema import KINDS, all_schemas
     from hostos.site.schema import schema as one
 
@@ -218,7 +222,7 @@ def engine_session(kind: EngineKind, early: EarlyEngine | None = None) -> Iterat
     engine = early.engine if early is not None else None
     if engine is None:
         try:
-            engine = connect(kind.value)
+            engine = connect(kind)
         except EngineError as exc:
             fail(str(exc))
     try:
@@ -234,7 +238,7 @@ def early_engine(kind: EngineKind) -> EarlyEngine:
     what it needs and reads the site (see hostos.engine.connect.EarlyEngine)."""
     from hostos.engine.connect import EarlyEngine
 
-    return EarlyEngine(kind.value)
+    return EarlyEngine(kind)
 
 
 @contextmanager
@@ -268,7 +272,7 @@ def plan_command(
     role: RoleOpt = None,
     engine: EngineOpt = EngineKind.auto,
     namespace: NamespaceOpt = "",
-    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+    output: OutputOpt = Format.table,
 ) -> None:
     """Show what apply would change on this machine, and why. Changes nothing.
 
@@ -292,33 +296,42 @@ def plan_command(
             listed=early.listed,
             holds=holds,
         )
-    if output is ListFormat.json:
-        emit_json(plan_json(prepared.actions))
+    if output.document:
+        emit(plan_json(prepared.actions), output)
     else:
         typer.echo("\n".join(plan_lines(prepared.actions)))
 
 
+# apply's options that only mean something on this machine: with --server they are refused
+# rather than ignored (a --dry-run that published would be the worst surprise).
+LOCAL_ONLY = ("dry_run", "node", "role", "engine", "namespace", "concurrency")
+
+
 @app.command()
 def apply(
+    ctx: typer.Context,
     site: SiteArg = "units",
     node: NodeOpt = None,
     role: RoleOpt = None,
     engine: EngineOpt = EngineKind.auto,
     namespace: NamespaceOpt = "",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan only")] = False,
-    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
-    concurrency: Annotated[int, typer.Option(help="units started at once")] = 8,
-    server: ServerOpt = None,
-    admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
+    output: OutputOpt = Format.table,
+    concurrency: Annotated[int, typer.Option(help="units started at once", metavar="N")] = 8,
+    server: Annotated[
+        str | None,
+        typer.Option(help="the same as hostos publish SITE --server URL", metavar="URL"),
+    ] = None,
+    admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE,
 ) -> None:
-    """Converge this machine's containers on the units of a node or role; with --server,
-    check the site here and publish it as the cluster's next generation.
+    """Converge this machine's containers on the units of a node or role.
 
     When a supervisor runs here, what it holds back waits here too (see hostos plan)."""
     if server is not None:
-        from hostos.cli.cluster import apply_remote
+        _refuse_local_options(ctx, site, server)
+        from hostos.cli.cluster import publish_site
 
-        apply_remote(site, server, admin_token_file, output is ListFormat.json)
+        publish_site(site, server, admin_token_file, output)
         return
     early = early_engine(engine)
     with closed_on_error(early):
@@ -327,7 +340,7 @@ def apply(
         from hostos.node.execute import Options, execute
 
         spec = load_spec(site, node, role)
-    text = output is ListFormat.table
+    text = not output.document
     started = time.monotonic()
     sources, holds = supervised(namespace)
     with engine_session(engine, early) as conn:
@@ -352,8 +365,8 @@ def apply(
     changes = sum(1 for o in outcomes if o.ok and o.kind.value != "noop")
     failed = sum(1 for o in outcomes if not o.ok)
     seconds = round(time.monotonic() - started, 3)
-    if output is ListFormat.json:
-        emit_json(
+    if output.document:
+        emit(
             {
                 "role": spec.role.role,
                 "node": spec.node,
@@ -363,7 +376,8 @@ def apply(
                 "changes": changes,
                 "failed": failed,
                 "seconds": seconds,
-            }
+            },
+            output,
         )
     elif outcomes:
         typer.echo(f"{changes} changes, {failed} failed in {seconds:.2f}s")
@@ -371,36 +385,61 @@ def apply(
         raise typer.Exit(EXIT_RUNTIME)
 
 
+def _refuse_local_options(ctx: typer.Context, site: str, server: str) -> None:
+    """apply --server publishes: exit 2 when an option of this machine's apply is given."""
+    given = [
+        "--" + name.replace("_", "-")
+        for name in LOCAL_ONLY
+        if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"
+    ]
+    if given:
+        fail(
+            f"apply --server publishes the whole site to the cluster and takes no "
+            f"{', '.join(given)}",
+            EXIT_INPUT,
+            f"use hostos diff {site} --server {server} to see what a publish would change, "
+            f"hostos publish {site} --server {server} to publish",
+        )
+
+
+@app.command()
+def publish(
+    site: SiteArg = "units",
+    server: ServerOpt = "",
+    admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE,
+    output: OutputOpt = Format.table,
+) -> None:
+    """Check the site here, then publish it as the cluster's next generation."""
+    from hostos.cli.cluster import publish_site
+
+    _need_server("publish", server)
+    publish_site(site, server, admin_token_file, output)
+
+
 @app.command()
 def diff(
     site: SiteArg = "units",
-    server: Annotated[
-        str, typer.Option(envvar="HOSTOS_SERVER", help="a hostos serve: http://HOST:PORT")
-    ] = "",
-    admin_token_file: AdminTokenOpt = "/etc/hostos/admin-token",
-    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+    server: ServerOpt = "",
+    admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE,
+    output: OutputOpt = Format.table,
 ) -> None:
-    """Show per role what `hostos apply SITE --server URL` would change. Changes nothing."""
+    """Show per role what `hostos publish SITE` would change. Changes nothing."""
     from hostos.cli.cluster import diff_remote
 
+    _need_server("diff", server)
+    diff_remote(site, server, admin_token_file, output)
+
+
+def _need_server(command: str, server: str) -> None:
     if not server:
-        fail("diff needs --server URL (or HOSTOS_SERVER)", EXIT_INPUT)
-    diff_remote(site, server, admin_token_file, output is ListFormat.json)
-
-
-SocketOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--socket", help="the supervisor's status socket (default /run/hostos/supervisor.sock)"
-    ),
-]
+        fail(f"{command} needs --server URL (or HOSTOS_SERVER)", EXIT_INPUT)
 
 
 @app.command()
 def status(
     engine: EngineOpt = EngineKind.auto,
     namespace: NamespaceOpt = "",
-    output: Annotated[ListFormat, typer.Option("--output", "-o")] = ListFormat.table,
+    output: OutputOpt = Format.table,
     socket: SocketOpt = None,
 ) -> None:
     """The units hostos runs on this machine: state, health, restarts, since, image.
@@ -412,8 +451,8 @@ def status(
 
     live = read_status(socket or socket_path(namespace))
     rows = list(live.units) if live is not None else _engine_status(engine, namespace)
-    if output is ListFormat.json:
-        emit_json([row.to_json() for row in rows])
+    if output.document:
+        emit([row.to_json() for row in rows], output)
         return
     print_table(*status_table(rows))
     if live is not None:
@@ -443,62 +482,15 @@ def _print_supervisor_extras(live: NodeStatus) -> None:
         typer.echo(f"site error: {live.site_error}")
 
 
-@app.command()
-def supervise(
-    site: SiteArg = "units",
-    node: NodeOpt = None,
-    role: RoleOpt = None,
-    engine: EngineOpt = EngineKind.auto,
-    namespace: NamespaceOpt = "",
-    socket: SocketOpt = None,
-    resync: Annotated[float, typer.Option(help="seconds between full resyncs")] = 60,
-    podman_socket: Annotated[
-        str | None,
-        typer.Option(help="where to start hostos's own podman service when none answers"),
-    ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            help="a hostos serve (http://HOST:PORT): the spec comes from there, and "
-            "heartbeats and reboot slots go there"
-        ),
-    ] = None,
-    token_file: Annotated[
-        str | None, typer.Option(help="a file holding this node's token (with --server)")
-    ] = None,
-    booted_image: Annotated[
-        str | None,
-        typer.Option(
-            envvar="HOSTOS_BOOTED_IMAGE",
-            help="the image this boot came from (default: hostos.image= on the kernel "
-            "command line)",
-        ),
-    ] = None,
-    reboot_command: Annotated[
-        str, typer.Option(help="what reboots this node when the server assigns another image")
-    ] = "reboot",
-) -> None:
-    """Keep this node converged: react to site edits, crashes, engine and mount events."""
+def _supervise(**given: Any) -> None:
     from hostos.cli.supervise import Args, run
 
-    raise typer.Exit(
-        run(
-            Args(
-                site,
-                node,
-                role,
-                engine.value,
-                namespace,
-                socket,
-                resync,
-                podman_socket,
-                server,
-                token_file,
-                booted_image or None,
-                reboot_command,
-            )
-        )
-    )
+    raise typer.Exit(run(Args.of(**given)))
+
+
+app.command("supervise")(
+    table_command("supervise", SUPERVISE_DESCRIPTION, SUPERVISE_OPTIONS, _supervise)
+)
 
 
 @app.command()
@@ -517,9 +509,11 @@ def down(engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "") -> N
 
 @app.command()
 def logs(
-    unit: Annotated[str, typer.Argument(help="a unit running here")],
-    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-    tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
+    unit: Annotated[str, typer.Argument(help="a unit running here", metavar="UNIT")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing what the unit writes")
+    ] = False,
+    tail: Annotated[int | None, typer.Option(help="only the last N lines", metavar="N")] = None,
     engine: EngineOpt = EngineKind.auto,
     namespace: NamespaceOpt = "",
 ) -> None:
@@ -531,8 +525,11 @@ def logs(
         owned = {c.unit: c for c in owned_here(conn, namespace) if c.unit}
         if unit not in owned:
             here = ", ".join(sorted(owned)) or "none"
-            hint = did_you_mean(unit, owned) or f"running here: {here}"
-            fail(f"no unit '{unit}' here ({hint})", EXIT_INPUT)
+            fail(
+                f"no unit '{unit}' here",
+                EXIT_INPUT,
+                did_you_mean(unit, owned) or f"running here: {here}",
+            )
         for chunk in conn.logs(owned[unit].id, follow, tail):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
@@ -540,31 +537,40 @@ def logs(
 
 @app.command()
 def serve(
-    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on")] = "127.0.0.1:8080",
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to listen on", metavar="HOST:PORT")
+    ] = "127.0.0.1:8080",
     store: Annotated[
         str,
         typer.Option(
-            help="sqlite:///PATH (one server) or etcd://HOST:PORT/PREFIX (replicas; PREFIX: hostos)"
+            help="sqlite:///PATH (one server) or etcd://HOST:PORT/PREFIX (replicas; PREFIX: "
+            "hostos)",
+            metavar="URL",
         ),
     ] = "sqlite:///var/lib/hostos/cluster.db",
     admin_token_file: Annotated[
-        str, typer.Option(help="a file holding the admin token")
-    ] = "/etc/hostos/admin-token",
+        str, typer.Option(help="a file holding the admin token", metavar="FILE")
+    ] = DEFAULT_ADMIN_TOKEN_FILE,
     images: Annotated[
-        str | None, typer.Option(help="host images: DIR/<name>/{vmlinuz,initramfs.img}")
+        str | None,
+        typer.Option(help="host images: DIR/<name>/{vmlinuz,initramfs.img}", metavar="DIR"),
     ] = None,
     public_url: Annotated[
         str | None,
-        typer.Option(help="the URL nodes reach this server at (default: the one they asked)"),
+        typer.Option(
+            help="the URL nodes reach this server at (default: the one they asked)",
+            metavar="URL",
+        ),
     ] = None,
     boot_tokens: Annotated[
-        bool, typer.Option(help="put a fresh node token into every boot script")
+        bool, typer.Option("--boot-tokens", help="put a fresh node token into every boot script")
     ] = False,
     heartbeat_rate: Annotated[
         float,
         typer.Option(
             help="heartbeats a second to ask of the whole fleet: a fleet larger than 10 s of "
-            "them is told to beat less often"
+            "them is told to beat less often",
+            metavar="PER-SECOND",
         ),
     ] = HEARTBEAT_RATE,
 ) -> None:
@@ -582,17 +588,17 @@ def serve(
     run(opts)
 
 
-tokens_app = typer.Typer(help="Node tokens (admin).", no_args_is_help=True)
+tokens_app = App(help="Node tokens (admin).")
 app.add_typer(tokens_app, name="tokens")
 
 
 @tokens_app.command("issue")
 def tokens_issue(
-    node: Annotated[str, typer.Argument(help="the node id (inventory name or MAC form)")],
-    server: Annotated[str, typer.Option(envvar="HOSTOS_SERVER", help="http://HOST:PORT")],
-    admin_token_file: Annotated[
-        str, typer.Option(envvar="HOSTOS_ADMIN_TOKEN_FILE", help="a file holding the admin token")
-    ] = "/etc/hostos/admin-token",
+    node: Annotated[
+        str, typer.Argument(help="the node id (inventory name or MAC form)", metavar="NODE")
+    ],
+    server: ServerOpt,
+    admin_token_file: AdminTokenOpt = DEFAULT_ADMIN_TOKEN_FILE,
 ) -> None:
     """Issue a new token for NODE and print it (the node's previous token stops working)."""
     from hostos.cli.cluster import admin_client

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 HOSTOS_PREFIX = "io.hostos."
@@ -23,6 +24,14 @@ DEPS_LABEL = "io.hostos.deps"  # units this one starts after, for `hostos down` 
 NAMESPACE_LABEL = "io.hostos.namespace"  # set when several hostos instances share an engine
 PROBE_LABEL = "io.hostos.probe"  # on a short-lived container an adapter makes to learn defaults
 NAME_PREFIX = "hostos-"
+
+
+class EngineKind(StrEnum):
+    """Which engine to use: auto takes a reachable Docker socket, else Podman."""
+
+    auto = "auto"
+    docker = "docker"
+    podman = "podman"
 
 
 def owner_labels(namespace: str = "") -> list[str]:

@@ -23,15 +23,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Literal
 
-from hostos.engine.base import Engine, EngineError, Observed
+from hostos.engine.base import Engine, EngineError, EngineKind, Observed
 from hostos.engine.probe import Pong, ping
 from hostos.process import CommandFailed, spawn, terminate
 
 log = logging.getLogger("hostos.engine")
-
-Kind = Literal["docker", "podman", "auto"]
 
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
 PODMAN_SOCKET = "unix:///run/podman/podman.sock"
@@ -44,7 +41,7 @@ HINT = "install podman or start dockerd"
 
 
 def connect(
-    kind: Kind = "auto",
+    kind: EngineKind = EngineKind.auto,
     podman_socket: str | None = None,
     *,
     embedded_socket: str | None = None,
@@ -60,36 +57,36 @@ def connect(
     EngineError instead of starting one; starting: a service of ours already on its way
     up there, from start_podman_early, to wait for instead of starting another).
     """
-    if kind not in ("docker", "podman", "auto"):
+    if kind not in tuple(EngineKind):
         raise EngineError(f"unknown engine '{kind}' (want docker, podman or auto)")
-    if kind in ("docker", "auto"):
+    if kind in (EngineKind.docker, EngineKind.auto):
         url = os.environ.get("DOCKER_HOST") or DOCKER_SOCKET
         pong = ping(url)
         if pong is not None:
             if starting is not None:
                 starting.stop()
             return _adapter(url, pong)
-        if kind == "docker":
+        if kind == EngineKind.docker:
             raise EngineError(f"docker: dockerd does not answer on {url} (start dockerd)")
     return _connect_podman(
         podman_socket,
         embedded_socket,
-        auto=kind == "auto",
+        auto=kind == EngineKind.auto,
         start_service=start_service,
         starting=starting,
     )
 
 
 def start_podman_early(
-    kind: Kind, podman_socket: str | None = None, embedded_socket: str | None = None
+    kind: EngineKind, podman_socket: str | None = None, embedded_socket: str | None = None
 ) -> StartingService | None:
     """Start hostos's own podman service now, without waiting, when connect() would start
     one later: the caller does its own work (imports, reading the site) meanwhile and
     hands the result to connect(starting=…).  None when an engine answers already or
     podman is not there (connect() then says what is wrong)."""
-    if kind == "docker" or shutil.which("podman") is None:
+    if kind == EngineKind.docker or shutil.which("podman") is None:
         return None
-    if kind == "auto" and ping(os.environ.get("DOCKER_HOST") or DOCKER_SOCKET) is not None:
+    if kind == EngineKind.auto and ping(os.environ.get("DOCKER_HOST") or DOCKER_SOCKET) is not None:
         return None
     path = embedded_socket or default_embedded_socket()
     looked = {_url(podman_socket or os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET), _url(path)}
@@ -150,7 +147,7 @@ class EarlyEngine:
     work did not change the engine (see hostos.node.converge.prepare).
     """
 
-    def __init__(self, kind: Kind) -> None:
+    def __init__(self, kind: EngineKind) -> None:
         self._listed: list[Observed] | None = None
         self._thread: threading.Thread | None = None
         try:

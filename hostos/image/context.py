@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hostos.engine.base import EngineKind
 from hostos.image import cpio, prune
 from hostos.image.manifest import Package
 
@@ -23,7 +24,7 @@ class BuildSettings:
     dockerfile: Path = Path("Dockerfile")
     context: Path = Path(".")
     out: Path = Path("out")
-    engine: str = "auto"  # auto: docker when dockerd answers, else podman
+    engine: EngineKind = EngineKind.auto  # auto: docker when dockerd answers, else podman
     tag: str = DEFAULT_TAG
     build_args: tuple[str, ...] = ()  # KEY=VALUE
     root: str = "squashfs"

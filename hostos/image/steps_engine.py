@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hostos.engine.base import EngineKind
 from hostos.errors import RuntimeFailure
 from hostos.process import run
 
@@ -23,10 +24,10 @@ HOST_TOOLS = {
 }
 
 
-def choose_engine(kind: str) -> str:
+def choose_engine(kind: EngineKind) -> str:
     """docker or podman: `auto` takes docker when dockerd answers, else podman."""
-    if kind != "auto":
-        return kind
+    if kind != EngineKind.auto:
+        return str(kind)
     from hostos.engine.probe import ping
 
     url = os.environ.get("DOCKER_HOST") or DOCKER_URL

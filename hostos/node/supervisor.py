@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hostos.backoff import Backoff
-from hostos.engine.base import Engine, EngineError, Observed, container_name
+from hostos.engine.base import Engine, EngineError, EngineKind, Observed, container_name
 from hostos.engine.connect import StartingService
 from hostos.errors import SiteError
 from hostos.logfmt import kv
@@ -82,7 +82,7 @@ class Settings:
     site: str
     node: str | None = None
     role: str | None = None
-    engine: str = "auto"
+    engine: EngineKind = EngineKind.auto
     namespace: str = ""
     socket: str | None = None  # status API; default from the namespace
     resync: float = RESYNC
@@ -101,7 +101,7 @@ class UnitState:
     crashes: crash_rules.Crashes = field(default_factory=crash_rules.Crashes)
 
 
-Connect = Callable[[str], Engine]
+Connect = Callable[[EngineKind], Engine]
 
 
 class Supervisor:
@@ -325,12 +325,12 @@ class Supervisor:
         self.dirty = True
         watch_engine(self.engine, self.events, self.settings.namespace, self.stop_event)
 
-    def _default_connect(self, kind: str) -> Engine:
+    def _default_connect(self, kind: EngineKind) -> Engine:
         from hostos.engine.connect import connect
 
         starting, self.starting = self.starting, None  # waited for once, then ours to start
         return connect(
-            kind,  # type: ignore[arg-type]
+            kind,
             embedded_socket=self.settings.podman_socket,
             starting=starting,
         )

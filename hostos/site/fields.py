@@ -10,10 +10,24 @@ import re
 import shlex
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, ValidationInfo, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    PlainSerializer,
+    SerializationInfo,
+    ValidationInfo,
+    WithJsonSchema,
+)
 
 from hostos.site.imageref import check_reference
-from hostos.site.quantity import DURATION_PATTERN, SIZE_PATTERN, parse_duration, parse_size
+from hostos.site.quantity import (
+    DURATION_PATTERN,
+    SIZE_PATTERN,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 
@@ -116,14 +130,34 @@ def duration(value: Any, info: ValidationInfo) -> float:
     return parse_duration(value)
 
 
+# Serialization context key: durations and sizes as a person writes them (`30s`, `256Mi`)
+# rather than seconds and bytes, for `hostos render`'s view; what goes on the wire and into
+# hashes asks for no context and stays numbers.
+AS_WRITTEN = "as-written"
+
+
+def _as_written(info: SerializationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get(AS_WRITTEN))
+
+
+def _duration_out(value: float, info: SerializationInfo) -> float | str:
+    return format_duration(value) if _as_written(info) else value
+
+
+def _size_out(value: int, info: SerializationInfo) -> int | str:
+    return format_size(value) if _as_written(info) else value
+
+
 Duration = Annotated[
     float,
     BeforeValidator(duration),
+    PlainSerializer(_duration_out),
     WithJsonSchema({"anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": 0}]}),
 ]
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
+    PlainSerializer(_size_out),
     WithJsonSchema(
         {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": SIZE_PATTERN}]}
     ),

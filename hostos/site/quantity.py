@@ -75,6 +75,26 @@ def parse_size(value: object) -> int:
 
 
 def format_duration(seconds: float) -> str:
+    """A duration as a person writes it: `500ms`, `30s`, `1m30s`, `2h`, `1.5s`."""
     if seconds and seconds < 1:
         return f"{round(seconds * 1000)}ms"
-    return f"{seconds:g}s"
+    if seconds % 1 or seconds < 60:
+        return f"{seconds:g}s"
+    parts, left = [], int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def format_size(size: int) -> str:
+    """A size as a person writes it: the shortest of `256Mi`, `1G` and the plain bytes
+    (binary on a tie), each of which parse_size reads back to the same number."""
+    written = [str(size)]
+    if size:
+        for unit in ("Pi", "Ti", "Gi", "Mi", "Ki", "P", "T", "G", "M", "K"):
+            count, rest = divmod(size, _SIZE_UNITS[unit])
+            if count and not rest:
+                written.append(f"{count}{unit}")
+    return min(written, key=len)

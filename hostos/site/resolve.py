@@ -14,6 +14,7 @@ from typing import Any
 from hostos.errors import Location, Problem, SiteError, did_you_mean
 from hostos.hashing import content_hash
 from hostos.site.checks import dependency_graph
+from hostos.site.fields import AS_WRITTEN
 from hostos.site.graph import start_order as graph_start_order
 from hostos.site.load import Site
 from hostos.site.model import Role, RoleMount, Unit
@@ -106,13 +107,31 @@ def resolve_node(site: Site, node_name: str) -> RoleSpec:
 
 
 def spec_document(spec: RoleSpec) -> dict[str, Any]:
-    """The resolved spec as plain data, for render and for the API."""
+    """The resolved spec as plain data, every field, durations in seconds and sizes in
+    bytes: what the cluster server hands out and `render -o json|yaml` prints."""
     return {
         "node": spec.node,
         "role": spec.role.role,
         "image": spec.role.image,
         "mounts": [m.model_dump(mode="json") for m in spec.role.mounts],
         "units": [{**u.unit.model_dump(mode="json"), "hash": u.hash} for u in spec.units],
+    }
+
+
+def spec_view(spec: RoleSpec, full: bool = False) -> dict[str, Any]:
+    """The resolved spec for a person to read (`hostos render`): durations and sizes as
+    written (`30s`, `256Mi`), and, unless full, only the fields the site sets."""
+
+    def dump(model: Unit | RoleMount) -> dict[str, Any]:
+        return model.model_dump(mode="json", context={AS_WRITTEN: True}, exclude_unset=not full)
+
+    node = {"node": spec.node} if full or spec.node is not None else {}
+    return {
+        **node,
+        "role": spec.role.role,
+        "image": spec.role.image,
+        "mounts": [dump(m) for m in spec.role.mounts],
+        "units": [{**dump(u.unit), "hash": u.hash} for u in spec.units],
     }
 
 

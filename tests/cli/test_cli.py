@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -100,3 +101,83 @@ def test_console_script_help_starts_fast() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "LOADED False False" in out  # the heavy libraries stay unimported for --help
+
+
+def test_render_shows_the_spec_as_written() -> None:
+    result = runner.invoke(app, ["render", SITE, "--role", "demo"])
+    assert result.exit_code == 0, result.output
+    web = yaml.safe_load(result.stdout)["units"][0]
+    assert web["resources"] == {"memory": "32Mi", "pids": 64}
+    assert web["health"]["interval"] == "2s" and web["stop_timeout"] == "2s"
+    assert "privileged" not in web and "restart" not in web
+    full = yaml.safe_load(runner.invoke(app, ["render", SITE, "--role", "demo", "--full"]).stdout)
+    web = full["units"][0]
+    assert web["privileged"] is False and web["restart"]["backoff"] == {
+        "initial": "1s",
+        "max": "5m",
+    }
+
+
+def test_render_documents_keep_every_field_in_seconds_and_bytes() -> None:
+    as_yaml = runner.invoke(app, ["render", SITE, "--role", "demo", "-o", "yaml"])
+    as_json = runner.invoke(app, ["render", SITE, "--role", "demo", "-o", "json"])
+    assert as_yaml.exit_code == as_json.exit_code == 0
+    assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout)
+    web = json.loads(as_json.stdout)["units"][0]
+    assert web["resources"]["memory"] == 32 * 2**20 and web["stop_timeout"] == 2.0
+    assert web["privileged"] is False
+
+
+def test_nodes_yaml_is_the_json_document() -> None:
+    as_yaml = runner.invoke(app, ["nodes", SITE, "-o", "yaml"])
+    assert as_yaml.exit_code == 0
+    assert yaml.safe_load(as_yaml.stdout) == json.loads(
+        runner.invoke(app, ["nodes", SITE, "-o", "json"]).stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--dry-run"],
+        ["--node", "cn001"],
+        ["--role", "demo"],
+        ["--engine", "docker"],
+        ["-e", "podman"],
+    ],
+)
+def test_apply_server_refuses_the_options_of_this_machine(extra: list[str]) -> None:
+    result = runner.invoke(app, ["apply", SITE, "--server", "http://127.0.0.1:9", *extra])
+    assert result.exit_code == 2
+    flag = {"-e": "--engine"}.get(extra[0], extra[0])
+    assert result.stderr.startswith("hostos: apply --server publishes the whole site")
+    assert flag in result.stderr
+    assert f"use hostos diff {SITE} --server http://127.0.0.1:9" in result.stderr
+
+
+def test_apply_server_takes_the_engine_from_the_environment_without_complaint(
+    tmp_path: Path,
+) -> None:
+    """HOSTOS_ENGINE set for this machine's commands is no reason to refuse a publish: it
+    gets as far as the admin token."""
+    result = runner.invoke(
+        app,
+        [
+            "apply",
+            SITE,
+            "--server",
+            "http://127.0.0.1:9",
+            "--admin-token-file",
+            str(tmp_path / "none"),
+        ],
+        env={"HOSTOS_ENGINE": "docker", "HOSTOS_NAMESPACE": "x"},
+    )
+    assert result.exit_code == 2
+    assert "admin token file" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["publish", "diff"])
+def test_publish_and_diff_need_a_server(command: str) -> None:
+    result = runner.invoke(app, [command, SITE], env={"HOSTOS_SERVER": ""})
+    assert result.exit_code == 2
+    assert result.stderr == f"hostos: {command} needs --server URL (or HOSTOS_SERVER)\n"

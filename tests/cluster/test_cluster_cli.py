@@ -1,4 +1,4 @@
-"""The operator's commands end to end: `hostos apply/diff/nodes --server` and `hostos
+"""The operator's commands end to end: `hostos publish/diff/nodes --server` and `hostos
 rollout …` as subprocesses against a real `hostos serve`, with simulated nodes rebooting."""
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def cli(server: Server, *args: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
-def test_apply_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> None:
+def test_publish_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> None:
     url = server.url
-    code, out, err = cli(server, "apply", str(small_site), "--server", url)
+    code, out, err = cli(server, "publish", str(small_site), "--server", url)
     assert code == 0, err
     assert out.startswith("published generation ")
     generation = int(out.split()[2])
-    code, out, _ = cli(server, "apply", str(small_site), "--server", url)
+    code, out, _ = cli(server, "apply", str(small_site), "--server", url)  # the old name
     assert (code, out.strip()) == (0, f"no change (generation {generation})")
     assert (
         cli(server, "diff", str(small_site), "--server", url)[1].strip()
@@ -71,7 +71,7 @@ def test_apply_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> Non
         "(roll it out: hostos rollout start demo --image img-2)" in out
     )
     assert "+ 1 node added: d4" in out
-    assert cli(server, "apply", str(small_site), "--server", url, "-o", "json")[0] == 0
+    assert cli(server, "publish", str(small_site), "--server", url, "-o", "json")[0] == 0
 
     code, out, _ = cli(server, "nodes", "--server", url, "-o", "json")
     listed = {n["id"]: n for n in json.loads(out)}
@@ -126,12 +126,45 @@ def test_apply_diff_nodes_and_a_rollout(server: Server, small_site: Path) -> Non
     assert code == 2 and "no role 'nosuch'" in err
 
 
-def test_apply_refuses_a_bad_site_before_sending_it(server: Server, small_site: Path) -> None:
+@pytest.mark.parametrize("command", ["publish", "apply"])
+def test_publish_refuses_a_bad_site_before_sending_it(
+    server: Server, small_site: Path, command: str
+) -> None:
     unit = small_site / "sshd.yaml"
     unit.write_text(unit.read_text() + "colour: blue\n")
-    code, out, err = cli(server, "apply", str(small_site), "--server", server.url)
+    code, out, err = cli(server, command, str(small_site), "--server", server.url)
     assert code == 2 and not out
     assert "sshd.yaml:" in err and "colour" in err
+
+
+def current(server: Server) -> dict[str, object]:
+    with server.client() as admin:
+        answer = admin.get("/v1/site")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--dry-run"], ["--node", "d1"], ["--role", "demo"], ["--engine", "docker"]],
+)
+def test_apply_server_with_an_option_of_this_machine_publishes_nothing(
+    server: Server, small_site: Path, extra: list[str]
+) -> None:
+    """`apply --server --dry-run` once published the site: now it exits 2, and the server
+    keeps the generation it had although the site changed."""
+    url = server.url
+    assert cli(server, "publish", str(small_site), "--server", url)[0] == 0
+    before = current(server)
+    role = small_site / "roles" / "demo.yaml"
+    role.write_text(role.read_text().replace("image: demo-2026.11", "image: img-9"))
+    code, out, err = cli(server, "apply", str(small_site), "--server", url, *extra)
+    assert (code, out) == (2, "")
+    assert err.startswith("hostos: apply --server publishes the whole site") and extra[0] in err
+    assert f"(use hostos diff {small_site} --server {url} " in err
+    assert current(server) == before
+    code, out, _ = cli(server, "diff", str(small_site), "--server", url)
+    assert code == 0 and "host image demo-2026.11 → img-9" in out
 
 
 def test_commands_without_a_server_or_a_token(

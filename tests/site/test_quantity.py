@@ -1,7 +1,7 @@
 import pytest
 
 from hostos.site.imageref import check_reference
-from hostos.site.quantity import parse_duration, parse_size
+from hostos.site.quantity import format_duration, format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -87,3 +87,42 @@ def test_image_references(ref: str) -> None:
 def test_bad_image_references(ref: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_reference(ref)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.5, "500ms"),
+        (1.5, "1.5s"),
+        (30, "30s"),
+        (60, "1m"),
+        (90, "1m30s"),
+        (300, "5m"),
+        (7200, "2h"),
+        (90061, "1d1h1m1s"),
+        (120.5, "120.5s"),
+    ],
+)
+def test_durations_are_formatted_as_written(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0"),
+        (100, "100"),
+        (1000, "1K"),
+        (4096, "4Ki"),
+        (256 * 2**20, "256Mi"),
+        (10**9, "1G"),
+        (3 * 2**30, "3Gi"),
+        (2048000, "2048K"),
+        (1_000_001, "1000001"),
+    ],
+)
+def test_sizes_are_formatted_as_written(size: int, text: str) -> None:
+    assert format_size(size) == text
+    assert parse_size(text) == size

@@ -9,7 +9,7 @@ import pytest
 from hostos.errors import SiteError
 from hostos.site.load import load_site
 from hostos.site.merge import merge
-from hostos.site.resolve import resolve_node, resolve_role, start_order
+from hostos.site.resolve import resolve_node, resolve_role, spec_document, spec_view, start_order
 
 from conftest import EXAMPLE_SITE, write
 
@@ -184,3 +184,38 @@ def test_unknown_node_and_role(site: Path) -> None:
         resolve_node(loaded, "cn0001")
     with pytest.raises(SiteError, match=r"unknown role 'compte' .did you mean 'compute'"):
         resolve_role(loaded, "compte")
+
+
+def test_the_view_shows_what_the_site_sets_as_written(tmp_path: Path) -> None:
+    unit = UNIT + "health: {tcp: '127.0.0.1:80', interval: 1m30s}\nstop_timeout: 500ms\n"
+    write(tmp_path / "app.yaml", unit)
+    write(tmp_path / "roles" / "r.yaml", "role: r\nunits: [app]\n")
+    spec = resolve_role(load_site(str(tmp_path)), "r")
+    view = spec_view(spec)
+    assert "node" not in view
+    (app,) = view["units"]
+    assert set(app) == {
+        "name",
+        "image",
+        "command",
+        "env",
+        "mounts",
+        "health",
+        "stop_timeout",
+        "hash",
+    }
+    assert app["mounts"] == [{"type": "tmpfs", "target": "/tmp", "size": "16Mi"}]
+    assert app["health"] == {"tcp": "127.0.0.1:80", "interval": "1m30s"}
+    assert app["stop_timeout"] == "500ms"
+    full = spec_view(spec, full=True)["units"][0]
+    assert full["health"]["timeout"] == "5s" and full["privileged"] is False
+    assert set(full) == set(spec_document(spec)["units"][0])
+
+
+def test_the_document_keeps_seconds_and_bytes(tmp_path: Path) -> None:
+    write(tmp_path / "app.yaml", UNIT + "stop_timeout: 2m\n")
+    write(tmp_path / "roles" / "r.yaml", "role: r\nunits: [app]\n")
+    (app,) = spec_document(resolve_role(load_site(str(tmp_path)), "r"))["units"]
+    assert app["stop_timeout"] == 120.0
+    assert app["mounts"][0]["size"] == 16 * 2**20
+    assert app["restart"]["backoff"] == {"initial": 1.0, "max": 300.0}
