@@ -44,6 +44,12 @@ def container_name(unit: str, namespace: str = "") -> str:
     return NAME_PREFIX + (f"{namespace}-" if namespace else "") + unit
 
 
+def volume_name(volume: str, namespace: str = "") -> str:
+    """The engine's name for a unit's named volume: as written, or, in a namespace, the
+    namespace's own (hostos-<namespace>-<volume>), so that instances never share one."""
+    return container_name(volume, namespace) if namespace else volume
+
+
 @dataclass(frozen=True)
 class MountSpec:
     type: Literal["bind", "volume", "tmpfs"]

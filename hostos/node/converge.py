@@ -69,7 +69,7 @@ def _plan(
     desired = [
         Desired(
             u,
-            render(u, images[u.name].id, mount_sources, namespace),
+            render(u, images[u.name].id, mount_sources, namespace, spec.node),
             images[u.name].id is not None,
             images[u.name].error,
         )

@@ -30,10 +30,13 @@ from hostos.engine.base import (
     PortSpec,
     UlimitSpec,
     container_name,
+    volume_name,
 )
 from hostos.hashing import canonical_json, content_hash
 from hostos.site.model import Health, Mount, Unit
 from hostos.site.resolve import ResolvedUnit
+
+NODE_ENV = "HOSTOS_NODE"  # the node's inventory name, in every container of a node
 
 
 def image_ref(unit: Unit) -> str:
@@ -46,11 +49,15 @@ def render(
     image_id: str | None,
     mount_sources: Mapping[str, str] | None = None,
     namespace: str = "",
+    node: str | None = None,
 ) -> ContainerSpec:
     """The container for a unit. mount_sources maps a role mount's name to the host path
     to bind (its target when mounted, its fallback while it is down); a namespace keeps
-    several hostos instances on one engine apart (tests, a demo beside a real role)."""
+    several hostos instances on one engine apart (tests, a demo beside a real role), their
+    named volumes included. On a node, HOSTOS_NODE carries its inventory name (Slurm's
+    NodeName, say); a unit's own env may set it otherwise."""
     u = unit.unit
+    env = {NODE_ENV: node, **u.env} if node else dict(u.env)
     sources = {m.name: m.target for m in unit.mounts}
     sources.update(mount_sources or {})
     spec = ContainerSpec(
@@ -59,10 +66,10 @@ def render(
         labels=dict(sorted(u.labels.items())),
         entrypoint=tuple(u.entrypoint) if u.entrypoint is not None else None,
         command=tuple(u.command) if u.command is not None else None,
-        env=dict(sorted(u.env.items())),
+        env=dict(sorted(env.items())),
         working_dir=u.working_dir,
         user=u.user,
-        mounts=tuple(_mount(m, sources) for m in u.mounts),
+        mounts=tuple(_mount(m, sources, namespace) for m in u.mounts),
         ports=tuple(PortSpec(p.container, p.host, p.protocol, p.host_ip) for p in u.ports),
         network=u.network,
         hostname=u.hostname,
@@ -120,11 +127,14 @@ def image_ref_of(labels: Mapping[str, str]) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
-def _mount(mount: Mount, sources: Mapping[str, str]) -> MountSpec:
+def _mount(mount: Mount, sources: Mapping[str, str], namespace: str) -> MountSpec:
     if mount.mount is not None:
         source = sources[mount.mount]
         return MountSpec("bind", mount.target or source, source, mount.readonly)
     assert mount.type is not None and mount.target is not None  # checked by the model
+    if mount.type == "volume" and mount.source is not None:
+        source = volume_name(mount.source, namespace)
+        return MountSpec("volume", mount.target, source, mount.readonly)
     return MountSpec(mount.type, mount.target, mount.source, mount.readonly, mount.size, mount.mode)
 
 

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from hostos.backoff import Backoff
@@ -277,6 +277,8 @@ class Supervisor:
                 )
             return False
         self.last_site_error = ""
+        if spec.node is None and self.settings.node:  # a role's spec, from the server
+            spec = replace(spec, node=self.settings.node)
         if self.spec is not None and self.spec == spec:
             return False
         self.spec = spec

@@ -302,6 +302,7 @@ def test_the_supervisor_takes_a_served_spec_and_keeps_it_over_a_bad_one() -> Non
     supervisor._handle(SpecArrived(spec_from_document(spec_document(spec))))
     assert supervisor.dirty and supervisor.spec is not None
     assert [u.name for u in supervisor.spec.units] == [u.name for u in spec.units]
+    assert supervisor.spec.node == "cn001"  # a role's spec, on this node: HOSTOS_NODE is set
     assert supervisor.snapshot().generation == 1 and supervisor.snapshot().reconciled == 0
     supervisor.dirty = False
     with pytest.raises(SiteError) as bad:

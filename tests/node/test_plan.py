@@ -246,3 +246,24 @@ def test_wait_changes_nothing(tmp_path: Path) -> None:
         ("app", False),
         ("web", False),
     ]
+
+
+def test_a_node_tells_its_containers_its_name_unless_the_unit_does(tmp_path: Path) -> None:
+    spec = role(
+        tmp_path, {"a": "image: busybox:1.36\n", "b": "image: b:1\nenv: {HOSTOS_NODE: x}\n"}
+    )
+    a, b = spec.units
+    assert render(a, None, node="cn001").env == {"HOSTOS_NODE": "cn001"}
+    assert render(b, None, node="cn001").env == {"HOSTOS_NODE": "x"}
+    assert render(a, None).env == {}  # a role applied by hand names no node
+    renamed = render(a, None, node="cn002").labels[HASH_LABEL]
+    assert renamed != render(a, None, node="cn001").labels[HASH_LABEL]
+
+
+def test_a_namespace_has_volumes_of_its_own(tmp_path: Path) -> None:
+    unit = "image: busybox:1.36\nmounts:\n  - {type: volume, source: sock, target: /run/s}\n"
+    [u] = role(tmp_path, {"a": unit}).units
+    [plain] = render(u, None).mounts
+    [spaced] = render(u, None, namespace="t1").mounts
+    assert (plain.source, spaced.source) == ("sock", "hostos-t1-sock")
+    assert spaced.type == "volume" and spaced.target == "/run/s"

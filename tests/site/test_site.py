@@ -16,8 +16,9 @@ from conftest import EXAMPLE_SITE, write
 
 def test_example_site_loads() -> None:
     site = load_site(str(EXAMPLE_SITE))
-    assert {"compute", "gpu", "storage", "login", "demo"} <= set(site.roles)
+    assert {"head", "compute", "gpu", "storage", "login", "demo"} <= set(site.roles)
     assert len([n for n in site.nodes if n.role == "compute"]) == 128
+    assert [n.name for n in site.nodes if n.role == "head"] == ["head01"]
     assert [n.name for n in site.nodes if n.role == "gpu"] == [
         "gpu01",
         "gpu02",
@@ -39,29 +40,42 @@ def test_extends_merges_maps_and_replaces_lists() -> None:
     assert gpu.units == compute.units  # inherited list
     assert gpu.mounts == compute.mounts
     assert gpu.image == "gpu-2026.11"  # scalar replaced
-    # overrides is a map: gpu's slurmd override merges over compute's
+    # overrides is a map: gpu's slurmd override merges over compute's, and over the unit
     slurmd = site.role_units["gpu"]["slurmd"]
-    assert slurmd.env["SLURMD_OPTIONS"] == "--conf-server=slurmctl01 -Z"  # from compute
+    assert slurmd.labels == {"org.hpc.service": "slurm", "org.hpc.partition": "gpu"}
+    assert site.role_units["compute"]["slurmd"].labels["org.hpc.partition"] == "compute"
     assert slurmd.devices[0].host == "/dev/nvidia0"  # from gpu
     assert slurmd.resources.pids == 65536 and slurmd.resources.memory is None
+    assert [m.name for m in compute.mounts] == ["admin", "apps"]  # from base
     storage = site.roles["storage"]
     assert [m.name for m in storage.mounts] == ["admin", "apps"]  # from base
     assert storage.units == ["beegfs-storage", "beegfs-meta", "node-exporter"]  # replaced
 
 
-def test_env_files_are_read_and_env_wins() -> None:
-    slurmd = load_site(str(EXAMPLE_SITE)).units["slurmd"]
-    assert slurmd.env["TZ"] == "Etc/UTC"
-    assert slurmd.env["SLURMD_OPTIONS"] == "--conf-server=slurmctl01"
-    assert slurmd.env["SLURM_CONF"] == "/etc/slurm/slurm.conf"
+def test_env_files_are_read() -> None:
+    site = load_site(str(EXAMPLE_SITE))
+    for unit in ("slurmd", "slurmctld"):
+        assert site.units[unit].env == {
+            "SLURM_CONF": "/mnt/admin/slurm/slurm.conf",
+            "TZ": "Etc/UTC",
+        }
+
+
+def test_env_wins_over_env_files(tmp_path: Path) -> None:
+    write(tmp_path / "env" / "a.env", "# shared\nA=file\nB=file\n")
+    write(tmp_path / "app.yaml", "image: busybox:1.36\nenv_files: [env/a.env]\nenv: {B: unit}\n")
+    write(tmp_path / "roles" / "r.yaml", "role: r\nunits: [app]\n")
+    assert load_site(str(tmp_path)).units["app"].env == {"A": "file", "B": "unit"}
 
 
 def test_start_order_follows_requires_and_after() -> None:
-    spec = resolve_node(load_site(str(EXAMPLE_SITE)), "cn001")
-    names = [u.name for u in spec.units]
-    assert names.index("munge") < names.index("slurmd")
-    assert set(names) == {"munge", "beegfs-client", "slurmd", "node-exporter"}
-    assert spec.unit("slurmd").mounts[0].name in {"apps", "admin", "scratch"}
+    site = load_site(str(EXAMPLE_SITE))
+    spec = resolve_node(site, "cn001")
+    assert [u.name for u in spec.units] == ["munge", "slurmd"]
+    assert [m.name for m in spec.unit("slurmd").mounts] == ["apps", "admin"]
+    assert [u.name for u in resolve_node(site, "head01").units] == ["munge", "slurmctld"]
+    login = [u.name for u in resolve_node(site, "login1").units]
+    assert login.index("munge") < login.index("sshd")  # sshd starts after munge
 
 
 def test_start_order_keeps_listed_order_for_ties() -> None:
@@ -148,7 +162,9 @@ def test_hash_changes_with_bound_role_mount(tmp_path: Path) -> None:
 def test_every_problem_is_reported_at_once(site: Path) -> None:
     write(site / "munge.yaml", (site / "munge.yaml").read_text().replace("image:", "imgae:"))
     (site / "roles" / "login.yaml").write_text(
-        (site / "roles" / "login.yaml").read_text().replace("[munge, sshd", "[munge, sshdd")
+        (site / "roles" / "login.yaml")
+        .read_text()
+        .replace("beegfs-client, sshd,", "beegfs-client, sshdd,")
     )
     write(site / "nodes.yaml", "nodes:\n  - {name: 'cn[1-2]', role: computer}\n")
     with pytest.raises(SiteError) as info:
@@ -164,13 +180,13 @@ def test_every_problem_is_reported_at_once(site: Path) -> None:
 
 def test_override_error_points_into_the_role_file(site: Path) -> None:
     role = site / "roles" / "compute.yaml"
-    role.write_text(role.read_text().replace("    env: {SLURMD", "    envv: {SLURMD"))
+    role.write_text(role.read_text().replace("    labels: {org", "    label: {org"))
     with pytest.raises(SiteError) as info:
         load_site(str(site))
-    [problem] = [p for p in info.value.problems if p.key == "overrides.slurmd.envv"]
+    [problem] = [p for p in info.value.problems if p.key == "overrides.slurmd.label"]
     assert problem.where.file.endswith("roles/compute.yaml")
-    assert problem.where.line == 15
-    assert problem.hint == "did you mean 'env'?"
+    assert problem.where.line == 10
+    assert problem.hint == "did you mean 'labels'?"
 
 
 def test_missing_site_directory(tmp_path: Path) -> None:

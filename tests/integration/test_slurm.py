@@ -1,0 +1,208 @@
+"""The example site's Slurm stack on real engines: its head role and one compute node on this
+machine, converged by `hostos apply`, run a job.
+
+The slurm image is built once a session with Docker, from containers/slurm (FROM the
+debian:bookworm-slim that `hostos image base` makes), and loaded into Podman, so both
+engines run the same image and only one build fetches Debian packages.  Each engine's run
+works on a copy of the example site changed only where one machine differs from a cluster:
+the roles' admin and apps mounts are temporary directories (the admin share with a fresh
+munge key and the example slurm.conf, pointed at this machine on free ports), and slurmd
+keeps the engine's ulimits, since this sandbox cannot raise them (shared/LAB.md).  Each
+node is a namespace of its own, volumes included, so nothing touches another instance.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hostos.cli.main import app
+from hostos.engine.base import Engine, container_name, volume_name
+from hostos.engine.connect import connect
+from hostos.node.converge import down
+from hostos.node.render import image_ref
+from hostos.process import run
+from hostos.site.load import load_site
+
+from conftest import EXAMPLE_SITE, ROOT, wait_for, write
+
+pytestmark = pytest.mark.integration
+
+IMAGE_CLI = [sys.executable, "-c", "from hostos.cli.image import image_app; image_app()"]
+EXAMPLE_CONF = ROOT / "containers" / "slurm" / "slurm.conf"
+HEAD, NODE = "head01", "cn001"
+VOLUMES = ("munge-socket", "slurmctld-state")  # what the head and compute units create
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
+
+
+@pytest.fixture(scope="session")
+def slurm_image() -> str:
+    """The units' image, built from its context with Docker and loaded into Podman."""
+    if os.geteuid() != 0:
+        pytest.skip("`hostos image base` needs root")
+    slurmd = load_site(str(EXAMPLE_SITE)).units["slurmd"]
+    assert slurmd.build is not None
+    ref, context = image_ref(slurmd), str(EXAMPLE_SITE / slurmd.build.context)
+    started = time.monotonic()
+    base = subprocess.run(
+        [*IMAGE_CLI, "base", "--engine", "docker"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert base.returncode == 0, base.stdout + base.stderr
+    docker = connect("docker")
+    try:
+        image = docker.build(context, ref, None, {})
+    finally:
+        docker.close()
+    built = time.monotonic()
+    loaded = run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], check=False)
+    if loaded.returncode != 0 or f"sha256:{loaded.stdout.strip()}" != image:
+        save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
+        load = subprocess.run(["podman", "load", "--quiet"], stdin=save.stdout, check=False)
+        assert save.wait() == 0 and load.returncode == 0, "docker save | podman load failed"
+    print(
+        f"slurm image {image[:19]}: built in {built - started:.1f}s, "
+        f"in podman {time.monotonic() - built:.1f}s later"
+    )
+    return ref
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def lab_conf(ctld_port: int, slurmd_port: int) -> str:
+    """The example slurm.conf, for a controller and one node on this machine."""
+    conf = EXAMPLE_CONF.read_text()
+    for key, value in (
+        ("SlurmctldHost", "localhost"),
+        ("SlurmctldPort", str(ctld_port)),
+        ("SlurmdPort", str(slurmd_port)),
+    ):
+        conf, found = re.subn(rf"(?m)^{key}=.*$", f"{key}={value}", conf)
+        assert found == 1, key
+    conf = conf.replace("NodeName=cn[001-128] ", f"NodeName={NODE} NodeAddr=127.0.0.1 ")
+    return conf.replace("Nodes=cn[001-128]", f"Nodes={NODE}")
+
+
+def lab_site(site: Path, top: Path) -> Path:
+    """The example site with this machine's admin share and the sandbox's ulimits."""
+    admin, apps = top / "admin", top / "apps"
+    write(admin / "slurm" / "slurm.conf", lab_conf(free_port(), free_port()))
+    key = write(admin / "munge" / "munge.key", "")
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    apps.mkdir()
+    write(
+        site / "roles" / "base.yaml",
+        "role: base\nmounts:\n"
+        f"  - {{name: admin, type: bind, source: {admin}, target: {admin}}}\n"
+        f"  - {{name: apps, type: bind, source: {apps}, target: {apps}}}\n",
+    )
+    compute = site / "roles" / "compute.yaml"
+    assert compute.read_text().endswith(
+        "overrides:\n  slurmd:\n    labels: {org.hpc.partition: compute}\n"
+    )
+    write(compute, compute.read_text() + "    ulimits: null\n")
+    return site
+
+
+@dataclass(frozen=True)
+class Cluster:
+    engine: Engine
+    site: Path
+    head: str  # the namespaces of the two nodes
+    node: str
+
+    def apply(self, node: str, namespace: str) -> None:
+        args = ["apply", str(self.site), "--node", node, "--engine", self.engine.name]
+        result = CliRunner().invoke(app, [*args, "--namespace", namespace])
+        print(result.output)
+        assert result.exit_code == 0, result.output
+
+    def exec(self, namespace: str, unit: str, *argv: str) -> str:
+        name = container_name(unit, namespace)
+        done = run([self.engine.name, "exec", name, *argv], check=False)
+        assert done.returncode == 0, f"{' '.join(argv)} in {name}: {done.stdout}{done.stderr}"
+        return done.stdout.strip()
+
+    def ctl(self, *argv: str) -> str:
+        """A Slurm client command, run where slurmctld runs."""
+        return self.exec(self.head, "slurmctld", *argv)
+
+    def state(self) -> str:
+        return self.ctl("sinfo", "--noheader", "--Node", "--nodes", NODE, "--format", "%T")
+
+    def ended(self, job: str) -> dict[str, str] | None:
+        """The job's fields once it has ended."""
+        shown = self.ctl("scontrol", "show", "job", job, "--oneliner")
+        fields = dict(f.split("=", 1) for f in shown.split() if "=" in f)
+        return fields if fields["JobState"] in ENDED else None
+
+    def logs(self) -> None:
+        for namespace, units in ((self.head, ("munge", "slurmctld")), (self.node, ("slurmd",))):
+            for unit in units:
+                name = container_name(unit, namespace)
+                shown = run([self.engine.name, "logs", "--tail", "20", name], check=False)
+                print(f"--- {name}\n{shown.stdout}{shown.stderr}")
+
+
+@pytest.fixture
+def cluster(engine: Engine, slurm_image: str, site: Path, tmp_path: Path) -> Iterator[Cluster]:
+    tag = os.urandom(4).hex()
+    made = Cluster(engine, lab_site(site, tmp_path), f"sh{tag}", f"sc{tag}")
+    try:
+        yield made
+    finally:
+        made.logs()  # shown when the test failed
+        for namespace in (made.node, made.head):
+            down(engine, namespace=namespace)
+            names = [volume_name(v, namespace) for v in VOLUMES]
+            run([engine.name, "volume", "rm", "--force", *names], check=False)
+
+
+def test_head_and_compute_node_run_a_job(cluster: Cluster) -> None:
+    started = time.monotonic()
+    cluster.apply(HEAD, cluster.head)
+    cluster.apply(NODE, cluster.node)
+    applied = time.monotonic()
+    wait_for(f"{NODE} idle in sinfo", lambda: cluster.state() == "idle", timeout=60)
+    idle = time.monotonic()
+
+    # srun: the job step runs in the node's slurmd container, which knows its inventory name
+    here = cluster.exec(cluster.node, "slurmd", "hostname")
+    out = cluster.ctl(
+        "srun", "-w", NODE, "--chdir=/tmp", "sh", "-c", "echo $SLURMD_NODENAME; hostname"
+    )
+    assert out.splitlines() == [NODE, here]
+
+    # sbatch: a batch job that ends COMPLETED, its output written on the node
+    job = cluster.ctl(
+        "sbatch",
+        "--parsable",
+        "-w",
+        NODE,
+        "--chdir=/tmp",
+        "--output=/tmp/job-%j.out",
+        "--wrap",
+        "echo ran on $SLURMD_NODENAME",
+    )
+    done = wait_for(f"job {job} to end", lambda: cluster.ended(job), timeout=30)
+    assert (done["JobState"], done["ExitCode"]) == ("COMPLETED", "0:0")
+    assert cluster.exec(cluster.node, "slurmd", "cat", f"/tmp/job-{job}.out") == f"ran on {NODE}"
+    print(
+        f"{cluster.engine.name}: applied in {applied - started:.1f}s, {NODE} idle "
+        f"{idle - applied:.1f}s later, jobs done {time.monotonic() - idle:.1f}s later"
+    )
