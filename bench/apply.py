@@ -50,6 +50,7 @@ from bench.report import TIMES, command, commit_line, machine, met, now, seconds
 from hostos.engine.base import EngineError
 from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET
 from hostos.engine.http import EngineHTTP
+from hostos.labels import HOSTOS_PREFIX, NAMESPACE_LABEL
 
 MODULE = "bench.apply"
 log = logging.getLogger(MODULE)  # run as __main__, so not __name__
@@ -65,9 +66,9 @@ COLD, NOOP_SMALL, NOOP_LARGE = 20, 20, 100
 SOCKETS = {"docker": DOCKER_SOCKET, "podman": PODMAN_SOCKET}
 SERVICES = {"docker": "dockerd", "podman": "the podman service"}
 
-HOSTOS_LABEL = f"io.hostos.namespace={NAME}"
+HOSTOS_LABEL = f"{NAMESPACE_LABEL}={NAME}"
 COMPOSE_LABEL = f"com.docker.compose.project={NAME}"  # set by both compose tools
-FLOOR_LABEL = "io.hostos.bench=floor"
+FLOOR_LABEL = f"{HOSTOS_PREFIX}bench=floor"
 FLOOR_NAME = "floor (raw SDK, own process)"
 
 TARGET_COMPOSE = 1.0

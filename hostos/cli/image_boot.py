@@ -70,7 +70,8 @@ def boot(
     hostos.shell=1 or hostos.rescue=1 on --append): Ctrl-A x then quits qemu."""
     import sys
 
-    from hostos.image.boot import BootError, Options, find_image, run
+    from hostos.image.boot import BootError, Options, find_image
+    from hostos.image.boot import boot as boot_image
 
     try:
         image = find_image(directory, kernel, initrd)
@@ -89,7 +90,7 @@ def boot(
                 err=True,
             )
         code = _restoring_terminal(
-            lambda: run(
+            lambda: boot_image(
                 image,
                 options,
                 site=site,

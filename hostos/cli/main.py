@@ -483,9 +483,9 @@ def _print_supervisor_extras(live: NodeStatus) -> None:
 
 
 def _supervise(**given: Any) -> None:
-    from hostos.cli.supervise import Args, run
+    from hostos.cli.supervise import Args, supervise
 
-    raise typer.Exit(run(Args.of(**given)))
+    raise typer.Exit(supervise(Args.of(**given)))
 
 
 app.command("supervise")(
@@ -575,7 +575,7 @@ def serve(
     ] = HEARTBEAT_RATE,
 ) -> None:
     """The cluster server: site generations, node heartbeats, FleetLock slots, iPXE boot."""
-    from hostos.cluster.server.serve import BadOption, options, run
+    from hostos.cluster.server.serve import BadOption, options, serve
     from hostos.logfmt import setup
 
     try:
@@ -585,7 +585,7 @@ def serve(
     except BadOption as exc:
         fail(str(exc), EXIT_INPUT)
     setup()
-    run(opts)
+    serve(opts)
 
 
 tokens_app = App(help="Node tokens (admin).")

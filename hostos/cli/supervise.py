@@ -94,7 +94,7 @@ class Args:
         return cls(**values(OPTIONS, given))
 
 
-def run(args: Args) -> int:
+def supervise(args: Args) -> int:
     """Refuse a bad site up front (file:line, exit 2), then supervise until stopped."""
     from hostos.engine.connect import start_podman_early
     from hostos.logfmt import setup
@@ -200,6 +200,6 @@ def parse(argv: Sequence[str]) -> Args:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return run(parse(sys.argv[1:] if argv is None else argv))
+        return supervise(parse(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
         return 130

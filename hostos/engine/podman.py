@@ -33,7 +33,6 @@ from typing import Any, NoReturn
 
 from hostos.backoff import Backoff
 from hostos.engine.base import (
-    PROBE_LABEL,
     ContainerSpec,
     EngineError,
     ImageNotFound,
@@ -60,6 +59,7 @@ from hostos.engine.observe import (
 from hostos.engine.payload import libpod_create_body
 from hostos.engine.probe import ping
 from hostos.engine.shared import PULL_BACKOFF, build_error, with_retries
+from hostos.labels import PROBE_LABEL
 
 DEFAULT_TIMEOUT = 60.0
 LOAD_TIMEOUT = 3600.0  # podman answers a load only once the whole archive is in

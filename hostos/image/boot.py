@@ -318,7 +318,7 @@ def _qmp_read(stream: io.BufferedIOBase) -> dict[str, object]:
     raise ValueError("qemu closed the QMP socket")
 
 
-def run(
+def boot(
     image: Image,
     options: Options,
     site: Path | None = None,

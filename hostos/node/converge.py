@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from hostos.engine.base import DEPS_LABEL, Engine, EngineError, Observed
+from hostos.engine.base import Engine, EngineError, Observed
+from hostos.labels import DEPS_LABEL
 from hostos.node.execute import DEFAULT_OPTIONS, Options, Outcome, Report, execute
 from hostos.node.holds import NO_HOLDS, Holds
 from hostos.node.images import ImageResult, ensure, lookup

@@ -17,8 +17,9 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from hostos.engine.base import NAMESPACE_LABEL, OWNER, OWNER_LABEL, Engine, EngineError
+from hostos.engine.base import Engine, EngineError
 from hostos.errors import SiteError
+from hostos.labels import NAMESPACE_LABEL, OWNER, OWNER_LABEL
 from hostos.logfmt import kv
 from hostos.site.resolve import RoleSpec
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from hostos.engine.base import HASH_LABEL, ROLE_LABEL, ContainerSpec, Observed
+from hostos.engine.base import ContainerSpec, Observed
+from hostos.labels import HASH_LABEL, ROLE_LABEL
 from hostos.node.holds import NO_HOLDS, Holds
 from hostos.node.render import image_ref, spec_body, spec_of
 from hostos.site.graph import blocked

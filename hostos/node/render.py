@@ -13,16 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from hostos.engine.base import (
-    DEPS_LABEL,
-    HASH_LABEL,
-    HOSTOS_PREFIX,
-    NAMESPACE_LABEL,
-    OWNER,
-    OWNER_LABEL,
-    ROLE_LABEL,
-    SPEC_LABEL,
-    UNIT_HASH_LABEL,
-    UNIT_LABEL,
     ContainerSpec,
     DeviceSpec,
     HealthSpec,
@@ -33,6 +23,18 @@ from hostos.engine.base import (
     volume_name,
 )
 from hostos.hashing import canonical_json, content_hash
+from hostos.labels import (
+    DEPS_LABEL,
+    HASH_LABEL,
+    HOSTOS_PREFIX,
+    NAMESPACE_LABEL,
+    OWNER,
+    OWNER_LABEL,
+    ROLE_LABEL,
+    SPEC_LABEL,
+    UNIT_HASH_LABEL,
+    UNIT_LABEL,
+)
 from hostos.site.model import Health, Mount, Unit
 from hostos.site.resolve import ResolvedUnit
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 
-from hostos.engine.base import ROLE_LABEL, Observed
+from hostos.engine.base import Observed
+from hostos.labels import ROLE_LABEL
 from hostos.node.holds import Holds
 from hostos.transport import UnixHTTPConnection
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from hostos.labels import HOSTOS_PREFIX
 from hostos.site.fields import (
     AbsPath,
     Command,
@@ -101,7 +102,6 @@ ULIMITS = [
     "sigpending",
     "stack",
 ]
-RESERVED_LABEL_PREFIX = "io.hostos."
 VOLUME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -428,9 +428,9 @@ class Unit(Model):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if key.startswith(RESERVED_LABEL_PREFIX):
+            if key.startswith(HOSTOS_PREFIX):
                 raise Invalid(
-                    f"the prefix {RESERVED_LABEL_PREFIX} is reserved for hostos",
+                    f"the prefix {HOSTOS_PREFIX} is reserved for hostos",
                     key=key,
                     hint="choose another label name",
                 )

@@ -52,9 +52,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def through_typer(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Args:
-    """The Args the typer command hands to run."""
+    """The Args the typer command hands to supervise."""
     seen: list[Args] = []
-    monkeypatch.setattr(supervise, "run", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(supervise, "supervise", lambda args: seen.append(args) or 0)
     result = CliRunner().invoke(app, ["supervise", *argv])
     assert result.exit_code == 0, result.output
     return seen[0]

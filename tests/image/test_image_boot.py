@@ -242,11 +242,11 @@ def test_run_reports_timeout_and_failure(tmp_path: Path, monkeypatch: pytest.Mon
     sleeper.write_text("#!/bin/sh\necho 'hostos-init: error: boom'\nexec sleep 30\n")
     sleeper.chmod(0o755)
     options = Options(qemu=str(sleeper))
-    assert boot.run(image, options, timeout=0.5, output=io.BytesIO()) == 124
+    assert boot.boot(image, options, timeout=0.5, output=io.BytesIO()) == 124
     sleeper.write_text("#!/bin/sh\necho 'hostos-init: error: boom'\n")
-    assert boot.run(image, options, output=io.BytesIO()) == 1
+    assert boot.boot(image, options, output=io.BytesIO()) == 1
     sleeper.write_text("#!/bin/sh\necho fine\nexit 3\n")
-    assert boot.run(image, options, output=io.BytesIO()) == 3
+    assert boot.boot(image, options, output=io.BytesIO()) == 3
     assert os.path.exists(sleeper)
 
 
@@ -281,7 +281,7 @@ def test_boot_command_runs_qemu_and_passes_its_exit_code(
         seen.update(image=image, options=options, **kwargs)
         return 3
 
-    monkeypatch.setattr(boot, "run", fake_run)
+    monkeypatch.setattr(boot, "boot", fake_run)
     result = CliRunner().invoke(
         boot_app(),
         [

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hostos.engine.base import OWNER, OWNER_LABEL, ContainerSpec, Engine
+from hostos.engine.base import ContainerSpec, Engine
 from hostos.engine.connect import connect
+from hostos.labels import OWNER, OWNER_LABEL
 from hostos.node.converge import prepare
 from hostos.node.execute import Outcome, execute
 from hostos.node.plan import Action, Kind

@@ -10,13 +10,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hostos.engine.base import (
-    NAMESPACE_LABEL,
-    ContainerSpec,
-    EngineError,
-    Observed,
-    Progress,
-)
+from hostos.engine.base import ContainerSpec, EngineError, Observed, Progress
+from hostos.labels import NAMESPACE_LABEL
 
 BUSYBOX = "hostos/busybox:latest"
 BUSYBOX_ID = "sha256:" + "b" * 64

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import roles
 
-from hostos.engine.base import HASH_LABEL, OWNER_LABEL, UNIT_LABEL, Observed
+from hostos.engine.base import Observed
+from hostos.labels import HASH_LABEL, OWNER_LABEL, UNIT_LABEL
 from hostos.node.holds import Holds
 from hostos.node.plan import Action, Desired, Kind, plan
 from hostos.node.render import render

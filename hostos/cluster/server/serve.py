@@ -160,7 +160,7 @@ def quiet_gc() -> None:
     gc.set_threshold(GC_YOUNG, GC_MIDDLE, GC_FULL)
 
 
-def run(opts: ServeOptions) -> None:
+def serve(opts: ServeOptions) -> None:
     """Serve until SIGINT/SIGTERM."""
     import uvicorn
 
