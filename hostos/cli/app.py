@@ -23,30 +23,29 @@ def _bare_flags(params: list[Any]) -> None:
             param.metavar = ""
 
 
-class Command(TyperCommand):
+class _BareFlags:
+    """Flags of a command or group, --help included, show no type."""
+
+    params: list[Any]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _bare_flags(self.params)
 
     def get_help_option(self, ctx: Any) -> TyperOption | None:
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         _bare_flags([option])
-        return option
+        return option  # type: ignore[no-any-return]
 
 
-class Group(TyperGroup):
+class Command(_BareFlags, TyperCommand):
+    pass
+
+
+class Group(_BareFlags, TyperGroup):
     """Commands in `order`, those not named there after them in the order they were made."""
 
     order: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _bare_flags(self.params)
-
-    def get_help_option(self, ctx: Any) -> TyperOption | None:
-        option = super().get_help_option(ctx)
-        _bare_flags([option])
-        return option
 
     def list_commands(self, ctx: Any) -> list[str]:
         made = list(self.commands)
