@@ -67,6 +67,18 @@ SERVICE = "the podman service"
 FALLBACK_API_VERSION = "4.0.0"  # the libpod path prefix when the service does not answer
 DOCKER_FORMAT = "application/vnd.docker.distribution.manifest.v2+json"
 OK = (200, 201, 204, 304)
+# Podman 4.3 answers 500 "read /proc/PID/cgroup: no such process" to an inspect that
+# meets a container in the middle of exiting; the next inspect sees it exited.
+_EXITING_RACE = re.compile(r"/proc/\d+/\S*: no such process")
+INSPECT_ATTEMPTS = 3
+INSPECT_RETRY_DELAY = 0.05
+
+
+def exiting_race(exc: StatusError) -> bool:
+    """The inspect met a container while its process was going away: ask again."""
+    return exc.status >= 500 and bool(_EXITING_RACE.search(exc.explanation))
+
+
 _NOT_RETRYABLE = re.compile(
     r"not found|manifest unknown|unauthorized|denied|invalid reference"
     r"|image not known",
@@ -371,10 +383,16 @@ class PodmanEngine:
     # -- helpers ---------------------------------------------------------------
 
     def _inspect(self, container: str) -> dict[str, Any]:
-        doc = self._get(
-            f"/containers/{quote(container, REQUESTS_SAFE)}/json", f"inspect container {container}"
-        )
-        return dict(doc)
+        path = f"/containers/{quote(container, REQUESTS_SAFE)}/json"
+        what = f"inspect container {container}"
+        for attempt in range(1, INSPECT_ATTEMPTS + 1):
+            try:
+                return dict(self._get(path, what))
+            except StatusError as exc:
+                if attempt == INSPECT_ATTEMPTS or not exiting_race(exc):
+                    raise
+                time.sleep(INSPECT_RETRY_DELAY)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _get(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
         """One libpod read over plain HTTP, its JSON body decoded."""
