@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hostos import transport
-from hostos.node.status import NodeStatus, StatusServer
+from hostos.node.status import NodeStatus
+from hostos.node.status_server import StatusServer
 from hostos.transport import UnixHTTPConnection
 
 

@@ -145,7 +145,7 @@ class PodmanEngine:
         """Every hostos container (of the namespace, if one is given) from ONE libpod list
         call: it carries state, exit code, start time and health, so nothing is inspected
         one by one."""
-        rows = self._get(
+        rows = self._http.get_json(
             "/containers/json",
             "list containers",
             params={"all": "true", "filters": json.dumps({"label": owner_labels(namespace)})},
@@ -157,7 +157,7 @@ class PodmanEngine:
         if not names:
             return []
         pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
-        rows = self._get(
+        rows = self._http.get_json(
             "/containers/json",
             "find containers by name",
             params={"all": "true", "filters": json.dumps({"name": [pattern]})},
@@ -387,20 +387,12 @@ class PodmanEngine:
         what = f"inspect container {container}"
         for attempt in range(1, INSPECT_ATTEMPTS + 1):
             try:
-                return dict(self._get(path, what))
+                return dict(self._http.get_json(path, what))
             except StatusError as exc:
                 if attempt == INSPECT_ATTEMPTS or not exiting_race(exc):
                     raise
                 time.sleep(INSPECT_RETRY_DELAY)
         raise AssertionError("unreachable")  # the loop returns or raises
-
-    def _get(self, path: str, what: str, params: Mapping[str, str] | None = None) -> Any:
-        """One libpod read over plain HTTP, its JSON body decoded."""
-        reply = self._http.request("GET", path, what, params=params, ok=OK)
-        try:
-            return reply.json()
-        except ValueError as exc:
-            raise EngineError(f"podman: {what}: unreadable reply ({exc})") from None
 
     def _default_ulimits(self, spec: ContainerSpec) -> dict[str, UlimitSpec]:
         """The nofile/nproc limits this service gives a container that asks for none.

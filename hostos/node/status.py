@@ -12,11 +12,8 @@ import dataclasses
 import http.client
 import json
 import os
-import socketserver
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 
 from hostos.engine.base import Observed
@@ -175,57 +172,6 @@ def _from_json(cls: type[T], data: Any) -> T:
         return cls(**{k: v for k, v in data.items() if k in known})
     except TypeError as exc:
         raise ValueError(f"{cls.__name__}: {exc}") from None
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-class StatusServer:
-    """Serves GET /v1/status: the JSON form of what `snapshot()` returns."""
-
-    def __init__(self, path: str, snapshot: Callable[[], NodeStatus]) -> None:
-        self.path = path
-        handler = _handler(snapshot)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        if os.path.exists(path):
-            os.unlink(path)  # a socket left by a supervisor that died
-        self.server = _Server(path, handler)
-        os.chmod(path, 0o600)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="status-api", daemon=True
-        )
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-
-
-def _handler(snapshot: Callable[[], NodeStatus]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != STATUS_PATH:
-                self.send_error(404)
-                return
-            body = json.dumps(snapshot().to_json()).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def address_string(self) -> str:
-            return "local"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
 
 
 def read_status(path: str, timeout: float = 2.0) -> NodeStatus | None:

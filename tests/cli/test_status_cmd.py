@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from hostos.cli.main import app
 from hostos.cli.report import status_table, when
-from hostos.node.status import MountStatus, NodeStatus, StatusServer, UnitStatus
+from hostos.node.status import MountStatus, NodeStatus, UnitStatus
+from hostos.node.status_server import StatusServer
 
 IMAGE = "sha256:" + "b" * 64
 STATUS = NodeStatus(

@@ -32,14 +32,14 @@ def engine_answering(answers: list[Any], monkeypatch: pytest.MonkeyPatch) -> tup
     engine = podman.PodmanEngine("unix:///nonexistent.sock", api_version="4.3.1")
     asked: list[str] = []
 
-    def get(path: str, what: str, params: Any = None) -> Any:
+    def get(path: str, what: str, **options: Any) -> Any:
         asked.append(path)
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    monkeypatch.setattr(engine, "_get", get)
+    monkeypatch.setattr(engine._http, "get_json", get)
     return engine, asked
 
 
