@@ -29,6 +29,21 @@ Rules, in the order `plan` applies them:
   fails at its deadline.
 - Paused and aborted rollouts grant nothing but still record nodes finishing; an aborted one
   also gives back the slots of its failed nodes.
+
+With a drain (`spec.drain`, the role's `rollout.drain`), a node's workload moves off before
+it reboots, and comes back after:
+
+- A node's first step takes a slot and drains it (`DRAIN` → `draining`): from that moment it
+  counts as out, since it takes no new work.  Among the nodes next in line, those with no job
+  running go first (fewest jobs next), so a busy cluster's rollout ends as early as its jobs
+  allow; a node whose jobs nobody has counted yet waits for the first count.
+- A draining node is granted its image only once the drain is in place and no job runs on it
+  (`Workload`, from the server's drainer); one still draining `drain.timeout` seconds after
+  it was asked has failed (and pauses, as any failure does).
+- A node done with its update is given back (`RESUME` → `resuming`) and keeps its slot until
+  the drainer reports it resumed; a node someone else had drained before (`held`: the
+  scheduler's own reason) is left drained.  Rolling back drains nodes that were given back
+  already; a rollback or an abort gives back the nodes drained but never rebooted.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ from typing import Any, TypeVar
 
 from hostos.cluster import pacing
 from hostos.cluster.records import RecordError
+from hostos.site.drain import Drain, DrainError
 
 SILENT_AFTER = pacing.SILENT_AFTER  # seconds without a heartbeat: out (or 3 paced beats)
 
@@ -64,15 +80,18 @@ GRANTING = frozenset({State.RUNNING, State.ROLLING_BACK})
 
 class NodeState(StrEnum):
     PENDING = "pending"  # not touched yet: still assigned its old image
+    DRAINING = "draining"  # holds a slot; its workload is moving off (drain rollouts)
     GRANTED = "granted"  # holds a slot and the new assignment
     REBOOTING = "rebooting"  # granted, and silent since
     BOOTED = "booted"  # up on the new image, not yet steady and healthy
+    RESUMING = "resuming"  # finished, holds its slot until the scheduler has it back
     DONE = "done"  # on the target image, steady and healthy
     FAILED = "failed"  # not done by its deadline
     REVERTED = "reverted"  # back on the previous image, steady and healthy
 
 
 IN_FLIGHT = frozenset({NodeState.GRANTED, NodeState.REBOOTING, NodeState.BOOTED})
+HANDLED = frozenset({*IN_FLIGHT, NodeState.DRAINING, NodeState.RESUMING})  # hold slots
 
 
 @dataclass(frozen=True)
@@ -86,9 +105,13 @@ class RolloutSpec:
     canary: int = 0  # nodes updated first, alone, before any other starts
     health_timeout: float = 600.0  # seconds from a grant until a node not done has failed
     auto_rollback: bool = False  # on a failure, give every touched node the previous image
+    drain: Drain | None = None  # how the role's workload moves off a node before it reboots
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+            "drain": self.drain.to_json() if self.drain else None,
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> RolloutSpec:
@@ -101,6 +124,7 @@ class RolloutSpec:
             canary=_get(data, "canary", int, 0),
             health_timeout=float(_get(data, "health_timeout", (int, float), 600.0)),
             auto_rollback=_get(data, "auto_rollback", bool, False),
+            drain=_drain(data.get("drain")),
         )
 
 
@@ -113,6 +137,8 @@ class NodeProgress:
     granted_at: float | None = None
     slot: bool = False  # holds a reboot slot of the rollout
     reason: str = ""  # why it failed, when it did
+    jobs: int | None = None  # jobs left on it, last counted (draining)
+    held: str = ""  # drained by someone else before the rollout (their reason): never resumed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +147,8 @@ class NodeProgress:
             "granted_at": self.granted_at,
             "slot": self.slot,
             "reason": self.reason,
+            "jobs": self.jobs,
+            "held": self.held,
         }
 
     @classmethod
@@ -133,6 +161,8 @@ class NodeProgress:
             granted_at=None if granted_at is None else float(granted_at),
             slot=_get(data, "slot", bool, False),
             reason=_get(data, "reason", str, ""),
+            jobs=_get(data, "jobs", (int, type(None)), None),
+            held=_get(data, "held", str, ""),
         )
 
 
@@ -189,6 +219,17 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class Workload:
+    """What the server's drainer saw of a node's work (drain rollouts only)."""
+
+    jobs: int | None = None  # jobs running on it; None: not counted yet (or the count failed)
+    drained: bool = False  # the rollout's drain is in place, and `jobs` was counted after it
+    held: str = ""  # drained by someone else, with this reason, before the rollout asked
+    resumed: bool = False  # given back to the scheduler after its update
+    error: str = ""  # the drainer's last failure for this node (shown while it waits)
+
+
+@dataclass(frozen=True)
 class NodeView:
     """What the planner observes of a node, from its record and heartbeats."""
 
@@ -200,6 +241,7 @@ class NodeView:
     healthy: bool = False  # every unit of the role is healthy
     last_seen: float = float("-inf")  # wall clock of the last heartbeat
     heartbeat: float = 0.0  # the least interval the server asked of it (pacing.py)
+    workload: Workload = Workload()  # drain rollouts: its jobs, as the drainer saw them
 
 
 class Kind(StrEnum):
@@ -208,7 +250,10 @@ class Kind(StrEnum):
     RELEASE = "release"  # give the node's slot back
     DONE = "done"  # the node is on the target image, steady and healthy
     REVERTED = "reverted"  # the node is back on the previous image
+    RETURNED = "returned"  # a node drained but never rebooted is back as it was
     FAILED = "failed"  # the node missed its deadline
+    DRAIN = "drain"  # take a slot; the drainer moves the node's workload off
+    RESUME = "resume"  # the drainer gives the node back to the scheduler
     PAUSE = "pause"
     ROLL_BACK = "roll-back"  # the rollout turns to rolling back
     COMPLETE = "complete"  # the rollout ended: done or rolled back
@@ -289,7 +334,7 @@ def resume(rollout: Rollout, now: float) -> Rollout:
     _expect(rollout, "resume", State.PAUSED)
     nodes = {
         i: (
-            dataclasses.replace(p, state=NodeState.GRANTED, granted_at=now, reason="")
+            dataclasses.replace(p, state=_retry_state(p), granted_at=now, reason="")
             if p.state is NodeState.FAILED and p.slot
             else p
         )
@@ -297,6 +342,11 @@ def resume(rollout: Rollout, now: float) -> Rollout:
     }
     state = State.ROLLING_BACK if rollout.reverting else State.RUNNING
     return dataclasses.replace(rollout, state=state, nodes=nodes, reason="resumed")
+
+
+def _retry_state(progress: NodeProgress) -> NodeState:
+    """Where a failed node starts again: draining when it failed before its grant."""
+    return NodeState.DRAINING if progress.image is None else NodeState.GRANTED
 
 
 def abort(rollout: Rollout, reason: str = "aborted by an operator") -> Rollout:
@@ -370,6 +420,8 @@ def plan(
     rollout, actions = _next_state(rollout, actions)
     if rollout.state is State.ABORTED:
         rollout, actions = _release_failed(rollout, actions)
+    if rollout.state in (State.ABORTED, State.ROLLING_BACK):
+        rollout, actions = _give_back(rollout, actions)
     if rollout.state in GRANTING:
         rollout, actions = _grant(rollout, view, silent, now, actions)
     return Decision(rollout, tuple(actions))
@@ -405,22 +457,15 @@ def _advance(
                 [Action(Kind.DONE, "already on the target image, steady and healthy", node)],
             )
         return progress, []
+    if progress.state is NodeState.DRAINING:
+        return _draining(rollout, node, progress, view.workload, now)
+    if progress.state is NodeState.RESUMING:
+        return _resuming(rollout, node, progress, view.workload)
     if progress.state not in IN_FLIGHT or progress.image is None:
         return progress, []
     image = progress.image
     if _finished(view, image, silent):
-        state, kind = (
-            (NodeState.DONE, Kind.DONE)
-            if image == spec.target_image
-            else (NodeState.REVERTED, Kind.REVERTED)
-        )
-        return (
-            dataclasses.replace(progress, state=state, slot=False),
-            [
-                Action(kind, f"booted {image}, steady and healthy", node),
-                Action(Kind.RELEASE, f"{state.value}: the slot is free again", node),
-            ],
-        )
+        return _finish(rollout, node, progress, f"booted {image}, steady and healthy")
     started = progress.granted_at if progress.granted_at is not None else now
     if now - started > spec.health_timeout:
         why = f"not done {spec.health_timeout:g}s after its grant: {_lacks(view, image, silent)}"
@@ -436,6 +481,69 @@ def _advance(
         else NodeState.GRANTED
     )
     return dataclasses.replace(progress, state=state), []
+
+
+def _finish(
+    rollout: Rollout, node: str, progress: NodeProgress, why: str
+) -> tuple[NodeProgress, list[Action]]:
+    """A node at the end of its way: given back to the scheduler first (drain rollouts),
+    else done (or reverted, or pending again when it never rebooted) with its slot free."""
+    if rollout.spec.drain is not None and not progress.held:
+        return (
+            dataclasses.replace(progress, state=NodeState.RESUMING, jobs=None, reason=""),
+            [Action(Kind.RESUME, f"{why}: given back to the scheduler", node)],
+        )
+    state, kind = _end_state(rollout, progress.image)
+    left = f"; left drained ({progress.held})" if progress.held else ""
+    return (
+        dataclasses.replace(progress, state=state, slot=False, jobs=None, reason=""),
+        [
+            Action(kind, f"{why}{left}", node),
+            Action(Kind.RELEASE, f"{state.value}: the slot is free again", node),
+        ],
+    )
+
+
+def _end_state(rollout: Rollout, image: str | None) -> tuple[NodeState, Kind]:
+    if image is None:
+        return NodeState.PENDING, Kind.RETURNED  # drained, never rebooted: as it was
+    if image == rollout.spec.target_image:
+        return NodeState.DONE, Kind.DONE
+    return NodeState.REVERTED, Kind.REVERTED
+
+
+def _draining(
+    rollout: Rollout, node: str, progress: NodeProgress, work: Workload, now: float
+) -> tuple[NodeProgress, list[Action]]:
+    """A draining node waits for its jobs (the grant is _grant's); past the drain's
+    timeout it has failed."""
+    drain = rollout.spec.drain
+    jobs = work.jobs if work.drained else progress.jobs
+    started = progress.granted_at if progress.granted_at is not None else now
+    if drain is not None and now - started > drain.timeout:
+        left = "jobs not counted" if jobs is None else f"{jobs} job(s) left"
+        why = f"still draining {drain.timeout:g}s after it was asked: {left}"
+        return (
+            dataclasses.replace(progress, state=NodeState.FAILED, jobs=jobs, reason=why),
+            [Action(Kind.FAILED, why, node)],
+        )
+    return dataclasses.replace(progress, jobs=jobs, reason=work.error), []
+
+
+def _resuming(
+    rollout: Rollout, node: str, progress: NodeProgress, work: Workload
+) -> tuple[NodeProgress, list[Action]]:
+    """A node being given back is finished once the drainer says it is."""
+    if not work.resumed:
+        return dataclasses.replace(progress, reason=work.error), []
+    state, kind = _end_state(rollout, progress.image)
+    return (
+        dataclasses.replace(progress, state=state, slot=False, reason=""),
+        [
+            Action(kind, "back in the scheduler's hands", node),
+            Action(Kind.RELEASE, f"{state.value}: the slot is free again", node),
+        ],
+    )
 
 
 def _finished(view: NodeView, image: str, silent: bool) -> bool:
@@ -485,7 +593,7 @@ def _next_state(rollout: Rollout, actions: list[Action]) -> tuple[Rollout, list[
     if (
         rollout.state is State.ROLLING_BACK
         and not _to_revert(rollout)
-        and not rollout.count(*IN_FLIGHT)
+        and not rollout.count(*HANDLED)
     ):
         reason = f"every node the rollout touched runs {rollout.spec.previous_image} again"
         return (
@@ -498,13 +606,26 @@ def _next_state(rollout: Rollout, actions: list[Action]) -> tuple[Rollout, list[
 def _to_revert(rollout: Rollout) -> list[str]:
     """What a rollback still has to do, in order: nodes on (or on their way to) the target
     image, and failed nodes (a rollback resumed after one failed tries it again)."""
-    touched = IN_FLIGHT | {NodeState.DONE}
+    touched = HANDLED | {NodeState.DONE}
     return [
         i
         for i, p in sorted(rollout.nodes.items())
-        if p.state is NodeState.FAILED
+        if (p.state is NodeState.FAILED and p.image is not None)
         or (p.state in touched and p.image == rollout.spec.target_image)
     ]
+
+
+def _give_back(rollout: Rollout, actions: list[Action]) -> tuple[Rollout, list[Action]]:
+    """Rolling back or aborted: nodes drained (or failed draining) but never rebooted go
+    back to the scheduler, as they were."""
+    nodes = dict(rollout.nodes)
+    more: list[Action] = []
+    for node in sorted(nodes):
+        progress = nodes[node]
+        if progress.image is None and progress.state in (NodeState.DRAINING, NodeState.FAILED):
+            nodes[node], steps = _finish(rollout, node, progress, "never rebooted")
+            more += steps
+    return dataclasses.replace(rollout, nodes=nodes), [*actions, *more]
 
 
 def _release_failed(rollout: Rollout, actions: list[Action]) -> tuple[Rollout, list[Action]]:
@@ -512,8 +633,9 @@ def _release_failed(rollout: Rollout, actions: list[Action]) -> tuple[Rollout, l
     nodes = dict(rollout.nodes)
     more = []
     for node in sorted(nodes):
-        if nodes[node].state is NodeState.FAILED and nodes[node].slot:
-            nodes[node] = dataclasses.replace(nodes[node], slot=False)
+        failed = nodes[node]
+        if failed.state is NodeState.FAILED and failed.slot and failed.image is not None:
+            nodes[node] = dataclasses.replace(failed, slot=False)
             more.append(
                 Action(Kind.RELEASE, "rollout aborted: the failed node's slot is given back", node)
             )
@@ -527,7 +649,8 @@ def _grant(
     now: float,
     actions: list[Action],
 ) -> tuple[Rollout, list[Action]]:
-    """Hand out slots, never more than max_unavailable out, in sorted node order."""
+    """Hand out slots, never more than max_unavailable out: drains first where the role
+    drains, then the image."""
     slotted = frozenset(i for i, p in rollout.nodes.items() if p.slot)
     load = _Load(rollout.max_unavailable, len(slotted), slotted | silent, silent)
     nodes = dict(rollout.nodes)
@@ -535,32 +658,74 @@ def _grant(
     reverting = rollout.state is State.ROLLING_BACK
     image = rollout.spec.previous_image if reverting else rollout.spec.target_image
     kind = Kind.ROLLBACK_NODE if reverting else Kind.GRANT
-    for node in _candidates(rollout, reverting):
-        progress = nodes[node]
+    for node in _candidates(rollout, view, reverting):
+        progress, work = nodes[node], view[node].workload
+        step = _step(rollout, progress, work, reverting)
+        if step is None:
+            continue
         if not progress.slot:
             if not load.admits(node):
                 continue
             load = load.taken(node)
-        nodes[node] = NodeProgress(NodeState.GRANTED, image, now, slot=True)
-        more.append(
-            Action(kind, _grant_reason(rollout, node, progress, load, view[node]), node, image)
-        )
+        reason = _grant_reason(rollout, node, progress, load, view[node])
+        if step is Kind.DRAIN:
+            nodes[node] = dataclasses.replace(
+                progress,
+                state=NodeState.DRAINING,
+                granted_at=now,
+                slot=True,
+                jobs=work.jobs,
+                held=progress.held or work.held,
+                reason="",
+            )
+            more.append(Action(Kind.DRAIN, _drain_reason(work, reason), node))
+            continue
+        nodes[node] = NodeProgress(NodeState.GRANTED, image, now, slot=True, held=progress.held)
+        more.append(Action(kind, reason, node, image))
     return dataclasses.replace(rollout, nodes=nodes), [*actions, *more]
 
 
-def _candidates(rollout: Rollout, reverting: bool) -> list[str]:
-    """The nodes that would take a grant now, in the order they take them."""
+def _step(rollout: Rollout, progress: NodeProgress, work: Workload, reverting: bool) -> Kind | None:
+    """A candidate's next step: DRAIN it, GRANT it (its image), or None (not yet)."""
+    if rollout.spec.drain is None:
+        return Kind.GRANT
+    if progress.state is NodeState.DRAINING:
+        return Kind.GRANT if work.drained and work.jobs == 0 else None
+    back = progress.state in (NodeState.DONE, NodeState.RESUMING) and not progress.held
+    if progress.state is NodeState.PENDING or (reverting and back):
+        return Kind.DRAIN
+    return Kind.GRANT
+
+
+def _candidates(rollout: Rollout, view: Mapping[str, NodeView], reverting: bool) -> list[str]:
+    """The nodes that would take a step now, in the order they take them: draining nodes
+    (holding slots already) first; then, where the role drains, the nodes with no job
+    running, then the busy ones by their job count (nodes not counted yet wait)."""
     if reverting:
         return _to_revert(rollout)
+    draining = [i for i in sorted(rollout.nodes) if rollout.nodes[i].state is NodeState.DRAINING]
     pending = [i for i in sorted(rollout.nodes) if rollout.nodes[i].state is NodeState.PENDING]
     canaries_done = all(rollout.nodes[c].state is NodeState.DONE for c in rollout.canaries)
-    return pending if canaries_done else [i for i in pending if i in rollout.canaries]
+    if not canaries_done:
+        pending = [i for i in pending if i in rollout.canaries]
+    if rollout.spec.drain is not None:
+        counted = [i for i in pending if view[i].workload.jobs is not None]
+        pending = sorted(counted, key=lambda i: (view[i].workload.jobs or 0, i))
+    return draining + pending
+
+
+def _drain_reason(work: Workload, reason: str) -> str:
+    jobs = "no job running" if work.jobs == 0 else f"{work.jobs} job(s) running"
+    held = f"; drained already ({work.held}): left drained after" if work.held else ""
+    return f"draining ({jobs}{held}); {reason}"
 
 
 def _grant_reason(
     rollout: Rollout, node: str, before: NodeProgress, load: _Load, view: NodeView
 ) -> str:
     slots = f"{load.slots} of {rollout.max_unavailable} slots in use"
+    if before.state is NodeState.DRAINING:
+        slots = "drained, no job running, in the slot it holds"
     if rollout.state is State.ROLLING_BACK:
         was = f"{before.state.value} on {before.image}"
         return (
@@ -600,6 +765,15 @@ def _get(
         names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
         raise RecordError(f"{key}: expected {names}, got {type(value).__name__}")
     return value
+
+
+def _drain(data: Any) -> Drain | None:
+    if data is None:
+        return None
+    try:
+        return Drain.from_json(data)
+    except DrainError as exc:
+        raise RecordError(f"drain: {exc}") from None
 
 
 def _enum(kind: type[_E], value: str, key: str) -> _E:
