@@ -6,20 +6,31 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from hostos.cli import cluster as commands
 from hostos.cluster.records import Heartbeat, ImageRecord, NodeRecord, SiteDocument
-from hostos.cluster.rollout.plan import Action, Decision, Kind, NodeState, RolloutSpec, plan, start
+from hostos.cluster.rollout.plan import (
+    Action,
+    Decision,
+    Kind,
+    NodeState,
+    Rollout,
+    RolloutSpec,
+    Workload,
+    plan,
+    start,
+)
 from hostos.cluster.server import controller
 from hostos.cluster.server.controller import Controller, Stored, round_writes, view_of
 from hostos.cluster.store import keys
 from hostos.cluster.store.fleet import FleetStore, NotFound
 from hostos.cluster.store.url import open_kv
 from hostos.errors import RuntimeFailure
+from hostos.site.drain import Drain
 
 IDS = ["n1", "n2", "n3", "n4"]
 
@@ -186,6 +197,54 @@ def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: Flee
         "granted",
         "granted",
     ]
+
+
+class Drained:
+    """An in-memory drainer: says what the test sets, records what it was asked to follow."""
+
+    def __init__(self) -> None:
+        self.work: dict[str, Workload] = {}
+        self.followed: list[list[str]] = []
+
+    def follow(self, rollouts: Sequence[Rollout]) -> None:
+        self.followed.append([r.id for r in rollouts])
+
+    def workloads(self, rollout: Rollout) -> Mapping[str, Workload]:
+        return self.work
+
+
+def test_a_drain_round_takes_a_slot_and_assigns_only_once_drained(state: FleetStore) -> None:
+    drainer = Drained()
+    drainer.work = {i: Workload(jobs=1 if i == "n1" else 0) for i in IDS}
+    started = controller.start_rollout(state, spec(max_unavailable=1, drain=Drain("slurm")))
+    leader = Controller(state, holder="a", drainer=drainer)
+    assert leader.campaign() and leader.round()
+    assert drainer.followed[-1] == [started.rollout.id]
+    assert state.slots("compute").holders == ("n2",)  # idle first
+    assert [n.assigned_image for n in state.nodes()] == [None] * 4  # draining: no image yet
+    assert not leader.round()
+    drainer.work["n2"] = Workload(jobs=0, drained=True)
+    assert leader.round()
+    assert state.node("n2").assigned_image == "img-2"  # type: ignore[union-attr]
+    found = controller.read(state.kv, "compute")
+    assert found is not None and found[0].rollout.nodes["n2"].state is NodeState.GRANTED
+    assert [e["kind"] for e in found[0].log][-2:] == ["drain", "grant"]
+
+
+def test_a_replica_that_does_not_lead_runs_no_drain(state: FleetStore) -> None:
+    drainer = Drained()
+    controller.start_rollout(state, spec(drain=Drain("slurm")))
+    first = Controller(state, holder="a")
+    second = Controller(state, holder="b", tick=0.05, drainer=drainer)
+    assert first.campaign()
+    second.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not drainer.followed and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        second.stop()
+    assert drainer.followed and all(f == [] for f in drainer.followed)
 
 
 def test_only_writes_to_nodes_of_the_rollout_wake_the_controller(state: FleetStore) -> None:

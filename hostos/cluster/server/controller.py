@@ -35,12 +35,20 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from hostos.cluster.records import NodeRecord, SlotTable
 from hostos.cluster.rollout import fleetlock
 from hostos.cluster.rollout import plan as rollout
-from hostos.cluster.rollout.plan import Decision, Kind, NodeView, Rollout, RolloutError, RolloutSpec
+from hostos.cluster.rollout.plan import (
+    Decision,
+    Kind,
+    NodeView,
+    Rollout,
+    RolloutError,
+    RolloutSpec,
+    Workload,
+)
 from hostos.cluster.store import keys
 from hostos.cluster.store.fleet import Contention, FleetStore, NotFound
 from hostos.cluster.store.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry
@@ -59,18 +67,30 @@ LOG_KEPT = 50  # actions kept with the rollout, for `hostos rollout status`
 ATTEMPTS = 20
 HEALTHY = frozenset({"healthy", "running"})  # unit health values that count as healthy
 WATCHED = (keys.ROLLOUTS_CURRENT, keys.FLEETLOCK)  # and the nodes of active rollouts
+SLOT_TAKING = frozenset({Kind.GRANT, Kind.ROLLBACK_NODE, Kind.DRAIN})
 
 
 class Conflict(RolloutError):
     """A rollout command that the role's current rollout does not allow (HTTP 409)."""
 
 
+class Workloads(Protocol):
+    """What the controller asks of the drainer (server/drainer.py): drain rollouts only."""
+
+    def follow(self, rollouts: Sequence[Rollout]) -> None:
+        """The active rollouts, every round while this replica leads; [] when it does not."""
+
+    def workloads(self, rollout: Rollout) -> Mapping[str, Workload]:
+        """What is known now of each node's work in rollout."""
+
+
 # -- pure parts ----------------------------------------------------------------------------
 
 
-def view_of(record: NodeRecord) -> NodeView:
+def view_of(record: NodeRecord, workload: Workload | None = None) -> NodeView:
     """What the planner sees of a node record: done needs the image booted, steady-state
-    reported in this boot, and every unit healthy (`healthy`, or `running` without a check)."""
+    reported in this boot, and every unit healthy (`healthy`, or `running` without a check);
+    in a drain rollout also the node's work, as the drainer saw it."""
     return NodeView(
         record.id,
         record.booted_image,
@@ -78,6 +98,7 @@ def view_of(record: NodeRecord) -> NodeView:
         healthy=all(h in HEALTHY for h in record.units.values()),
         last_seen=record.last_seen if record.last_seen > 0 else float("-inf"),
         heartbeat=record.heartbeat_seconds,
+        workload=workload or Workload(),
     )
 
 
@@ -162,13 +183,15 @@ def round_writes(
     puts: dict[str, bytes] = {}
     for action in decision.actions:
         node = action.node or ""
-        if action.kind in (Kind.GRANT, Kind.ROLLBACK_NODE):
+        if action.kind in SLOT_TAKING:
             outcome = fleetlock.acquire(table, node, role, limit)
             if not outcome.ok or len(puts) >= GRANTS_PER_TXN:
                 new = rollout.grant_refused(new, before.rollout, node)
                 refused.append(node)
                 continue
             table = outcome.table
+            if action.kind is Kind.DRAIN:
+                continue  # the slot only: the drainer does the rest
             entry = records.get(node)
             record = NodeRecord.from_json(keys.decode(entry.value)) if entry else NodeRecord(node)
             compares.append(Compare(keys.node(node), entry.revision if entry else 0))
@@ -183,7 +206,7 @@ def round_writes(
     kept = [
         e
         for e in log_entries(decision, now)
-        if e["node"] not in refused or e["kind"] not in (Kind.GRANT, Kind.ROLLBACK_NODE)
+        if e["node"] not in refused or e["kind"] not in SLOT_TAKING
     ]
     stored = before.then(new, kept, now)
     puts[keys.rollout(role)] = keys.encode(stored.to_json())
@@ -396,8 +419,10 @@ class Controller:
         ttl: float = TTL,
         tick: float = TICK,
         silent_after: float = rollout.SILENT_AFTER,
+        drainer: Workloads | None = None,
     ) -> None:
         self.state, self.kv = state, state.kv
+        self.drainer = drainer  # runs the drains of roles that drain (None: such wait)
         self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.ttl, self.tick, self.silent_after = ttl, tick, silent_after
         self._stop = threading.Event()
@@ -458,6 +483,8 @@ class Controller:
                     self._stop.wait(self.tick)
             if not self.leading:
                 self._cache.loaded = False  # a leader-to-be reads them when it leads
+                if self.drainer is not None:
+                    self.drainer.follow([])  # only the leader runs drain commands
                 self._stop.wait(min(self.ttl / 3, self.tick * 3))
                 continue
             # after a write, what it wrote is in the watch at once: into the cache first
@@ -513,15 +540,23 @@ class Controller:
             self._after = self._cache.load(self.kv)
         active = [(e, s) for e, s in self._cache.rollouts() if s.rollout.state not in rollout.FINAL]
         self._watched = frozenset(n for _, s in active for n in s.rollout.nodes)
+        if self.drainer is not None:
+            self.drainer.follow([s.rollout for _, s in active])
         busy = False
         for entry, stored in active:
             busy |= self._role_round(entry, stored)
         return busy
 
+    def _workloads(self, active: Rollout) -> Mapping[str, Workload]:
+        if active.spec.drain is None or self.drainer is None:
+            return {}
+        return self.drainer.workloads(active)
+
     def _role_round(self, entry: Entry, stored: Stored) -> bool:
         now = self.state.clock()
         records = (self._cache.record(i) for i in stored.rollout.nodes)
-        views = [view_of(r) for r in records if r is not None]
+        work = self._workloads(stored.rollout)
+        views = [view_of(r, work.get(r.id)) for r in records if r is not None]
         decision = rollout.plan(stored.rollout, views, now, silent_after=self.silent_after)
         if decision.rollout == stored.rollout and not decision.actions:
             return False
