@@ -363,15 +363,41 @@ _command("rollback", "Give every node the rollout touched its previous image bac
 
 def progress_line(status: Mapping[str, Any]) -> str:
     counts = status.get("counts", {})
-    flight = sum(counts.get(s, 0) for s in ("granted", "rebooting", "booted"))
+    flight = sum(counts.get(s, 0) for s in ("granted", "rebooting", "booted", "resuming"))
     finished = counts.get("reverted", 0) if status.get("reverting") else counts.get("done", 0)
     spec = status.get("spec", {})
+    draining = f"{counts['draining']} draining, " if counts.get("draining") else ""
     return (
         f"{spec.get('role')}: {status.get('state')} {spec.get('previous_image')} → "
         f"{spec.get('target_image')}, {finished}/{status.get('total', 0)} "
-        f"{'reverted' if status.get('reverting') else 'done'}, {flight} in flight, "
+        f"{'reverted' if status.get('reverting') else 'done'}, {draining}{flight} in flight, "
         f"{counts.get('failed', 0)} failed ({status.get('reason', '')})"
     )
+
+
+def drain_words(spec: Mapping[str, Any]) -> str:
+    """How the rollout drains its nodes, for the status header."""
+    from hostos.site.quantity import format_duration
+
+    drain = spec.get("drain")
+    if not isinstance(drain, Mapping):
+        return "no drain"
+    kind = "slurm" if drain.get("kind") == "slurm" else "commands"
+    return f"drain {kind} (timeout {format_duration(float(drain.get('timeout') or 0))})"
+
+
+def node_state_words(progress: Mapping[str, Any]) -> str:
+    """A node's state as `rollout status` shows it: draining with the jobs left, a node
+    left drained for its owner's reason."""
+    state = str(progress.get("state", ""))
+    jobs = progress.get("jobs")
+    if state == "draining":
+        state += " (jobs not counted yet)" if jobs is None else f" ({jobs} job(s) left)"
+    if progress.get("held") and state in ("done", "reverted"):
+        state += f", left drained: {progress['held']}"
+    elif progress.get("held"):
+        state += f" (drained before: {progress['held']})"
+    return state
 
 
 def status_lines(status: Mapping[str, Any]) -> list[str]:
@@ -382,13 +408,13 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         f"  max unavailable {status.get('max_unavailable')}, canaries "
         f"{', '.join(status.get('canaries', [])) or 'none'}, health timeout "
         f"{spec.get('health_timeout')}s, auto-rollback "
-        f"{'on' if spec.get('auto_rollback') else 'off'}",
+        f"{'on' if spec.get('auto_rollback') else 'off'}, {drain_words(spec)}",
         "",
     ]
     rows = [
         [
             node,
-            p.get("state", ""),
+            node_state_words(p),
             p.get("image") or "-",
             "yes" if p.get("slot") else "-",
             p.get("reason") or "",

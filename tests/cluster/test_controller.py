@@ -459,6 +459,25 @@ def test_status_words() -> None:
     assert lines[-1] == "  01:01:01 grant n1 i2: next in order"
 
 
+def test_status_words_of_a_drain_rollout() -> None:
+    status = _status("running", 1)
+    status["spec"]["drain"] = {"kind": "slurm", "timeout": 86400.0}
+    status["counts"]["draining"] = 2
+    status["nodes"] = {
+        "n1": {"state": "draining", "image": None, "slot": True, "jobs": 3, "held": ""},
+        "n2": {"state": "draining", "image": None, "slot": True, "jobs": None, "held": ""},
+        "n3": {"state": "done", "image": "i2", "slot": False, "held": "bad DIMM"},
+    }
+    assert commands.progress_line(status) == (
+        "c: running i1 → i2, 1/4 done, 2 draining, 1 in flight, 0 failed (why)"
+    )
+    lines = commands.status_lines(status)
+    assert lines[2].endswith("auto-rollback off, drain slurm (timeout 1d)")
+    assert "n1    draining (3 job(s) left)" in lines[5]
+    assert "n2    draining (jobs not counted yet)" in lines[6]
+    assert "n3    done, left drained: bad DIMM" in lines[7]
+
+
 class FakeClient:
     server = "http://fake"
 
