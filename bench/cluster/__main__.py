@@ -94,6 +94,30 @@ def rollout_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="then roll out every other agent, S at a time (0: not)",
     )
+    add(
+        "--drain-jobs",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="then roll out the rollout role again, its nodes drained first, FRACTION of "
+        "them running a job of up to 5 x the reboot time (0: not; e.g. 0.3)",
+    )
+    add(
+        "--drain-interval",
+        type=float,
+        default=0.25,
+        metavar="SECONDS",
+        help="the servers' --drain-interval with --drain-jobs: how often a draining node's "
+        "jobs are counted again (default %(default)s: an eighth of the default reboot, so a "
+        "job's end is seen soon after it, at a few dozen hook runs a second)",
+    )
+    add(
+        "--job-seed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the seed that picks the nodes with a job and their lengths (default %(default)s)",
+    )
 
 
 def window_options(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +163,8 @@ def window_options(parser: argparse.ArgumentParser) -> None:
         "--keep",
         action="store_true",
         help="keep the temporary directories (logs, stores, each rollout's "
-        "reboot records: reboots-ROLE.json)",
+        "reboot records: reboots-ROLE-IMAGE.json; the drain hooks' events: "
+        "drain-state/events)",
     )
 
 
@@ -161,6 +186,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[str, i
         parser.error("--stores: name at least one store")
     if min(n for _, n in stores) < args.rollout_nodes or args.rollout_nodes < 1 or args.slots < 1:
         parser.error("need agents ≥ --rollout-nodes ≥ 1 and --slots ≥ 1")
+    if not 0 <= args.drain_jobs <= 1 or not 0 < args.drain_interval <= 60:
+        parser.error("need 0 ≤ --drain-jobs ≤ 1 and 0 < --drain-interval ≤ 60")
     return args, stores
 
 

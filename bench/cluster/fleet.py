@@ -1,23 +1,28 @@
 """The fleet the bench simulates: its node ids, its two roles (the rollout's nodes and the
-rest), the site document the admin publishes and the two boot images the servers hold."""
+rest), the site document the admin publishes and the boot images the servers hold."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 ROLLOUT_ROLE, REST_ROLE = "bench-a", "bench-b"
 OLD_IMAGE, NEW_IMAGE = "img-1", "img-2"  # every node's first boot; what rollouts assign
+DRAIN_IMAGE = "img-3"  # what the drain rollout assigns
+IMAGES = (OLD_IMAGE, NEW_IMAGE, DRAIN_IMAGE)
 
 
 def node_ids(count: int) -> list[str]:
     return [f"n{i:05d}" for i in range(count)]
 
 
-def site(ids: Sequence[str], rollout_nodes: int, publish: int) -> dict[str, Any]:
-    """The site: the first rollout_nodes of ids in ROLLOUT_ROLE, the rest in REST_ROLE;
-    publish goes into every role's env, so each publish changes every role."""
+def site(
+    ids: Sequence[str], rollout_nodes: int, publish: int, rollout: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The site: the first rollout_nodes of ids in ROLLOUT_ROLE (with rollout, its rollout
+    policy, if given), the rest in REST_ROLE; publish goes into every role's env, so each
+    publish changes every role."""
     roles = {
         role: {
             "role": role,
@@ -27,6 +32,8 @@ def site(ids: Sequence[str], rollout_nodes: int, publish: int) -> dict[str, Any]
         }
         for role in (ROLLOUT_ROLE, REST_ROLE)
     }
+    if rollout is not None:
+        roles[ROLLOUT_ROLE]["rollout"] = dict(rollout)
     nodes = {
         node: {"role": ROLLOUT_ROLE if i < rollout_nodes else REST_ROLE}
         for i, node in enumerate(ids)
@@ -35,8 +42,8 @@ def site(ids: Sequence[str], rollout_nodes: int, publish: int) -> dict[str, Any]
 
 
 def write_images(images: Path) -> None:
-    """Two small stand-in boot images (kernel, initramfs, boot script) for --images."""
-    for name in (OLD_IMAGE, NEW_IMAGE):
+    """Small stand-in boot images (kernel, initramfs, boot script) for --images."""
+    for name in IMAGES:
         directory = images / name
         directory.mkdir(parents=True)
         (directory / "vmlinuz").write_bytes(bytes(range(256)) * 64)

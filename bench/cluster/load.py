@@ -27,6 +27,7 @@ from typing import Any
 from bench.cli import BenchError
 from bench.cluster.client import IDLE_REUSE, Conn, HttpError
 from bench.cluster.fleet import OLD_IMAGE
+from bench.cluster.jobs import job_left
 from bench.processes import PYTHON, ROOT, more_files
 from hostos.cluster import pacing
 from hostos.cluster.server.serve import quiet_gc
@@ -58,6 +59,7 @@ class Settings:
     wait: float
     reboot: float
     servers: list[str]
+    jobs: Path | None = None  # the drain rollout's jobs directory (jobs.py), if any
 
 
 class Agent:
@@ -243,12 +245,15 @@ class Agent:
                     self.stats.lock_waits += reply is not None
                     await asyncio.sleep(1.0)
                     continue
-                record = {
+                locked = time.time()
+                record: dict[str, Any] = {
                     "id": self.id,
                     "image": self.assigned,
                     "told": told,
-                    "locked": time.time(),
+                    "locked": locked,
                 }
+                if self.settings.jobs is not None:  # a job still running dies with the boot
+                    record["job_left"] = job_left(self.settings.jobs, self.id, locked)
                 self.stats.reboots.append(record)
                 self.record = record
                 self.down = True  # a reboot: silent, every connection dropped
@@ -303,8 +308,13 @@ class Generated:
     `{"op": "status"}` is answered by op_status(), its other keys the arguments."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        jobs = config.get("jobs")
         settings = Settings(
-            config["heartbeat"], config["wait"], config["reboot"], config["servers"]
+            config["heartbeat"],
+            config["wait"],
+            config["reboot"],
+            config["servers"],
+            Path(jobs) if jobs else None,
         )
         self.stats = Stats()
         self.agents = [

@@ -3,10 +3,11 @@ per store and size, how it is measured, the command that reproduces the run."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from bench.cluster.fleet import NEW_IMAGE
-from bench.cluster.results import Options, Rollout, StoreRun
+from bench.cluster.fleet import DRAIN_IMAGE, NEW_IMAGE
+from bench.cluster.jobs import JOBS_PER_REBOOT
+from bench.cluster.results import DrainRollout, Options, Rollout, StoreRun
 from bench.procfs import TCP_COUNTERS, sysctls
 from bench.report import TIMES, command, commit_line, machine, met, now, percentile, seconds
 
@@ -14,6 +15,7 @@ SECTION = "cluster-bench"
 MODULE = "bench.cluster"
 TARGET_FANOUT_P99 = 2.0
 TARGET_ROLLOUT = 1.1
+TARGET_DRAIN_ROLLOUT = 1.15
 LISTEN_QUEUES = ("net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog")  # kernel limits
 
 
@@ -31,8 +33,12 @@ def _errors(run: StoreRun) -> int:
         sum(run.errors.values())
         + run.missed
         + run.not_ready
-        + sum(1 for r in run.rollouts if r.state != "done" or r.on_new_image < r.nodes)
+        + sum(1 for r in _all_rollouts(run) if r.state != "done" or r.on_new_image < r.nodes)
     )
+
+
+def _all_rollouts(run: StoreRun) -> list[Rollout]:
+    return [*run.rollouts, *(d.rollout for d in run.drain_rollouts)]
 
 
 def targets(runs: Sequence[StoreRun]) -> list[str]:
@@ -56,9 +62,25 @@ def targets(runs: Sequence[StoreRun]) -> list[str]:
                 f"reboot = {r.bound:.0f} s | {r.wall:.1f} s = {r.ratio:.2f}{TIMES} | "
                 f"{met(r.ratio <= TARGET_ROLLOUT and r.state == 'done')} |"
             )
+        rows += [f"| {_name(run)} | {row}" for d in run.drain_rollouts for row in drain_targets(d)]
         errors = _errors(run)
         rows.append(f"| {_name(run)} | zero errors | {errors} | {met(errors == 0)} |")
     return rows
+
+
+def drain_targets(d: DrainRollout) -> list[str]:
+    """A drain rollout's three targets: target | measured | met |."""
+    r = d.rollout
+    what = f"drain rollout of {r.nodes} nodes, {r.slots} at a time, {d.busy} with a job"
+    busy = f"{d.drained_busy} drained with their job running"
+    return [
+        f"{what}: ≤ {TARGET_DRAIN_ROLLOUT:g}{TIMES} max(ceil(N / S) {TIMES} reboot, longest job "
+        f"+ reboot) = {r.bound:.1f} s | {r.wall:.1f} s = {r.ratio:.2f}{TIMES} "
+        f"| {met(r.ratio <= TARGET_DRAIN_ROLLOUT and r.state == 'done')} |",
+        f"{what}: zero jobs interrupted | {d.interrupted} | {met(d.interrupted == 0)} |",
+        f"{what}: idle nodes all done before the first busy one | "
+        f"{_yes(d.idle_first)} ({busy}) | {met(d.idle_first)} |",
+    ]
 
 
 Row = tuple[str, list[str]]  # a figure's label, then its value in each run
@@ -71,6 +93,7 @@ def figures(runs: Sequence[StoreRun], opts: Options) -> list[str]:
         *_beat_rows(runs, opts),
         *_fanout_rows(runs),
         *_rollout_rows(runs),
+        *_drain_rows(runs),
         *_cost_rows(runs),
     ]
     head = "| | " + " | ".join(_name(r) for r in runs) + " |"
@@ -171,10 +194,48 @@ def _rollout_rows(runs: Sequence[StoreRun]) -> list[Row]:
     return rows
 
 
-def _rollout(ro: Rollout) -> str:
+Found = Sequence[DrainRollout | None]  # a drain rollout in each run, or None
+
+
+def _drain_rows(runs: Sequence[StoreRun]) -> list[Row]:
+    rows: list[Row] = []
+    for index in range(max((len(r.drain_rollouts) for r in runs), default=0)):
+        found = [r.drain_rollouts[index] if index < len(r.drain_rollouts) else None for r in runs]
+
+        def cells(show: Callable[[DrainRollout], str], of: Found = found) -> list[str]:
+            return [show(d) if d else "" for d in of]
+
+        first = next(d.rollout for d in found if d)
+        rows += [
+            (
+                f"drain rollout N={first.nodes} S={first.slots}: wall / bound",
+                cells(lambda d: _rollout(d.rollout, DRAIN_IMAGE)),
+            ),
+            (
+                "  nodes with a job when it started (the longest); jobs interrupted by a reboot",
+                cells(lambda d: f"{d.busy} ({d.longest_job:.1f} s); {d.interrupted}"),
+            ),
+            (
+                "  nodes drained with their job running; every other node done before the "
+                "first of those; nodes with a job done before the last node without one",
+                cells(lambda d: f"{d.drained_busy}; {_yes(d.idle_first)}; {d.busy_before_idle}"),
+            ),
+            (
+                "  drain hook run → pre-reboot answered p50; slot handover p50 / max",
+                cells(lambda d: f"{seconds(d.drain_wait)}; {_pair(d.rollout.handover)}"),
+            ),
+        ]
+    return rows
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def _rollout(ro: Rollout, image: str = NEW_IMAGE) -> str:
     return (
         f"{ro.wall:.1f} s / {ro.bound:.0f} s = {ro.ratio:.2f}{TIMES}, {ro.state}, "
-        f"{ro.on_new_image}/{ro.nodes} on {NEW_IMAGE}, at most {ro.max_out} out"
+        f"{ro.on_new_image}/{ro.nodes} on {image}, at most {ro.max_out} out"
     )
 
 
@@ -199,6 +260,16 @@ def _cost_rows(runs: Sequence[StoreRun]) -> list[Row]:
     ]
 
 
+def _drain_line(opts: Options) -> list[str]:
+    if opts.drain_jobs <= 0:
+        return []
+    return [
+        f"- drain rollout: {opts.drain_jobs:.0%} of the role's nodes with a job of up to "
+        f"{JOBS_PER_REBOOT:g} {TIMES} the reboot (seed {opts.job_seed}), the servers' "
+        f"`--drain-interval {opts.drain_interval:g}`"
+    ]
+
+
 def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
     lines = [
         "## `hostos serve` under simulated agents (cluster-bench)",
@@ -210,6 +281,7 @@ def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
         f"- agents: heartbeat every {opts.heartbeat:g} s or at the server's pace "
         f"(`--heartbeat-rate {opts.heartbeat_rate:g}`), long-poll `wait={opts.wait:g}` "
         f"with `image=`, reboot {opts.reboot:g} s",
+        *_drain_line(opts),
         "",
         "### Targets",
         "",
@@ -226,6 +298,7 @@ def report(runs: Sequence[StoreRun], opts: Options, argv: Sequence[str]) -> str:
     lines += [
         "",
         HOW,
+        *(["", DRAIN_HOW] if opts.drain_jobs > 0 else []),
         "",
         "Reproduce (the run above):",
         "",
@@ -258,3 +331,20 @@ logs, an agent that never saw a generation, a rollout not done or a node not on 
 image. A reconnect because the server closed a keep-alive connection is not an error (it
 closes idle ones after 5 s, so at a heartbeat interval above that each heartbeat opens a
 connection)."""
+
+
+DRAIN_HOW = f"""The drain rollout (`--drain-jobs`): after the other rollouts, the site is published
+again with the rollout role's `rollout: {{drain: {{command, check, resume}}}}` (the generic
+form; its programs are three sh scripts the bench writes into a hooks directory, the servers'
+`--drain-hooks`), and the role is rolled out to {DRAIN_IMAGE}. Just before `POST
+/v1/rollouts`, the seeded pick of nodes gets a job each, all starting then, of a length
+uniform up to {JOBS_PER_REBOOT:g} {TIMES} the reboot time: its end time in a file of a jobs
+directory. The check hook prints 1 and exits 1 while its node's job has not ended, else exits
+0; the drain and resume hooks mark the node drained or not and log the time. An agent counts
+its job interrupted when its pre-reboot is answered before its job's end. The bound is
+max(ceil(N / S) {TIMES} reboot, the longest job drawn + reboot); wall time as for the other
+rollouts. A node is busy when drained if its job had not ended when the drain hook ran for it;
+"idle nodes all done before the first busy one" compares the steady-state times of the nodes
+drained idle with those drained busy (met when no node was drained busy: a job that ended
+makes its node idle), and the nodes with a job at the start done before the last node
+without one are counted beside it."""

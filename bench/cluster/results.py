@@ -28,6 +28,9 @@ class Options:
     publishes: int
     phase_timeout: float
     heartbeat_rate: float
+    drain_jobs: float = 0.0  # the drain rollout's nodes with a job (0: no drain rollout)
+    drain_interval: float = 0.25  # the servers' --drain-interval
+    job_seed: int = 1  # which nodes run jobs, and how long
 
 
 def max_out(reboots: Sequence[dict[str, Any]]) -> int:
@@ -76,6 +79,24 @@ class Rollout:
 
 
 @dataclass
+class DrainRollout:
+    """A rollout whose role drains each node first; jobs on some of its nodes."""
+
+    rollout: Rollout  # its bound: drain_bound's
+    busy: int  # nodes with a job when the rollout started
+    longest_job: float
+    interrupted: int  # nodes rebooted while their job still ran
+    drained_busy: int  # nodes drained while their job still ran
+    idle_first: bool  # every node drained idle done before the first drained busy
+    busy_before_idle: int  # nodes with a job done before the last node without one
+    drain_wait: float = math.nan  # p50 drain hook run → pre-reboot answered
+
+    @property
+    def met(self) -> bool:
+        return self.interrupted == 0 and self.idle_first
+
+
+@dataclass
 class StoreRun:
     store: str
     servers: int
@@ -91,6 +112,7 @@ class StoreRun:
     missed: int = 0  # agents that never saw a published generation
     not_ready: int = 0  # agents whose first heartbeat and config never came back
     rollouts: list[Rollout] = field(default_factory=list)
+    drain_rollouts: list[DrainRollout] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
     connects: int = 0

@@ -5,6 +5,7 @@ capacity, fan-out, rollouts) and what every process saw collected into a StoreRu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -16,10 +17,28 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.cluster.fleet import NEW_IMAGE, OLD_IMAGE, REST_ROLE, ROLLOUT_ROLE, node_ids, site
+from bench.cluster import jobs
+from bench.cluster.fleet import (
+    DRAIN_IMAGE,
+    IMAGES,
+    NEW_IMAGE,
+    OLD_IMAGE,
+    REST_ROLE,
+    ROLLOUT_ROLE,
+    node_ids,
+    site,
+)
 from bench.cluster.load import Generator, ask
-from bench.cluster.results import Options, Rollout, StoreRun, handovers, max_out, spans
-from bench.cluster.servers import Servers
+from bench.cluster.results import (
+    DrainRollout,
+    Options,
+    Rollout,
+    StoreRun,
+    handovers,
+    max_out,
+    spans,
+)
+from bench.cluster.servers import Serve, Servers
 from bench.processes import Proc
 from bench.procfs import file_limit, machine_cpu_seconds, open_files, tcp_counters
 from bench.report import TIMES, percentile
@@ -37,6 +56,8 @@ class Runner:
         self.result = StoreRun(store, 1 if store == "sqlite" else 2, agents)
         self.loads: list[float] = []
         self.cpu0: dict[str, float] = {}
+        # the drain rollout's hooks, what they leave behind and the jobs (jobs.py)
+        self.hooks, self.drain_state, self.jobs = tmp / "hooks", tmp / "drain-state", tmp / "jobs"
 
     @property
     def procs(self) -> list[Proc]:
@@ -70,7 +91,7 @@ class Runner:
         started, machine0, tcp0 = time.monotonic(), machine_cpu_seconds(), tcp_counters()
         self.result.load = (os.getloadavg()[0], 0.0)
         with self.running():
-            self.servers = Servers(self.store, self.tmp, self.token, self.opts.heartbeat_rate)
+            self.servers = Servers(self.store, self.tmp, self.token, self.serve())
             self.cpu0 = {p.name: p.cpu_seconds() for p in self.procs}
             ids = node_ids(self.agents)
             self.start_agents(ids, self.setup(ids))
@@ -86,6 +107,16 @@ class Runner:
         self.result.load = (self.result.load[0], max(self.loads, default=0.0))
         return self.result
 
+    def serve(self) -> Serve:
+        """How the servers are started; with the drain rollout's hooks written, if any."""
+        serve = Serve(self.tmp / "admin-token", self.tmp / "images", self.opts.heartbeat_rate)
+        if self.opts.drain_jobs <= 0:
+            return serve
+        jobs.write_hooks(self.hooks, self.drain_state, self.jobs)
+        return dataclasses.replace(
+            serve, drain_hooks=self.hooks, drain_interval=self.opts.drain_interval
+        )
+
     def measure(self, ids: Sequence[str]) -> None:
         self.measure_beats()
         self.measure_fanout(ids)
@@ -94,6 +125,8 @@ class Runner:
             self.measure_rollout(
                 REST_ROLE, self.agents - self.opts.rollout_nodes, self.opts.big_rollout_slots
             )
+        if self.opts.drain_jobs > 0:
+            self.measure_drain_rollout(ids)
 
     def admin(self, calls: Sequence[tuple[str, str, Any]], concurrency: int = 32) -> list[Any]:
         assert self.servers is not None
@@ -103,7 +136,7 @@ class Runner:
         """The site, the images, every node's token and first assignment; the tokens."""
         begin = time.monotonic()
         self.admin([("POST", "/v1/site", site(ids, self.opts.rollout_nodes, 0))], 1)
-        self.admin([("POST", f"/v1/images/{i}", None) for i in (OLD_IMAGE, NEW_IMAGE)], 1)
+        self.admin([("POST", f"/v1/images/{i}", None) for i in IMAGES], 1)
         issued = self.admin([("POST", f"/v1/tokens/nodes/{i}", None) for i in ids])
         self.admin([("PUT", f"/v1/nodes/{i}/assignment", {"image": OLD_IMAGE}) for i in ids])
         log.info(
@@ -127,6 +160,7 @@ class Runner:
                 "reboot": self.opts.reboot,
                 "servers": servers,
                 "agents": mine,
+                "jobs": str(self.jobs) if self.opts.drain_jobs > 0 else None,
             }
             self.generators.append(Generator(config, self.tmp / f"{self.store}-gen{index}.log"))
         begin = time.monotonic()
@@ -227,20 +261,28 @@ class Runner:
         )
         return False
 
+    def publish(self, body: dict[str, Any]) -> int:
+        """Publish a site; its generation, once it reached every agent (or the phase's
+        timeout passed)."""
+        generation = int(self.admin([("POST", "/v1/site", body)], 1)[0]["generation"])
+
+        def everyone() -> bool:
+            replies = ask(self.generators, op="status")
+            seen = sum(
+                int(n)
+                for r in replies
+                for gen, n in r["generations"].items()
+                if int(gen) >= generation
+            )
+            return seen == self.agents
+
+        self.wait_for(f"generation {generation} reaching every agent", everyone)
+        return generation
+
     def measure_fanout(self, ids: Sequence[str]) -> None:
         for publish in range(1, self.opts.publishes + 1):
-            body = site(ids, self.opts.rollout_nodes, publish)
             published = time.time()
-            doc = self.admin([("POST", "/v1/site", body)], 1)[0]
-            generation = int(doc["generation"])
-
-            def everyone(g: int = generation) -> bool:
-                replies = ask(self.generators, op="status")
-                return sum(
-                    int(n) for r in replies for gen, n in r["generations"].items() if int(gen) >= g
-                ) == len(ids)
-
-            self.wait_for(f"generation {generation} reaching every agent", everyone)
+            generation = self.publish(site(ids, self.opts.rollout_nodes, publish))
             times = [
                 t - published
                 for reply in ask(self.generators, op="seen", generation=generation)
@@ -261,19 +303,73 @@ class Runner:
 
     def measure_rollout(self, role: str, nodes: int, slots: int) -> None:
         bound = math.ceil(nodes / slots) * self.opts.reboot
+        result, _ = self.roll_out(role, NEW_IMAGE, nodes, slots, bound)
+        self.result.rollouts.append(result)
+        log.info(
+            "%s: rollout of %d nodes, %d at a time: %.1f s (%.2f%s the bound %.0f s), %s, at "
+            "most %d out; slot handover p50 %.3f s max %.3f s, pre-reboot p50 %.3f s, up to "
+            "steady-state p50 %.3f s",
+            *(self.store, nodes, slots, result.wall, result.ratio, TIMES, bound, result.state),
+            *(result.max_out, *result.handover, result.lock, result.steady),
+        )
+        self.sleep(3.0)
+
+    def measure_drain_rollout(self, ids: Sequence[str]) -> None:
+        """The rollout role's nodes again, to DRAIN_IMAGE, the role draining each node first
+        (its generic drain, the hooks of jobs.py) while some of them run jobs that all start
+        with the rollout."""
+        opts = self.opts
+        nodes, slots = opts.rollout_nodes, opts.slots
+        publish = opts.publishes + 1  # a generation of its own: the role's drain added
+        self.publish(site(ids, nodes, publish, jobs.role_rollout()))
+        longest = jobs.JOBS_PER_REBOOT * opts.reboot
+        lengths = jobs.draw_jobs(ids[:nodes], opts.drain_jobs, longest, opts.job_seed)
+        ends = jobs.start_jobs(self.jobs, lengths, time.time())
+        bound = jobs.drain_bound(nodes, slots, opts.reboot, max(lengths.values(), default=0.0))
+        ro, reboots = self.roll_out(ROLLOUT_ROLE, DRAIN_IMAGE, nodes, slots, bound)
+        drained = jobs.hook_times(self.drain_state, "drain")
+        done = {r["id"]: float(r["steady"]) for r in reboots if "steady" in r}
+        drained_busy, idle_first = jobs.idle_first(done, drained, ends)
+        result = DrainRollout(
+            ro,
+            len(lengths),
+            max(lengths.values(), default=0.0),
+            sum(1 for r in reboots if r.get("job_left", 0.0) > 0),
+            drained_busy,
+            idle_first,
+            jobs.busy_before_idle(done, ends),
+            percentile([r["locked"] - drained[r["id"]] for r in reboots if r["id"] in drained], 50),
+        )
+        self.result.drain_rollouts.append(result)
+        log.info(
+            "%s: drain rollout of %d nodes (%d with a job, the longest %.1f s), %d at a time: "
+            "%.1f s (%.2f%s the bound %.0f s), %s; %d jobs interrupted, %d nodes drained busy, "
+            "idle nodes done first: %s (%d busy ones done before the last idle); drain → "
+            "pre-reboot p50 %.3f s",
+            *(self.store, nodes, result.busy, result.longest_job, slots, ro.wall, ro.ratio),
+            *(TIMES, bound, ro.state, result.interrupted, drained_busy, idle_first),
+            *(result.busy_before_idle, result.drain_wait),
+        )
+        self.sleep(3.0)
+
+    def roll_out(
+        self, role: str, image: str, nodes: int, slots: int, bound: float
+    ) -> tuple[Rollout, list[dict[str, Any]]]:
+        """Roll role out to image, slots at a time; what it took, and the agents' reboot
+        records (kept as reboots-ROLE-IMAGE.json)."""
         posted = time.time()
-        rollout = {"role": role, "image": NEW_IMAGE, "max_unavailable": slots}
+        rollout = {"role": role, "image": image, "max_unavailable": slots}
         self.admin([("POST", "/v1/rollouts", {**rollout, "health_timeout": 600})], 1)
         status = self.watch_rollout(role, max(self.opts.phase_timeout, bound * 5), nodes)
         reboots = [r for r in self.report_reboots() if r["locked"] >= posted]
-        (self.tmp / f"reboots-{role}.json").write_text(json.dumps(reboots))
+        (self.tmp / f"reboots-{role}-{image}.json").write_text(json.dumps(reboots))
         # done: when the controller wrote it so; else as long as it was watched
         done_at = (
             float(status.get("updated_at") or time.time())
             if status.get("state") == "done"
             else time.time()
         )
-        on_new = len({r["id"] for r in reboots if r["image"] == NEW_IMAGE and "up" in r})
+        on_new = len({r["id"] for r in reboots if r["image"] == image and "up" in r})
         gaps = handovers(reboots, slots)
         result = Rollout(
             nodes,
@@ -287,15 +383,7 @@ class Runner:
             percentile(spans(reboots, "told", "locked"), 50),
             percentile(spans(reboots, "up", "steady"), 50),
         )
-        self.result.rollouts.append(result)
-        log.info(
-            "%s: rollout of %d nodes, %d at a time: %.1f s (%.2f%s the bound %.0f s), %s, at "
-            "most %d out; slot handover p50 %.3f s max %.3f s, pre-reboot p50 %.3f s, up to "
-            "steady-state p50 %.3f s",
-            *(self.store, nodes, slots, result.wall, result.ratio, TIMES, bound, result.state),
-            *(result.max_out, *result.handover, result.lock, result.steady),
-        )
-        self.sleep(3.0)
+        return result, reboots
 
     def watch_rollout(self, role: str, timeout: float, nodes: int) -> dict[str, Any]:
         """The stored rollout once it is no longer running or rolling back, or when

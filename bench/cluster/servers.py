@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,34 @@ def start_etcd(tmp: Path) -> Proc:
     return etcd
 
 
-def start_server(
-    tmp: Path, name: str, store: str, token_file: Path, images: Path, heartbeat_rate: float
-) -> Proc:
+@dataclass(frozen=True)
+class Serve:
+    """What every `hostos serve` of a run is started with, besides its store and port."""
+
+    token_file: Path
+    images: Path
+    heartbeat_rate: float
+    drain_hooks: Path | None = None  # the drain rollout's hooks (jobs.py), if any
+    drain_interval: float = 0.25
+
+    def args(self) -> list[str]:
+        drain = (
+            ["--drain-hooks", str(self.drain_hooks), "--drain-interval", f"{self.drain_interval:g}"]
+            if self.drain_hooks is not None
+            else []
+        )
+        return [
+            "--admin-token-file",
+            str(self.token_file),
+            "--images",
+            str(self.images),
+            "--heartbeat-rate",
+            f"{self.heartbeat_rate:g}",
+            *drain,
+        ]
+
+
+def start_server(tmp: Path, name: str, store: str, serve: Serve) -> Proc:
     """`hostos serve` on a free port of 127.0.0.1, its log tmp/NAME.log."""
     port = free_port()
     cmd = [
@@ -51,12 +77,7 @@ def start_server(
         f"127.0.0.1:{port}",
         "--store",
         store,
-        "--admin-token-file",
-        str(token_file),
-        "--images",
-        str(images),
-        "--heartbeat-rate",
-        f"{heartbeat_rate:g}",
+        *serve.args(),
     ]
     url = f"http://127.0.0.1:{port}"
     server = start(name, cmd, tmp / f"{name}.log", url=url, many_files=True)
@@ -67,32 +88,27 @@ def start_server(
 class Servers:
     """One store's servers (and its etcd), started in tmp with an admin token of its own."""
 
-    def __init__(self, store: str, tmp: Path, token: str, heartbeat_rate: float) -> None:
+    def __init__(self, store: str, tmp: Path, token: str, serve: Serve) -> None:
         self.store, self.token = store, token
         self.procs: list[Proc] = []  # etcd first, if any: stopped last
         self.servers: list[Proc] = []
-        images, token_file = tmp / "images", tmp / "admin-token"
-        write_images(images)
-        token_file.write_text(token + "\n")
+        write_images(serve.images)
+        serve.token_file.write_text(token + "\n")
         try:
             if store == "sqlite":
-                url = f"sqlite://{tmp / 'cluster.db'}"
-                self._serve(tmp, ["serve-sqlite"], url, token_file, images, heartbeat_rate)
+                self._serve(tmp, ["serve-sqlite"], f"sqlite://{tmp / 'cluster.db'}", serve)
             else:
                 etcd = start_etcd(tmp)
                 self.procs.append(etcd)
                 url = etcd.url.replace("http://", "etcd://") + "/bench"
-                names = ["serve-etcd-1", "serve-etcd-2"]
-                self._serve(tmp, names, url, token_file, images, heartbeat_rate)
+                self._serve(tmp, ["serve-etcd-1", "serve-etcd-2"], url, serve)
         except BaseException:
             self.stop()
             raise
 
-    def _serve(
-        self, tmp: Path, names: list[str], url: str, token: Path, images: Path, rate: float
-    ) -> None:
+    def _serve(self, tmp: Path, names: list[str], url: str, serve: Serve) -> None:
         for name in names:
-            server = start_server(tmp, name, url, token, images, rate)
+            server = start_server(tmp, name, url, serve)
             self.procs.append(server)
             self.servers.append(server)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.cluster.report import figures, targets
-from bench.cluster.results import Options, Rollout, StoreRun, handovers, max_out
+from bench.cluster.results import DrainRollout, Options, Rollout, StoreRun, handovers, max_out
 from bench.report import TIMES
 
 OPTS = Options(
@@ -70,3 +70,28 @@ def test_figures_have_a_column_per_run_and_a_row_per_publish_and_rollout() -> No
     assert sum(label.startswith("fan-out, publish") for label in labels) == 2
     assert "rollout N=4 S=2: wall / bound" in labels
     assert labels[-1] == "1-minute load average: at the start / the most seen"
+
+
+def test_a_drain_rollout_has_three_targets_and_its_rows() -> None:
+    result = run("sqlite")
+    rollout = Rollout(4, 2, 1.2, 1.0, "done", 2, 4)
+    result.drain_rollouts.append(DrainRollout(rollout, 1, 0.4, 0, 0, True, 1, 0.3))
+    rows = targets([result])
+    assert rows[-4].endswith(f"longest job + reboot) = 1.0 s | 1.2 s = 1.20{TIMES} | **NO** |")
+    assert rows[-3].endswith("with a job: zero jobs interrupted | 0 | yes |")
+    assert rows[-2].endswith(
+        "idle nodes all done before the first busy one | yes (0 drained with their job "
+        "running) | yes |"
+    )
+    labels = [row.split(" | ")[0] for row in figures([result], OPTS)]
+    assert "| drain rollout N=4 S=2: wall / bound" in labels
+
+
+def test_a_drain_rollout_not_done_is_an_error() -> None:
+    result = run("sqlite")
+    rollout = Rollout(4, 2, 9.0, 1.0, "paused", 2, 3)
+    result.drain_rollouts.append(DrainRollout(rollout, 1, 0.4, 1, 1, False, 0))
+    rows = targets([result])
+    assert rows[-1].endswith("| zero errors | 1 | **NO** |")
+    assert rows[-3].endswith("| 1 | **NO** |")
+    assert rows[-2].endswith("| no (1 drained with their job running) | **NO** |")
