@@ -123,20 +123,3 @@ def drain_bound(nodes: int, slots: int, reboot: float, longest_job: float) -> fl
     """The least a drain rollout can take: its reboots, S at a time, or the longest job and
     then its node's reboot, whichever is longer."""
     return max(math.ceil(nodes / slots) * reboot, longest_job + reboot)
-
-
-def busy_before_idle(done: Mapping[str, float], ends: Mapping[str, float]) -> int:
-    """The nodes with a job (at the rollout's start) done before the last node without one."""
-    last_idle = max((t for n, t in done.items() if n not in ends), default=float("-inf"))
-    return sum(1 for n, t in done.items() if n in ends and t < last_idle)
-
-
-def idle_first(
-    done: Mapping[str, float], drained: Mapping[str, float], ends: Mapping[str, float]
-) -> tuple[int, bool]:
-    """The nodes drained while their job still ran, and whether every node drained idle was
-    done (done: per node, its steady-state) before the first of those was."""
-    busy = {n for n, at in drained.items() if ends.get(n, 0.0) > at}
-    idle_done = [t for n, t in done.items() if n not in busy]
-    busy_done = [t for n, t in done.items() if n in busy]
-    return len(busy), not busy_done or max(idle_done, default=0.0) <= min(busy_done)

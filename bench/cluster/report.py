@@ -72,7 +72,7 @@ def drain_targets(d: DrainRollout) -> list[str]:
     """A drain rollout's three targets: target | measured | met |."""
     r = d.rollout
     what = f"drain rollout of {r.nodes} nodes, {r.slots} at a time, {d.busy} with a job"
-    busy = f"{d.drained_busy} drained with their job running"
+    busy = f"{d.drained_busy} drained or rebooted with their job running"
     return [
         f"{what}: ≤ {TARGET_DRAIN_ROLLOUT:g}{TIMES} max(ceil(N / S) {TIMES} reboot, longest job "
         f"+ reboot) = {r.bound:.1f} s | {r.wall:.1f} s = {r.ratio:.2f}{TIMES} "
@@ -216,8 +216,9 @@ def _drain_rows(runs: Sequence[StoreRun]) -> list[Row]:
                 cells(lambda d: f"{d.busy} ({d.longest_job:.1f} s); {d.interrupted}"),
             ),
             (
-                "  nodes drained with their job running; every other node done before the "
-                "first of those; nodes with a job done before the last node without one",
+                "  nodes drained (or rebooted) with their job running; every other node done "
+                "before the first of those; nodes with a job done before the last node without "
+                "one",
                 cells(lambda d: f"{d.drained_busy}; {_yes(d.idle_first)}; {d.busy_before_idle}"),
             ),
             (

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench.report import percentile
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,24 @@ def spans(reboots: Sequence[dict[str, Any]], start: str, end: str) -> list[float
     return [r[end] - r[start] for r in reboots if start in r and end in r]
 
 
+def busy_before_idle(done: Mapping[str, float], ends: Mapping[str, float]) -> int:
+    """The nodes with a job (at the rollout's start) done before the last node without one."""
+    last_idle = max((t for n, t in done.items() if n not in ends), default=float("-inf"))
+    return sum(1 for n, t in done.items() if n in ends and t < last_idle)
+
+
+def idle_first(
+    done: Mapping[str, float], taken: Mapping[str, float], ends: Mapping[str, float]
+) -> tuple[int, bool]:
+    """The nodes taken (drained, or rebooted undrained) while their job still ran, and
+    whether every node taken idle was done (done: per node, its steady-state) before the
+    first of those was."""
+    busy = {n for n, at in taken.items() if ends.get(n, 0.0) > at}
+    idle_done = [t for n, t in done.items() if n not in busy]
+    busy_done = [t for n, t in done.items() if n in busy]
+    return len(busy), not busy_done or max(idle_done, default=0.0) <= min(busy_done)
+
+
 @dataclass
 class Rollout:
     nodes: int
@@ -94,6 +114,32 @@ class DrainRollout:
     @property
     def met(self) -> bool:
         return self.interrupted == 0 and self.idle_first
+
+
+def drain_figures(
+    rollout: Rollout,
+    reboots: Sequence[dict[str, Any]],
+    drained: Mapping[str, float],
+    lengths: Mapping[str, float],
+    start: float,
+) -> DrainRollout:
+    """A drain rollout's figures from the agents' reboot records, when the drain hook ran
+    for each node, and the jobs (their lengths, all started at start: jobs.py); a node
+    rebooted without a drain counts as taken at its pre-reboot."""
+    ends = {node: start + length for node, length in lengths.items()}
+    done = {r["id"]: float(r["steady"]) for r in reboots if "steady" in r}
+    taken = {r["id"]: min(drained.get(r["id"], math.inf), r["locked"]) for r in reboots}
+    drained_busy, first = idle_first(done, taken, ends)
+    return DrainRollout(
+        rollout,
+        len(lengths),
+        max(lengths.values(), default=0.0),
+        sum(1 for r in reboots if r.get("job_left", 0.0) > 0),
+        drained_busy,
+        first,
+        busy_before_idle(done, ends),
+        percentile([r["locked"] - drained[r["id"]] for r in reboots if r["id"] in drained], 50),
+    )
 
 
 @dataclass

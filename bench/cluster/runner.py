@@ -30,10 +30,10 @@ from bench.cluster.fleet import (
 )
 from bench.cluster.load import Generator, ask
 from bench.cluster.results import (
-    DrainRollout,
     Options,
     Rollout,
     StoreRun,
+    drain_figures,
     handovers,
     max_out,
     spans,
@@ -324,22 +324,12 @@ class Runner:
         self.publish(site(ids, nodes, publish, jobs.role_rollout()))
         longest = jobs.JOBS_PER_REBOOT * opts.reboot
         lengths = jobs.draw_jobs(ids[:nodes], opts.drain_jobs, longest, opts.job_seed)
-        ends = jobs.start_jobs(self.jobs, lengths, time.time())
+        start = time.time()
+        jobs.start_jobs(self.jobs, lengths, start)
         bound = jobs.drain_bound(nodes, slots, opts.reboot, max(lengths.values(), default=0.0))
         ro, reboots = self.roll_out(ROLLOUT_ROLE, DRAIN_IMAGE, nodes, slots, bound)
         drained = jobs.hook_times(self.drain_state, "drain")
-        done = {r["id"]: float(r["steady"]) for r in reboots if "steady" in r}
-        drained_busy, idle_first = jobs.idle_first(done, drained, ends)
-        result = DrainRollout(
-            ro,
-            len(lengths),
-            max(lengths.values(), default=0.0),
-            sum(1 for r in reboots if r.get("job_left", 0.0) > 0),
-            drained_busy,
-            idle_first,
-            jobs.busy_before_idle(done, ends),
-            percentile([r["locked"] - drained[r["id"]] for r in reboots if r["id"] in drained], 50),
-        )
+        result = drain_figures(ro, reboots, drained, lengths, start)
         self.result.drain_rollouts.append(result)
         log.info(
             "%s: drain rollout of %d nodes (%d with a job, the longest %.1f s), %d at a time: "
@@ -347,7 +337,7 @@ class Runner:
             "idle nodes done first: %s (%d busy ones done before the last idle); drain → "
             "pre-reboot p50 %.3f s",
             *(self.store, nodes, result.busy, result.longest_job, slots, ro.wall, ro.ratio),
-            *(TIMES, bound, ro.state, result.interrupted, drained_busy, idle_first),
+            *(TIMES, bound, ro.state, result.interrupted, result.drained_busy, result.idle_first),
             *(result.busy_before_idle, result.drain_wait),
         )
         self.sleep(3.0)

@@ -95,23 +95,3 @@ def test_the_bound_is_the_reboots_or_the_longest_job_then_its_reboot() -> None:
     assert jobs.drain_bound(200, 20, 2.0, 9.5) == 20.0
     assert jobs.drain_bound(200, 20, 2.0, 30.0) == 32.0
     assert jobs.drain_bound(201, 20, 2.0, 0.0) == 22.0
-
-
-def test_idle_first_compares_nodes_drained_idle_with_those_drained_busy() -> None:
-    ends = {"b1": 10.0, "b2": 3.0}  # b2's job ended before its drain: idle by then
-    drained = {"i1": 0.0, "i2": 0.0, "b2": 4.0, "b1": 5.0}
-    assert jobs.idle_first({"i1": 2.0, "i2": 2.0, "b2": 6.0, "b1": 12.0}, drained, ends) == (
-        1,
-        True,
-    )
-    assert jobs.idle_first({"i1": 2.0, "i2": 13.0, "b2": 6.0, "b1": 12.0}, drained, ends) == (
-        1,
-        False,
-    )
-    assert jobs.idle_first({"i1": 2.0}, {"i1": 0.0}, {}) == (0, True)  # nobody drained busy
-
-
-def test_busy_before_idle_counts_the_nodes_with_a_job_done_early() -> None:
-    ends = {"b1": 10.0, "b2": 3.0}
-    assert jobs.busy_before_idle({"i1": 2.0, "i2": 7.0, "b2": 6.0, "b1": 12.0}, ends) == 1
-    assert jobs.busy_before_idle({"i1": 2.0, "b2": 6.0}, ends) == 0
