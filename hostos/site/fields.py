@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
     PlainSerializer,
     SerializationInfo,
     ValidationInfo,
@@ -30,6 +31,8 @@ from hostos.site.quantity import (
 )
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# Every model of a site file: frozen, and a key it does not know is an error.
+STRICT = ConfigDict(frozen=True, extra="forbid")
 
 
 class Invalid(ValueError):

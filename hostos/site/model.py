@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from hostos.labels import HOSTOS_PREFIX
 from hostos.site.fields import (
+    STRICT,
     AbsPath,
     Command,
     Duration,
@@ -26,6 +27,7 @@ from hostos.site.fields import (
     check_choice,
 )
 from hostos.site.quantity import format_duration
+from hostos.site.rollout import RoleRollout
 
 SIGNALS = [
     "SIGHUP",
@@ -106,7 +108,7 @@ VOLUME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = STRICT
 
 
 # ----------------------------------------------------------------------------- unit parts
@@ -510,6 +512,9 @@ class Role(Model):
     units: list[Name] = []
     overrides: dict[Name, dict[str, Any]] = Field(
         {}, description="per unit, fields merged over the unit (maps merge, lists replace)"
+    )
+    rollout: RoleRollout | None = Field(
+        None, description="how a new host image reaches the role's nodes (hostos rollout)"
     )
 
     @field_validator("image")

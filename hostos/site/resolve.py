@@ -18,6 +18,7 @@ from hostos.site.fields import AS_WRITTEN
 from hostos.site.graph import start_order as graph_start_order
 from hostos.site.load import Site
 from hostos.site.model import Role, RoleMount, Unit
+from hostos.site.rollout import RoleRollout
 
 NOT_HASHED = frozenset({"description", "requires", "after"})
 MOUNT_FIELDS = frozenset({"name", "type", "source", "target", "options"})
@@ -115,14 +116,23 @@ def spec_document(spec: RoleSpec) -> dict[str, Any]:
         "image": spec.role.image,
         "mounts": [m.model_dump(mode="json") for m in spec.role.mounts],
         "units": [{**u.unit.model_dump(mode="json"), "hash": u.hash} for u in spec.units],
+        **rollout_document(spec.role),
     }
+
+
+def rollout_document(role: Role) -> dict[str, Any]:
+    """{"rollout": the role's policy in RolloutPolicy.to_json form} when the role says one,
+    read back by `hostos.site.rollout.rollout_policy`; {} when it says nothing, so a site
+    without the key publishes the same document as before the key existed."""
+    policy = role.rollout.policy().to_json() if role.rollout is not None else {}
+    return {"rollout": policy} if policy else {}
 
 
 def spec_view(spec: RoleSpec, full: bool = False) -> dict[str, Any]:
     """The resolved spec for a person to read (`hostos render`): durations and sizes as
     written (`30s`, `256Mi`), and, unless full, only the fields the site sets."""
 
-    def dump(model: Unit | RoleMount) -> dict[str, Any]:
+    def dump(model: Unit | RoleMount | RoleRollout) -> dict[str, Any]:
         return model.model_dump(mode="json", context={AS_WRITTEN: True}, exclude_unset=not full)
 
     node = {"node": spec.node} if full or spec.node is not None else {}
@@ -132,6 +142,7 @@ def spec_view(spec: RoleSpec, full: bool = False) -> dict[str, Any]:
         "image": spec.role.image,
         "mounts": [dump(m) for m in spec.role.mounts],
         "units": [{**dump(u.unit), "hash": u.hash} for u in spec.units],
+        **({"rollout": dump(spec.role.rollout)} if spec.role.rollout is not None else {}),
     }
 
 

@@ -89,16 +89,20 @@ def _kind(name: str) -> str:
     }.get(name, name)
 
 
+def shown(value: Any) -> str:
+    """A value as a message names it: `the number 2.5`, `'text'`, `a list`."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str) and len(value) <= 40:
+        return f"'{value}'"
+    return _kind(type(value).__name__)
+
+
 def _wrong_type(kind: str, value: Any) -> tuple[str, str]:
     """Message and hint for a value of the wrong type."""
-    if isinstance(value, bool):
-        found = f"the boolean {str(value).lower()}"
-    elif isinstance(value, int | float):
-        found = f"the number {value}"
-    elif isinstance(value, str) and len(value) <= 40:
-        found = f"'{value}'"
-    else:
-        found = _kind(type(value).__name__)
+    found = shown(value)
     hint = ""
     if kind == "list_type" and isinstance(value, str):
         hint = f"write [{value}]"
@@ -167,18 +171,24 @@ def _fields_at(model: type[BaseModel], path: Path_) -> list[str]:
 
 
 def _unwrap(annotation: Any) -> Any:
-    """The model class inside Optional[...] / Annotated[...], else the annotation."""
+    """The model class inside Optional[...] / Annotated[...], or the one model of a union
+    with short forms (`slurm | {command, ...}`); else the annotation."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
             inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-            annotation = inner[0] if len(inner) == 1 else annotation
             if len(inner) != 1:
-                return annotation
+                models = [m for m in map(_unwrap, inner) if _is_model(m)]
+                return models[0] if len(models) == 1 else annotation
+            annotation = inner[0]
         else:
             return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _element(annotation: Any) -> Any:
