@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hostos.site.drain import COMMANDS, Drain
+from hostos.site.rollout import RolloutPolicy
 
 NS = 1_000_000_000
 DRAIN_HOOK, CHECK_HOOK, RESUME_HOOK = "bench-drain", "bench-check", "bench-resume"
@@ -74,8 +75,9 @@ def write_hooks(hooks: Path, state: Path, jobs: Path) -> None:
 
 
 def role_rollout() -> dict[str, Any]:
-    """The rollout policy of the drain rollout's role, as a published role spec carries it."""
-    return {"drain": DRAIN.to_json()}
+    """The rollout policy of the drain rollout's role, as a published role spec carries it
+    (what `rollout: {drain: {command: …, check: …, resume: …}}` in a site file becomes)."""
+    return RolloutPolicy(drain=DRAIN).to_json()
 
 
 def draw_jobs(nodes: Sequence[str], fraction: float, longest: float, seed: int) -> dict[str, float]:

@@ -12,6 +12,7 @@ import pytest
 from bench.cluster import jobs
 from bench.cluster.fleet import ROLLOUT_ROLE, site
 from hostos.site.drain import Drain
+from hostos.site.rollout import rollout_policy
 
 
 def hook(hooks: Path, name: str, node: str) -> subprocess.CompletedProcess[str]:
@@ -78,6 +79,7 @@ def test_the_drain_is_the_generic_form_naming_the_hooks() -> None:
     ]
     body = site(["n00000", "n00001"], 1, 4, jobs.role_rollout())
     assert body["roles"][ROLLOUT_ROLE]["rollout"] == {"drain": jobs.DRAIN.to_json()}
+    assert rollout_policy(body["roles"][ROLLOUT_ROLE]).drain == jobs.DRAIN
     assert "rollout" not in site(["n00000"], 1, 4)["roles"][ROLLOUT_ROLE]
 
 
