@@ -38,7 +38,9 @@ DRAIN = Drain(
 )
 JOBS_PER_REBOOT = 5.0  # the longest a job may run: this many reboot times
 
-# Every hook first refuses a node id that could name a path out of its directory.
+# Every hook first refuses a node id that could name a path out of its directory.  The
+# server runs the check of every node of the rollout each --drain-interval, so it runs no
+# program but `date`, and that only on a node with a job.
 _HEAD = """#!/bin/sh
 set -eu
 node=${1:-}
@@ -53,7 +55,8 @@ echo "drain $node $(date +%%s%%N)" >> "$state/events"
     CHECK_HOOK: _HEAD
     + """job=%(jobs)s/$node
 [ -f "$job" ] || exit 0
-if [ "$(date +%%s%%N)" -lt "$(cat "$job")" ]; then echo 1; exit 1; fi
+read -r end < "$job"
+if [ "$(date +%%s%%N)" -lt "$end" ]; then echo 1; exit 1; fi
 """,
     RESUME_HOOK: _HEAD
     + """rm -f "$state/drained/$node"
