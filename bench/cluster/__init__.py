@@ -1,7 +1,7 @@
 """Benchmark of the cluster server: simulated agents against real `hostos serve` processes.
 
     .venv/bin/python -m bench.cluster [--agents 10000] [--stores sqlite,etcd[:AGENTS],…]
-                                      [--write FILE]
+                                      [--drain-jobs 0.3] [--write FILE]
 
 Per store, in one run, one after the other on the same machine:
 
@@ -32,11 +32,19 @@ Measured:
 - rollout: `POST /v1/rollouts` of `bench-a` (N nodes, max-unavailable S) to `img-2`, wall
   time until the stored rollout is done, against the bound ceil(N / S) x reboot time
   (target: ≤ 1.1x the bound); the agents' own record says how many were out at once;
+- drain rollout (`--drain-jobs 0.3`): `bench-a` again, to `img-3`, its role now draining each
+  node first through the generic drain (`rollout: {drain: {command, check, resume}}` in the
+  published site; the programs: sh hooks the bench writes, the servers' `--drain-hooks`),
+  while that fraction of its nodes run a job of random length up to 5 x the reboot time,
+  all started with the rollout (the check hook reads each job's end time): wall time against
+  max(ceil(N / S) x reboot, longest job + reboot) (target: ≤ 1.15x), jobs interrupted by a
+  reboot (target 0), the nodes idle when drained all done before the first drained busy;
 - errors: every answer not the expected one, every timeout and failed connection (target 0).
 
 The package's rooms: `load` (the agents, many to a load-generator process, and the driver of
 those processes), `client` (their small HTTP/1.1 client), `fleet` (the site, node ids and
-images the fleet is made of), `servers` (etcd and `hostos serve` started and stopped, the
-admin's calls to them), `runner` (one store's run, phase by phase), `results` (what a run
-measured), `report` (its section of docs/benchmarks.md), `__main__` (the command line).
+images the fleet is made of), `jobs` (the drain rollout's jobs and drain hooks), `servers`
+(etcd and `hostos serve` started and stopped, the admin's calls to them), `runner` (one
+store's run, phase by phase), `results` (what a run measured), `report` (its section of
+docs/benchmarks.md), `__main__` (the command line).
 """
