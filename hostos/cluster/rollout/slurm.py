@@ -15,7 +15,8 @@ sinfo's states (`%T`): idle, allocated, mixed, completing, draining (drained, jo
 on it), drained, down, ..., with a suffix when slurmctld flags the node (`*` not
 responding, `~` powered off, `#` powering up, `%` powering down, `$` maintenance, `@`
 reboot pending, `^` rebooting, `!` power down pending, `-` planned); `+` joins a
-state and its flags in some versions (`idle+drain`).  `%E` prints `none` when no reason is
+state and its flags in some versions (`idle+drain`).  A node just resumed shows `idle*`
+until it answers slurmctld's next ping.  `%E` prints `none` when no reason is
 set.  A node in several partitions is listed once for each.  A suspended job keeps its
 node: a reboot would end it, so it counts like a running one.
 
