@@ -103,10 +103,12 @@ def conf(slurm: Slurm, ctld: int, ports: dict[str, int]) -> str:
         "SelectType=select/cons_tres",
         "ReturnToService=2",
         "KillWait=2",
+        "DefMemPerCPU=100",
         "InactiveLimit=0",
     ]
-    lines += [
-        f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={p} CPUs=1 State=UNKNOWN"
+    lines += [  # s1 takes two jobs at once
+        f"NodeName={n} NodeHostname=localhost NodeAddr=127.0.0.1 Port={p} "
+        f"CPUs={2 if n == 's1' else 1} RealMemory=1000 State=UNKNOWN"
         for n, p in ports.items()
     ]
     lines.append(f"PartitionName=all Nodes={','.join(ports)} Default=YES MaxTime=INFINITE")
@@ -184,27 +186,23 @@ def test_drain_count_hold_and_resume_against_a_real_slurmctld(slurm: Slurm) -> N
         drainer.run_once()
         return drainer.workloads(current)
 
-    flag = slurm.dir / "job-runs"
-    flag.touch()
-    job = slurm(
-        "sbatch",
-        "--parsable",
-        "-o",
-        "/dev/null",
-        "-w",
-        "s1",
-        "--wrap",
-        f"while [ -e {flag} ]; do sleep 0.2; done",
-    ).strip()
-    until(lambda: slurm.nodes()["s1"][0] == "allocated", f"job {job} not running on s1")
+    flags = [slurm.dir / "job-1", slurm.dir / "job-2"]
+    for flag in flags:
+        flag.touch()
+        wait = f"while [ -e {flag} ]; do sleep 0.2; done"
+        slurm("sbatch", "-o", "/dev/null", "-w", "s1", "--wrap", wait)
+    until(lambda: slurm.nodes()["s1"][0] == "allocated", "the jobs are not running on s1")
     pending = at(NodeState.PENDING)
-    assert look(s1=pending, s2=pending) == {"s1": Workload(jobs=1), "s2": Workload(jobs=0)}
+    assert look(s1=pending, s2=pending) == {"s1": Workload(jobs=2), "s2": Workload(jobs=0)}
 
-    # drained while its job runs: the drain is in place, one job left, so no grant yet
+    # drained while its jobs run: the drain is in place, jobs left, so no grant yet
     draining = at(NodeState.DRAINING, 10.0)
-    assert look(s1=draining, s2=pending)["s1"] == Workload(jobs=1, drained=True)
+    assert look(s1=draining, s2=pending)["s1"] == Workload(jobs=2, drained=True)
     assert slurm.nodes()["s1"] == ("draining", f"hostos rollout {RID}")
-    flag.unlink()
+    flags[0].unlink()
+    until(lambda: look(s1=draining, s2=pending)["s1"].jobs == 1, "first job not over")
+    assert slurm.nodes()["s1"] == ("draining", f"hostos rollout {RID}")
+    flags[1].unlink()
     assert until(lambda: look(s1=draining, s2=pending)["s1"].jobs == 0, "job not over")
     assert look(s1=draining, s2=pending)["s1"] == Workload(jobs=0, drained=True)
     assert slurm.nodes()["s1"] == ("drained", f"hostos rollout {RID}")
