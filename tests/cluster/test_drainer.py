@@ -172,17 +172,26 @@ def test_one_sinfo_and_one_squeue_per_pass_for_the_whole_rollout() -> None:
     assert [c[0] for c in slurm.calls] == ["sinfo", "squeue"]
 
 
-def test_pending_nodes_are_counted_only_while_the_rollout_grants() -> None:
+def test_slurm_counts_every_node_and_the_generic_form_those_the_planner_asks_for(
+    hooks: Path,
+) -> None:
     for state, counted in [
         (State.RUNNING, True),
         (State.ROLLING_BACK, True),
         (State.PAUSED, False),
         (State.ABORTED, False),
     ]:
-        drainer, _ = drainer_for(FakeSlurm({"n1": ""}))
-        assert step(drainer, make({"n1": at(PENDING)}, state))["n1"].jobs == (
-            0 if counted else None
-        )
+        nodes = {"n1": at(PENDING), "n2": at(DRAINING, 1.0), "n3": at(NodeState.DONE)}
+        drainer, _ = drainer_for(FakeSlurm({"n1": "", "n2": "", "n3": ""}))
+        work = step(drainer, make(nodes, state))
+        assert {n: w.jobs for n, w in work.items()} == {"n1": 0, "n2": 0, "n3": 0}
+        drainer, _ = drainer_for(FakeHooks(), hooks)
+        work = step(drainer, make(nodes, state, GENERIC))
+        assert {n: w.jobs for n, w in work.items()} == {
+            "n1": 0 if counted else None,
+            "n2": 0,
+            "n3": None,
+        }
 
 
 def test_nothing_runs_for_rollouts_not_followed() -> None:

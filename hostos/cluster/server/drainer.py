@@ -13,12 +13,13 @@ pass, for each such rollout:
    again for a rollback).  A node someone else drained (`held`, or seen drained by another
    reason just now) is left as it is: their reason is never overwritten.  A failed drain
    is asked again next pass;
-2. counts the jobs of its DRAINING nodes, and of its PENDING ones while it grants (the
-   planner drains idle nodes first).  Slurm: one sinfo and one squeue for the whole rollout
-   (rollout/slurm.py); the generic form: its `check` per node, 16 at once, each node at most
-   once per interval (exit 0: no job; 1: the first integer on stdout, else 1; anything else,
-   or a timeout: the count failed).  A node is `drained` only by a count started after its
-   drain was asked in this phase (for Slurm: and sinfo shows it drained);
+2. counts jobs.  Slurm: one sinfo and one squeue for the whole rollout, every node counted
+   (rollout/slurm.py).  The generic form: its `check` per node, for the DRAINING nodes and,
+   while the rollout grants, the PENDING ones (the planner drains idle nodes first); 16 at
+   once, each node at most once per interval (exit 0: no job; 1: the first integer on
+   stdout, else 1; anything else, or a timeout: the count failed).  A node is `drained`
+   only by a count started after its drain was asked in this phase (for Slurm: and sinfo
+   shows it drained);
 3. gives back its RESUMING nodes, once per phase.  Slurm: only a node still drained with
    this rollout's reason (one an admin drained again meanwhile stays drained, and counts
    as given back); one not drained counts as given back.  The generic form runs `resume`
@@ -280,7 +281,7 @@ class Drainer:
     # -- step 2: count ---------------------------------------------------------------------
 
     def _counted(self, rollout: Rollout) -> list[str]:
-        """The nodes whose jobs are counted: draining ones, and pending ones while the
+        """The nodes the generic form counts: draining ones, and pending ones while the
         rollout grants (the planner takes idle nodes first)."""
         states = {NodeState.DRAINING}
         if rollout.state in GRANTING:
@@ -304,7 +305,7 @@ class Drainer:
                 states, jobs = slurm.parse_sinfo(sinfo), slurm.jobs_per_node(squeue)
             except slurm.SlurmOutputError as exc:
                 error = f"sinfo/squeue: {exc}"
-        counted = set(self._counted(rollout))
+        counted = set(rollout.nodes)  # one listing serves all: every count kept fresh
         with self._lock:
             if error and error != self._listing.get(rollout.id):
                 log.warning(logfmt("drain-failed", rollout=rollout.id, step="count", error=error))
