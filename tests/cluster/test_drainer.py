@@ -206,6 +206,10 @@ def test_nothing_runs_for_rollouts_not_followed() -> None:
     ):
         step(drainer, rollout)
     assert slurm.calls == []
+    # paused or aborted with nothing draining or resuming: no need to look
+    for state in (State.PAUSED, State.ABORTED):
+        step(drainer, make({"n1": at(PENDING), "n2": at(NodeState.DONE)}, state))
+    assert slurm.calls == []
 
 
 def test_a_node_drained_by_someone_else_is_held_and_never_drained_or_resumed_by_us() -> None:

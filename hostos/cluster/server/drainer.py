@@ -251,7 +251,8 @@ class Drainer:
         assert drain is not None
         self._drain(rollout, drain)
         if drain.kind == SLURM:
-            self._observe_slurm(rollout)
+            if rollout.state in GRANTING or rollout.count(NodeState.DRAINING, NodeState.RESUMING):
+                self._observe_slurm(rollout)  # (paused or aborted, none: nothing to see)
         else:
             self._check(rollout, drain)
         self._resume(rollout, drain)
