@@ -5,7 +5,8 @@ directories, so nothing of the machine's own Slurm or munge is touched.
 A job that runs until the test lets it end holds node s1: the drainer counts it, drains s1
 with the rollout's reason (the job goes on), sees it drained once the job has ended, and
 resumes it; a node an admin drained is reported held and never drained or resumed by the
-drainer, and neither is one an admin drained again while the rollout had it."""
+drainer, and neither is one an admin drained again while the rollout had it.  And the planner
+rolls both nodes over what the drainer reports: the busy one only after its job."""
 
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ from server_fixtures import free_port
 from hostos.cluster.rollout.plan import (
     NodeProgress,
     NodeState,
+    NodeView,
     Rollout,
     RolloutSpec,
     State,
     Workload,
+    plan,
+    start,
 )
 from hostos.cluster.server.drainer import Drainer
 from hostos.site.drain import Drain
@@ -226,3 +230,53 @@ def test_drain_count_hold_and_resume_against_a_real_slurmctld(slurm: Slurm) -> N
     slurm("scontrol", "update", "nodename=s1", "state=drain", "reason=fan failure")
     assert look(s1=at(NodeState.RESUMING, 40.0), s2=pending)["s1"].resumed
     assert slurm.nodes() == {"s1": ("drained", "fan failure"), "s2": ("drained", "bad DIMM")}
+
+
+def test_the_planner_and_the_drainer_roll_a_busy_node_after_its_job(slurm: Slurm) -> None:
+    """The planner's rollout over the drainer's Workloads: the idle node first, the busy one
+    once its job has ended; each granted only while Slurm shows it drained and jobless, and
+    given back after (a reboot here is instant: the node boots what it was assigned)."""
+    flag = slurm.dir / "job"
+    flag.touch()
+    slurm(
+        "sbatch",
+        "-o",
+        "/dev/null",
+        "-w",
+        "s1",
+        "--wrap",
+        f"while [ -e {flag} ]; do sleep 0.2; done",
+    )
+    until(lambda: slurm.nodes()["s1"][0] in ("mixed", "allocated"), "the job is not running")
+    booted = dict.fromkeys(NODES, "img-1")
+    spec = RolloutSpec("compute", "img-2", "img-1", drain=Drain("slurm"))
+
+    def views(work: dict[str, Workload], now: float) -> list[NodeView]:
+        return [
+            NodeView(n, booted[n], steady=True, healthy=True, last_seen=now, workload=work[n])
+            for n in NODES
+        ]
+
+    now = time.time()
+    current = start(spec, views(dict.fromkeys(NODES, Workload()), now), now, RID)
+    drainer = Drainer(None, slurm.env, interval=0.1)
+    granted: list[str] = []
+    deadline = time.monotonic() + 60
+    while current.state is not State.DONE:
+        assert time.monotonic() < deadline, current
+        drainer.follow([current])
+        drainer.run_once()
+        now = time.time()
+        decision = plan(current, views(drainer.workloads(current), now), now)
+        for action in decision.grants:
+            assert action.node is not None and action.image is not None
+            assert slurm.nodes()[action.node] == ("drained", f"hostos rollout {RID}")
+            assert not slurm("squeue", "-h", "-w", action.node, "-o", "%i")
+            booted[action.node] = action.image
+            granted.append(action.node)
+        current = decision.rollout
+        if granted == ["s2"] and flag.exists():
+            flag.unlink()  # the busy node's job ends once the idle one is through
+        time.sleep(0.1)
+    assert granted == ["s2", "s1"]
+    until(lambda: slurm.nodes() == {n: ("idle", "none") for n in NODES}, "not given back")
