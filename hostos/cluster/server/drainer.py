@@ -18,20 +18,23 @@ pass, for each such rollout:
    while the rollout grants, the PENDING ones (the planner drains idle nodes first); 16 at
    once, each node at most once per interval (exit 0: no job; 1: the first integer on
    stdout, else 1; anything else, or a timeout: the count failed).  A node is `drained`
-   only by a count started after its drain was asked in this phase (for Slurm: and sinfo
-   shows it drained);
+   (the drain is in place) only by a count started after its drain was asked in this
+   phase, and for Slurm only while sinfo shows it draining or drained: a node with jobs
+   left is drained with `jobs` ≥ 1, and the planner waits for 0;
 3. gives back its RESUMING nodes, once per phase.  Slurm: only a node still drained with
    this rollout's reason (one an admin drained again meanwhile stays drained, and counts
    as given back); one not drained counts as given back.  The generic form runs `resume`
    if it has one.
 
 A node's `error` is its last failure (drain, count or resume), cleared when that step next
-succeeds; `wake()` is called whenever some node's Workload changed.  Commands run without
-a shell, with the given environment over the server's (SLURM_CONF, ...), a timeout and a
-bound on their output (process.run_capped).  Slurm's tools come from PATH; the generic
-form's programs only from the hooks directory its operator named (`hostos serve
---drain-hooks DIR`): a plain name, resolving inside it (no symlink or `..` out), a regular
-executable file, or nothing runs.
+succeeds; `wake()` is called whenever some node's Workload changed.  Logged: each drain
+and resume run (info), each listing and check (debug), each new failure once (warning).
+
+Commands run without a shell, with the given environment over the server's (SLURM_CONF,
+...), a timeout and a bound on their output (process.run_capped).  Slurm's tools come from
+PATH; the generic form's programs only from the hooks directory its operator named
+(`hostos serve --drain-hooks DIR`): a plain name, resolving inside it (no symlink or `..`
+out), a regular executable file, or nothing runs.
 """
 
 from __future__ import annotations
