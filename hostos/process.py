@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import shlex
 import signal
 import subprocess
@@ -28,6 +29,7 @@ log = logging.getLogger("hostos.process")
 
 STDERR_TAIL_LINES = 20
 POLL = 0.05  # seconds between looks at the cancel event of run_bounded
+MAX_OUTPUT = 1 << 20  # bytes of each output run_capped keeps
 
 
 class CommandFailed(RuntimeFailure):
@@ -35,6 +37,7 @@ class CommandFailed(RuntimeFailure):
 
     def __init__(self, cmd: Sequence[str], why: str, output: str = "") -> None:
         self.cmd = list(cmd)
+        self.why = why  # the failure alone, without the command line
         self.output = output
         message = f"{why}: {shlex.join(cmd)}"
         tail = "\n".join(output.strip().splitlines()[-STDERR_TAIL_LINES:])
@@ -93,18 +96,7 @@ def run_bounded(
     not died `reap` seconds after SIGKILL is stuck in the kernel: it is abandoned, not
     waited for, so the caller is back after timeout + reap seconds whatever happens.
     """
-    log.debug("run: %s", shlex.join(cmd))
-    try:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise CommandFailed(cmd, f"{cmd[0]} is not installed") from None
+    proc = _piped(cmd)
     outcome = _wait_bounded(proc, timeout, cancel)
     if isinstance(outcome, str):
         _kill_group(proc)
@@ -114,6 +106,82 @@ def run_bounded(
     if check and result.returncode != 0:
         raise CommandFailed(cmd, f"exit status {result.returncode}", result.stderr or result.stdout)
     return result
+
+
+def run_capped(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    limit: int = MAX_OUTPUT,
+    env: Mapping[str, str] | None = None,
+    reap: float = 1.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command whose output is not ours to trust (an operator's hook, a scheduler's
+    listing of a whole cluster): at most `timeout` seconds, and at most `limit` bytes of
+    each of stdout and stderr.  More output than that is a failure (CommandFailed: a listing
+    cut short must never read as a short one), an overrun a CommandTimedOut; either kills
+    the command's process group as run_bounded does.  The exit status is the caller's to
+    judge (no check)."""
+    proc = _piped(cmd, env)
+    outcome = _read_capped(proc, timeout, limit)
+    if isinstance(outcome, str):
+        _kill_group(proc)
+        kind = CommandTimedOut if outcome.startswith("timed out") else CommandFailed
+        raise kind(cmd, outcome, _reap_or_abandon(cmd, proc, reap))
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    stdout, stderr = (_text(b) for b in outcome)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, stdout, stderr)
+
+
+def _piped(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """cmd started in its own session, its outputs piped to us."""
+    log.debug("run: %s", shlex.join(cmd))
+    try:
+        return subprocess.Popen(
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise CommandFailed(cmd, f"{cmd[0]} is not installed") from None
+    except OSError as exc:
+        raise CommandFailed(cmd, f"cannot run {cmd[0]}: {exc.strerror or exc}") from None
+
+
+def _read_capped(
+    proc: subprocess.Popen[str], timeout: float, limit: int
+) -> tuple[bytes, bytes] | str:
+    """Both outputs of proc once it has ended (read from the pipes themselves, counted in
+    bytes), or why it must be killed."""
+    deadline = time.monotonic() + timeout
+    late = f"timed out after {timeout:g}s"
+    assert proc.stdout is not None and proc.stderr is not None
+    kept = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    with selectors.DefaultSelector() as selector:
+        for fd in kept:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return late
+            for key, _ in selector.select(left):
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fd)
+                kept[key.fd] += data
+                if len(kept[key.fd]) > limit:
+                    return f"more than {limit} bytes of output"
+    try:
+        proc.wait(max(deadline - time.monotonic(), 0.0))
+    except subprocess.TimeoutExpired:
+        return late
+    return bytes(kept[proc.stdout.fileno()]), bytes(kept[proc.stderr.fileno()])
 
 
 def _wait_bounded(

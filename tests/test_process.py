@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from hostos.errors import RuntimeFailure
-from hostos.process import CommandFailed, CommandTimedOut, run, run_bounded, spawn, start
+from hostos.process import (
+    CommandFailed,
+    CommandTimedOut,
+    run,
+    run_bounded,
+    run_capped,
+    spawn,
+    start,
+)
 
 
 def test_run_returns_the_output(caplog: pytest.LogCaptureFixture) -> None:
@@ -94,3 +102,45 @@ def test_start_leaves_the_waiting_to_the_caller() -> None:
     process = start(["sh", "-c", "echo said >&2; exit 2"])
     assert process.wait(10) == 2
     assert process.stderr is not None and process.stderr.read() == "said\n"
+
+
+def test_run_capped_returns_any_exit_status_and_the_environment_given(tmp_path: Path) -> None:
+    done = run_capped(
+        ["sh", "-c", 'echo "$HOSTOS_X"; echo err >&2; exit 3'],
+        timeout=5,
+        env={"HOSTOS_X": "given", "PATH": "/usr/bin:/bin"},
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (3, "given\n", "err\n")
+
+
+def test_run_capped_refuses_more_output_than_its_limit() -> None:
+    began = time.monotonic()
+    with pytest.raises(CommandFailed, match="more than 1000 bytes of output") as caught:
+        run_capped(["sh", "-c", "yes; sleep 30"], timeout=30, limit=1000)
+    assert not isinstance(caught.value, CommandTimedOut)
+    assert time.monotonic() - began < 5
+    assert run_capped(["head", "-c", "1000", "/dev/zero"], timeout=5, limit=1000).stdout
+
+
+def test_run_capped_kills_the_process_group_at_the_timeout(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    began = time.monotonic()
+    with pytest.raises(CommandTimedOut, match=r"timed out after 0.3s") as caught:
+        run_capped(["sh", "-c", f"sleep 30 & echo $! > {pid_file}; wait"], timeout=0.3)
+    assert caught.value.why == "timed out after 0.3s"
+    assert time.monotonic() - began < 2.5
+    child = int(pid_file.read_text())
+    time.sleep(0.1)
+    assert (
+        not Path(f"/proc/{child}").exists()
+        or Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
+    )
+
+
+def test_run_capped_names_what_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(CommandFailed, match="hostos-no-such-tool is not installed"):
+        run_capped(["hostos-no-such-tool"], timeout=5)
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(CommandFailed, match=r"cannot run .*not-executable: Permission denied"):
+        run_capped([str(script)], timeout=5)

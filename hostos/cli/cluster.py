@@ -254,25 +254,41 @@ def start(
     ],
     server: ServerOpt,
     max_unavailable: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="nodes out at once: a count, or a percentage of the role's nodes (25%)",
+            help="nodes out at once: a count, or a percentage of the role's nodes (25%) "
+            "[default: the role's rollout.max_unavailable, else 1]",
             metavar="N|PERCENT",
         ),
-    ] = "1",
-    canary: Annotated[int, typer.Option(help="nodes updated first, alone", metavar="N")] = 0,
-    health_timeout: Annotated[
-        str,
+    ] = None,
+    canary: Annotated[
+        int | None,
         typer.Option(
-            help="how long a node may take from its grant to healthy (10m, 90s)",
+            help="nodes updated first, alone [default: the role's rollout.canary, else 0]",
+            metavar="N",
+        ),
+    ] = None,
+    health_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="how long a node may take from its grant to healthy (10m, 90s) "
+            "[default: the role's rollout.health_timeout, else 10m]",
             metavar="DURATION",
         ),
-    ] = "10m",
+    ] = None,
     auto_rollback: Annotated[
         bool,
         typer.Option(
             "--auto-rollback",
-            help="on a failure, give every updated node its previous image back",
+            help="on a failure, give every updated node its previous image back "
+            "[default: the role's rollout.auto_rollback, else off]",
+        ),
+    ] = False,
+    no_drain: Annotated[
+        bool,
+        typer.Option(
+            "--no-drain",
+            help="reboot without the drain the role's rollout asks for: running jobs die",
         ),
     ] = False,
     previous: Annotated[
@@ -288,19 +304,25 @@ def start(
     """Start rolling ROLE's nodes onto --image."""
     from hostos.site.quantity import parse_duration
 
+    timeout = None
     try:
-        timeout = parse_duration(health_timeout)
+        timeout = None if health_timeout is None else parse_duration(health_timeout)
     except ValueError as exc:
         fail(f"--health-timeout: {exc}", EXIT_INPUT)
-    unavailable: int | str = int(max_unavailable) if max_unavailable.isdigit() else max_unavailable
+    unavailable: int | str | None = (
+        int(max_unavailable)
+        if max_unavailable is not None and max_unavailable.isdigit()
+        else max_unavailable
+    )
     request = {
         "role": role,
         "image": image,
         "max_unavailable": unavailable,
         "canary": canary,
         "health_timeout": timeout,
-        "auto_rollback": auto_rollback,
+        "auto_rollback": True if auto_rollback else None,
         "previous_image": previous,
+        "drain": not no_drain,
     }
     client = admin_client(server, admin_token_file)
     status = remote(lambda: client.start_rollout(request))
@@ -308,6 +330,7 @@ def start(
         f"started {status['id']}: {role} {status['spec']['previous_image']} → {image}, "
         f"{status['max_unavailable']} at a time"
         + (f", canaries {', '.join(status['canaries'])}" if status["canaries"] else "")
+        + f", {drain_words(status['spec'])}"
     )
     if watch:
         raise typer.Exit(remote(lambda: follow(client, role)))

@@ -573,6 +573,18 @@ def serve(
             metavar="PER-SECOND",
         ),
     ] = HEARTBEAT_RATE,
+    drain_hooks: Annotated[
+        str | None,
+        typer.Option(
+            help="the programs a role's generic rollout.drain may run (plain names in DIR); "
+            "none: only drain: slurm",
+            metavar="DIR",
+        ),
+    ] = None,
+    drain_interval: Annotated[
+        float,
+        typer.Option(help="seconds between two job counts of a draining node", metavar="SECONDS"),
+    ] = 5.0,
 ) -> None:
     """The cluster server: site generations, node heartbeats, FleetLock slots, iPXE boot."""
     from hostos.cluster.server.serve import BadOption, options, serve
@@ -580,7 +592,15 @@ def serve(
 
     try:
         opts = options(
-            listen, store, admin_token_file, images, public_url, boot_tokens, heartbeat_rate
+            listen,
+            store,
+            admin_token_file,
+            images,
+            public_url,
+            boot_tokens,
+            heartbeat_rate,
+            drain_hooks,
+            drain_interval,
         )
     except BadOption as exc:
         fail(str(exc), EXIT_INPUT)

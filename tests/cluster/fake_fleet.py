@@ -124,14 +124,20 @@ class Fleet:
 
 
 def setup_fleet(
-    server: Server, count: int, role: str = "compute", **special: dict[str, object]
+    server: Server,
+    count: int,
+    role: str = "compute",
+    rollout: dict[str, object] | None = None,
+    **special: dict[str, object],
 ) -> Fleet:
-    """Publish a site of count nodes n1… of role (on img-1), register img-1 and img-2, and
-    make a fake node of each with its own token; special maps ids to FakeNode fields."""
+    """Publish a site of count nodes n1… of role (on img-1, with the role's rollout policy
+    when given), register img-1 and img-2, and make a fake node of each with its own token;
+    special maps ids to FakeNode fields."""
     ids = [f"n{i}" for i in range(1, count + 1)]
+    policy = {"rollout": rollout} if rollout is not None else {}
     with server.client() as admin:
         site = {
-            "roles": {role: {"role": role, "image": "img-1", "units": []}},
+            "roles": {role: {"role": role, "image": "img-1", "units": [], **policy}},
             "nodes": {i: {"role": role} for i in ids},
         }
         assert admin.post("/v1/site", json=site).status_code == 200

@@ -123,6 +123,16 @@ def test_a_failing_store_answers_json(images: Path) -> None:
         ({"roles": [], "nodes": {}}, 400, "bad_request"),
         ({"roles": {}, "nodes": {"n": {"role": "nope"}}}, 400, "bad_request"),
         ("not an object", 422, "bad_request"),
+        ({"roles": {"c": {"rollout": {"canary": -1}}}, "nodes": {}}, 400, "bad_request"),
+        ({"roles": {"c": {"rollout": {"drain": {"kind": "x"}}}}, "nodes": {}}, 400, "bad_request"),
+        (
+            {
+                "roles": {"c": {"rollout": {"drain": {"kind": "commands", "command": ["/x"]}}}},
+                "nodes": {},
+            },
+            400,
+            "bad_request",
+        ),
     ],
 )
 def test_bad_site_bodies(images: Path, body: Any, status: int, kind: str) -> None:

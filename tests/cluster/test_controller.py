@@ -19,6 +19,7 @@ from hostos.cluster.rollout.plan import (
     Kind,
     NodeState,
     Rollout,
+    RolloutError,
     RolloutSpec,
     Workload,
     plan,
@@ -31,6 +32,7 @@ from hostos.cluster.store.fleet import FleetStore, NotFound
 from hostos.cluster.store.url import open_kv
 from hostos.errors import RuntimeFailure
 from hostos.site.drain import Drain
+from hostos.site.rollout import RolloutPolicy
 
 IDS = ["n1", "n2", "n3", "n4"]
 
@@ -197,6 +199,40 @@ def test_a_round_grants_within_the_limit_and_the_node_record_says_so(state: Flee
         "granted",
         "granted",
     ]
+
+
+def test_the_operator_overrides_the_roles_policy_which_overrides_the_defaults() -> None:
+    policy = RolloutPolicy(max_unavailable="25%", health_timeout=900.0, drain=Drain("slurm"))
+    asked = controller.spec_for(controller.Ask("compute", "img-2", canary=2), policy)
+    assert (asked.max_unavailable, asked.canary, asked.health_timeout) == ("25%", 2, 900.0)
+    assert asked.auto_rollback is False and asked.drain == Drain("slurm")
+    mine = controller.Ask("compute", "img-2", max_unavailable=3, auto_rollback=True, drain=False)
+    assert controller.spec_for(mine, policy) == RolloutSpec(
+        "compute", "img-2", "", 3, 0, 900.0, True, None
+    )
+    assert controller.spec_for(controller.Ask("c", "i"), RolloutPolicy()) == RolloutSpec(
+        "c", "i", ""
+    )
+
+
+def test_a_rollout_starts_with_the_policy_of_the_published_role(state: FleetStore) -> None:
+    drain = Drain("commands", ("d", "{node}"), ("c", "{node}"), timeout=60.0)
+    policy = RolloutPolicy(max_unavailable=3, drain=drain)
+    site = SiteDocument(
+        {"compute": {"image": "img-1", "rollout": policy.to_json()}},
+        {i: {"role": "compute"} for i in IDS},
+    )
+    state.publish(site)
+    stored = controller.start_asked(state, controller.Ask("compute", "img-2"))
+    assert stored.rollout.max_unavailable == 3 and stored.rollout.spec.drain == drain
+
+
+def test_a_bad_stored_policy_refuses_the_start(state: FleetStore) -> None:
+    roles = {"compute": {"image": "img-1", "rollout": {"canary": -1}}}
+    state.publish(SiteDocument(roles, {i: {"role": "compute"} for i in IDS}))
+    with pytest.raises(RolloutError, match=r"rollout policy in the published site: .*canary"):
+        controller.start_asked(state, controller.Ask("compute", "img-2"))
+    assert controller.read(state.kv, "compute") is None
 
 
 class Drained:

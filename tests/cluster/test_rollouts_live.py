@@ -97,6 +97,59 @@ def test_eight_nodes_two_at_a_time(server: Server) -> None:
     assert [r["id"] for r in history] == [started["id"]]
 
 
+HOOKS = {
+    "drain": 'echo "$1" >> "$STATE/drained"\n',
+    "jobs": 'if [ -e "$STATE/job-$1" ]; then echo 1; exit 1; fi\n',
+    "resume": 'echo "$1" >> "$STATE/resumed"\n',
+}
+
+
+def test_a_generic_drain_waits_for_the_busy_nodes_job(tmp_path: Path) -> None:
+    """The role's generic drain, run by a real server from its hooks directory: the idle
+    nodes reboot first, the busy one only once its job is over, every node is resumed."""
+    hooks, state = tmp_path / "hooks", tmp_path / "state"
+    hooks.mkdir()
+    state.mkdir()
+    for name, body in HOOKS.items():
+        (hooks / name).write_text(f"#!/bin/sh\nSTATE={state}\n{body}")
+        (hooks / name).chmod(0o755)
+    (state / "job-n1").write_text("running\n")
+    (tmp_path / "a").mkdir()
+    drain = {"kind": "commands", "command": ["drain", "{node}"], "check": ["jobs", "{node}"]}
+    drain["resume"] = ["resume", "{node}"]
+    running = start_server(
+        tmp_path / "a",
+        f"sqlite://{tmp_path / 'cluster.db'}",
+        options=["--drain-hooks", str(hooks), "--drain-interval", "0.2"],
+    )
+    try:
+        fleet = setup_fleet(running, 4, rollout={"drain": drain, "max_unavailable": 1})
+        with fleet.running():
+            wait_for(lambda: all(n.steady_sent for n in fleet.nodes.values()), 10)
+            assert start(running, health_timeout=60)["spec"]["drain"]["kind"] == "commands"
+            busy = wait_for(lambda: _only_busy_left(running), 60)
+            assert fleet.order == ["n2", "n3", "n4"], fleet.order  # idle first; n1 waits
+            assert isinstance(busy, dict) and busy["nodes"]["n1"]["jobs"] == 1
+            (state / "job-n1").unlink()  # the job ends
+            done = wait_for(lambda: state_is(running, "done", "paused"), 60)
+    finally:
+        stop_server(running)
+    assert isinstance(done, dict) and done["state"] == "done", done
+    assert fleet.order == ["n2", "n3", "n4", "n1"]
+    assert sorted((state / "drained").read_text().split()) == ["n1", "n2", "n3", "n4"]
+    assert sorted((state / "resumed").read_text().split()) == ["n1", "n2", "n3", "n4"]
+    kinds = [(e["kind"], e["node"]) for e in done["log"] if e["node"] == "n1"]
+    assert kinds.index(("drain", "n1")) < kinds.index(("grant", "n1"))
+    assert kinds.index(("grant", "n1")) < kinds.index(("resume", "n1"))
+
+
+def _only_busy_left(server: Server) -> dict[str, Any] | None:
+    found = status(server)
+    states = node_states(found)
+    idle_done = all(states[n] == "done" for n in ("n2", "n3", "n4"))
+    return found if idle_done and states["n1"] == "draining" else None
+
+
 def test_a_failing_canary_pauses_and_nothing_else_is_touched(server: Server) -> None:
     fleet = setup_fleet(server, 4, n1={"bad": frozenset({"img-2"})})
     with fleet.running():

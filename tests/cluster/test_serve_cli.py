@@ -34,6 +34,9 @@ BAD = [
     (["--images", "/nonexistent/images"], "--images /nonexistent/images: not a directory"),
     (["--public-url", "10.0.0.1:8080"], "--public-url '10.0.0.1:8080': expected http://"),
     (["--heartbeat-rate", "0"], "--heartbeat-rate 0: expected heartbeats a second above 0"),
+    (["--drain-hooks", "/nonexistent/hooks"], "--drain-hooks /nonexistent/hooks: not a directory"),
+    (["--drain-interval", "0"], "--drain-interval 0: expected seconds from 0.1 to 3600"),
+    (["--drain-interval", "nan"], "--drain-interval nan: expected seconds from 0.1 to 3600"),
 ]
 
 

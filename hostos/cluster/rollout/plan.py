@@ -49,7 +49,7 @@ it reboots, and comes back after:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -57,6 +57,7 @@ from typing import Any, TypeVar
 from hostos.cluster import pacing
 from hostos.cluster.records import RecordError
 from hostos.site.drain import Drain, DrainError
+from hostos.site.rollout import check_canary, check_max_unavailable, check_seconds
 
 SILENT_AFTER = pacing.SILENT_AFTER  # seconds without a heartbeat: out (or 3 paced beats)
 
@@ -370,30 +371,28 @@ def grant_refused(rollout: Rollout, before: Rollout, node: str) -> Rollout:
 
 
 def resolve_max_unavailable(value: int | str, nodes: int) -> int:
-    """A count, or a percentage of nodes rounded down; at least 1 either way."""
-    if isinstance(value, bool):
-        raise RolloutError(f"max_unavailable: expected a count or a percentage, got {value}")
-    if isinstance(value, int):
-        if value < 1:
-            raise RolloutError(f"max_unavailable: must be at least 1, got {value}")
-        return value
-    text = value.strip()
-    number = text.removesuffix("%").strip()
-    if not text.endswith("%") or not number.isdigit() or not 0 < int(number) <= 100:
-        raise RolloutError(
-            f"max_unavailable: expected a count or a percentage like '25%' (1-100), got {value!r}"
-        )
-    return max(1, nodes * int(number) // 100)
+    """A count, or a percentage of nodes rounded down; at least 1 either way (the site's
+    rule for the value: hostos.site.rollout)."""
+    checked = _rule("max_unavailable", check_max_unavailable, value)
+    if isinstance(checked, int):
+        return checked
+    return max(1, nodes * int(checked[:-1]) // 100)
 
 
 def _check_spec(spec: RolloutSpec) -> None:
     if spec.target_image == spec.previous_image:
         raise RolloutError(f"target image {spec.target_image} is the previous image already")
-    if spec.canary < 0:
-        raise RolloutError(f"canary: must be 0 or more, got {spec.canary}")
-    if spec.health_timeout <= 0:
-        raise RolloutError(f"health_timeout: must be positive, got {spec.health_timeout}")
+    _rule("canary", check_canary, spec.canary)
+    _rule("health_timeout", check_seconds, spec.health_timeout)
     resolve_max_unavailable(spec.max_unavailable, 1)
+
+
+def _rule(key: str, check: Callable[[Any], T], value: Any) -> T:
+    """check(value), its complaint a RolloutError naming key."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise RolloutError(f"{key}: {exc}") from None
 
 
 def _expect(rollout: Rollout, what: str, *states: State) -> None:
@@ -745,6 +744,7 @@ def _grant_reason(
 
 _REQUIRED: Any = object()
 _E = TypeVar("_E", bound=StrEnum)
+T = TypeVar("T")
 
 
 def _object(data: Any, what: str) -> Mapping[str, Any]:

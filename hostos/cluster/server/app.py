@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +31,7 @@ from hostos import __version__
 from hostos.cluster import auth, pacing
 from hostos.cluster.auth import Principal
 from hostos.cluster.auth import Scope as Access
-from hostos.cluster.records import ImageRecord, NodeRecord, SiteDocument
+from hostos.cluster.records import ImageRecord, NodeRecord, RecordError, SiteDocument
 from hostos.cluster.server.answers import HTTP_KINDS, KNOWN, ApiError
 from hostos.cluster.server.changes import Changes
 from hostos.cluster.server.nodeapi import NodePath, NodeTraffic, node_route, require
@@ -40,6 +40,7 @@ from hostos.cluster.store.fleet import FleetStore, NotFound
 from hostos.image import netboot
 from hostos.image.netboot import NodeBoot
 from hostos.logfmt import kv
+from hostos.site.rollout import rollout_policy
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("hostos.access")
@@ -260,12 +261,25 @@ def create_app(state: FleetStore, settings: Settings) -> FastAPI:
 # -- the site, images, tokens (admin) ------------------------------------------------------
 
 
+def checked_site(body: Any) -> SiteDocument:
+    """A published site as stored: its shape (RecordError) and each role's rollout policy,
+    which the controller reads back at every rollout start (same rules as the site's)."""
+    site = SiteDocument.from_json(body)
+    for name, role in site.roles.items():
+        if isinstance(role, Mapping):
+            try:
+                rollout_policy(role)
+            except ValueError as exc:
+                raise RecordError(f"roles.{name}: {exc}") from None
+    return site
+
+
 def _site_routes(app: FastAPI, state: FleetStore, settings: Settings, traffic: NodeTraffic) -> None:
     @app.post("/v1/site", max_body_size=settings.max_site_body)
     def publish(body: JsonBody, who: Who) -> dict[str, Any]:
         """Publish a resolved site: a new generation when its hash changed."""
         require(who, Access.admin)
-        published = state.publish(SiteDocument.from_json(body))
+        published = state.publish(checked_site(body))
         return {
             "generation": published.generation,
             "hash": published.hash,
@@ -276,7 +290,7 @@ def _site_routes(app: FastAPI, state: FleetStore, settings: Settings, traffic: N
     def diff(body: JsonBody, who: Who) -> dict[str, Any]:
         """What publishing this site would change (nothing is written)."""
         require(who, Access.admin)
-        new, current = SiteDocument.from_json(body), state.generation()
+        new, current = checked_site(body), state.generation()
         return {
             "generation": current.generation if current else 0,
             "changed": current is None or current.hash != new.hash(),

@@ -53,6 +53,7 @@ from hostos.cluster.store import keys
 from hostos.cluster.store.fleet import Contention, FleetStore, NotFound
 from hostos.cluster.store.kv import KV, MAX_TXN_OPS, Compacted, Compare, Entry
 from hostos.logfmt import kv as logfmt
+from hostos.site.rollout import RolloutPolicy, rollout_policy
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -229,6 +230,48 @@ def read(kv: KV, role: str) -> tuple[Stored, int] | None:
 
 def current(kv: KV) -> list[Stored]:
     return [Stored.from_json(keys.decode(e.value)) for e in kv.range(keys.ROLLOUTS_CURRENT)]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What an operator asks for at start; a value left None comes from the role's
+    `rollout:` in the published site, else from RolloutSpec's defaults."""
+
+    role: str
+    target_image: str
+    previous_image: str = ""
+    max_unavailable: int | str | None = None
+    canary: int | None = None
+    health_timeout: float | None = None
+    auto_rollback: bool | None = None
+    drain: bool = True  # False: reboot without the role's drain (jobs on the nodes die)
+
+
+def spec_for(ask: Ask, policy: RolloutPolicy) -> RolloutSpec:
+    """The rollout spec: the operator's values over the role's policy over the defaults."""
+    default = RolloutSpec(ask.role, ask.target_image, ask.previous_image)
+    chosen = {
+        key: next(
+            (v for v in (getattr(ask, key), getattr(policy, key)) if v is not None),
+            getattr(default, key),
+        )
+        for key in ("max_unavailable", "canary", "health_timeout", "auto_rollback")
+    }
+    return dataclasses.replace(default, **chosen, drain=policy.drain if ask.drain else None)
+
+
+def start_asked(state: FleetStore, ask: Ask) -> Stored:
+    """Start a rollout as an operator asked, with the role's policy from the current
+    generation (checked again: the store is input too)."""
+    site = state.generation()
+    if site is None or ask.role not in site.roles:
+        raise NotFound(f"no role '{ask.role}' in the current site generation")
+    role_spec = site.roles[ask.role]
+    try:
+        policy = rollout_policy(role_spec if isinstance(role_spec, Mapping) else {})
+    except ValueError as exc:
+        raise RolloutError(f"the role's rollout policy in the published site: {exc}") from None
+    return start_rollout(state, spec_for(ask, policy))
 
 
 def start_rollout(state: FleetStore, spec: RolloutSpec) -> Stored:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from hostos.cluster.auth import Scope as Access
-from hostos.cluster.rollout.plan import NodeState, RolloutError, RolloutSpec
+from hostos.cluster.rollout.plan import NodeState, RolloutError
 from hostos.cluster.server import controller
 from hostos.cluster.server.app import Who, error_response
 from hostos.cluster.server.nodeapi import require
@@ -31,12 +31,23 @@ class RolloutRequest(BaseModel):
     previous_image: str | None = Field(
         None, description="the image to roll back to; default: what the role's nodes run"
     )
-    max_unavailable: int | str = Field(1, description="nodes out at once: N or 'P%'")
-    canary: int = Field(0, description="nodes updated first, alone")
-    health_timeout: float = Field(
-        600.0, description="seconds from a grant until a node not done has failed"
+    max_unavailable: int | str | None = Field(
+        None, description="nodes out at once: N or 'P%' (default: the role's rollout, else 1)"
     )
-    auto_rollback: bool = False
+    canary: int | None = Field(
+        None, description="nodes updated first, alone (default: the role's rollout, else 0)"
+    )
+    health_timeout: float | None = Field(
+        None,
+        description="seconds from a grant until a node not done has failed "
+        "(default: the role's rollout, else 600)",
+    )
+    auto_rollback: bool | None = Field(
+        None, description="on a failure, roll back (default: the role's rollout, else off)"
+    )
+    drain: bool = Field(
+        True, description="false: reboot without the role's drain (running jobs die)"
+    )
 
 
 def summary(stored: controller.Stored) -> dict[str, Any]:
@@ -64,7 +75,7 @@ def add_rollout_routes(app: FastAPI, state: FleetStore) -> None:
     def start(body: RolloutRequest, who: Who) -> dict[str, Any]:
         """Start rolling role's nodes onto image, a few reboots at a time."""
         require(who, Access.admin)
-        spec = RolloutSpec(
+        ask = controller.Ask(
             body.role,
             body.image,
             body.previous_image or "",
@@ -72,8 +83,9 @@ def add_rollout_routes(app: FastAPI, state: FleetStore) -> None:
             canary=body.canary,
             health_timeout=body.health_timeout,
             auto_rollback=body.auto_rollback,
+            drain=body.drain,
         )
-        return summary(controller.start_rollout(state, spec))
+        return summary(controller.start_asked(state, ask))
 
     @app.get("/v1/rollouts")
     def rollouts(who: Who) -> list[dict[str, Any]]:

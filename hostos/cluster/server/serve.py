@@ -23,6 +23,7 @@ SHUTDOWN_SECONDS = 3  # long-polls still open then are cut; agents poll again
 # after a server restart or a power-on; the kernel caps it at net.core.somaxconn
 BACKLOG = 65535
 GC_YOUNG, GC_MIDDLE, GC_FULL = 700, 10, 10_000  # gc.set_threshold (CPython: 700, 10, 10)
+DRAIN_INTERVAL = 5.0  # seconds between two job counts of a draining node
 
 
 def raise_file_limit() -> int:
@@ -55,6 +56,8 @@ class ServeOptions:
     public_url: str | None
     boot_tokens: bool
     heartbeat_rate: float
+    drain_hooks: Path | None = None  # the generic drain's programs, and nothing else
+    drain_interval: float = DRAIN_INTERVAL
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -115,8 +118,16 @@ def options(
     public_url: str | None,
     boot_tokens: bool,
     heartbeat_rate: float = pacing.RATE,
+    drain_hooks: str | None = None,
+    drain_interval: float = DRAIN_INTERVAL,
 ) -> ServeOptions:
     host, port = parse_listen(listen)
+    hooks = check_hooks(drain_hooks)
+    if not (0.1 <= drain_interval <= 3600):
+        raise BadOption(
+            f"--drain-interval {drain_interval:g}: expected seconds from 0.1 to 3600, "
+            f"e.g. {DRAIN_INTERVAL:g}"
+        )
     if not heartbeat_rate > 0:
         raise BadOption(
             f"--heartbeat-rate {heartbeat_rate:g}: expected heartbeats a second "
@@ -142,7 +153,19 @@ def options(
         public_url,
         boot_tokens,
         heartbeat_rate,
+        hooks,
+        drain_interval,
     )
+
+
+def check_hooks(path: str | None) -> Path | None:
+    """The drain hooks directory, absolute; BadOption when it is not a directory."""
+    if path is None:
+        return None
+    hooks = Path(path).absolute()
+    if not hooks.is_dir():
+        raise BadOption(f"--drain-hooks {path}: not a directory")
+    return hooks
 
 
 def quiet_gc() -> None:
@@ -166,12 +189,14 @@ def serve(opts: ServeOptions) -> None:
 
     from hostos.cluster.server.app import Settings, create_app
     from hostos.cluster.server.controller import Controller
+    from hostos.cluster.server.drainer import Drainer
     from hostos.cluster.server.rollouts import add_rollout_routes
     from hostos.cluster.store.fleet import FleetStore
     from hostos.cluster.store.url import open_kv
 
     kv = open_kv(opts.store)
     controller = None
+    drainer = Drainer(opts.drain_hooks, interval=opts.drain_interval)
     try:
         settings = Settings(
             opts.admin_token,
@@ -183,7 +208,9 @@ def serve(opts: ServeOptions) -> None:
         state = FleetStore(kv)
         app = create_app(state, settings)
         add_rollout_routes(app, state)
-        controller = Controller(state)  # acts only on the replica holding the claim
+        # acts only on the replica holding the claim, and so does its drainer
+        controller = Controller(state, drainer=drainer)
+        drainer.start()
         controller.start()
         log.info(
             "hostos serve on %s:%s, store %s, open files up to %s",
@@ -205,5 +232,6 @@ def serve(opts: ServeOptions) -> None:
     finally:
         if controller is not None:
             controller.stop()
+        drainer.stop()
         kv.close()
         opts.listener.close()
