@@ -103,6 +103,13 @@ def rollout_options(parser: argparse.ArgumentParser) -> None:
         "them running a job of up to 5 x the reboot time (0: not; e.g. 0.3)",
     )
     add(
+        "--drain-reboot",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long a simulated reboot takes in the drain rollout (default: --reboot)",
+    )
+    add(
         "--drain-interval",
         type=float,
         default=0.25,
@@ -188,6 +195,8 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[str, i
         parser.error("need agents ≥ --rollout-nodes ≥ 1 and --slots ≥ 1")
     if not 0 <= args.drain_jobs <= 1 or not 0 < args.drain_interval <= 60:
         parser.error("need 0 ≤ --drain-jobs ≤ 1 and 0 < --drain-interval ≤ 60")
+    if not 0 <= args.drain_reboot <= 3600:
+        parser.error("need 0 ≤ --drain-reboot ≤ 3600 (0: --reboot)")
     return args, stores
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import subprocess
@@ -341,6 +342,12 @@ class Generated:
             "intervals": dict(Counter(str(a.interval) for a in agents)),
             "errors": sum(self.stats.errors.values()),
         }
+
+    async def op_reboot(self, seconds: float) -> Any:
+        """From now on, each agent's reboot takes seconds."""
+        for agent in self.agents:
+            agent.settings = dataclasses.replace(agent.settings, reboot=seconds)
+        return {"ok": True}
 
     async def op_beats(self, since: float, until: float) -> Any:
         return {"latencies": [s for end, s in self.stats.beats if since <= end < until]}

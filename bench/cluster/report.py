@@ -265,9 +265,9 @@ def _drain_line(opts: Options) -> list[str]:
     if opts.drain_jobs <= 0:
         return []
     return [
-        f"- drain rollout: {opts.drain_jobs:.0%} of the role's nodes with a job of up to "
-        f"{JOBS_PER_REBOOT:g} {TIMES} the reboot (seed {opts.job_seed}), the servers' "
-        f"`--drain-interval {opts.drain_interval:g}`"
+        f"- drain rollout: reboot {opts.drain_reboot_time:g} s, {opts.drain_jobs:.0%} of the "
+        f"role's nodes with a job of up to {JOBS_PER_REBOOT:g} {TIMES} the reboot (seed "
+        f"{opts.job_seed}), the servers' `--drain-interval {opts.drain_interval:g}`"
     ]
 
 

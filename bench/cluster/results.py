@@ -32,7 +32,13 @@ class Options:
     heartbeat_rate: float
     drain_jobs: float = 0.0  # the drain rollout's nodes with a job (0: no drain rollout)
     drain_interval: float = 0.25  # the servers' --drain-interval
+    drain_reboot: float = 0.0  # a simulated reboot in the drain rollout (0: reboot's)
     job_seed: int = 1  # which nodes run jobs, and how long
+
+    @property
+    def drain_reboot_time(self) -> float:
+        """How long a simulated reboot takes in the drain rollout."""
+        return self.drain_reboot or self.reboot
 
 
 def max_out(reboots: Sequence[dict[str, Any]]) -> int:

@@ -322,11 +322,14 @@ class Runner:
         nodes, slots = opts.rollout_nodes, opts.slots
         publish = opts.publishes + 1  # a generation of its own: the role's drain added
         self.publish(site(ids, nodes, publish, jobs.role_rollout()))
-        longest = jobs.JOBS_PER_REBOOT * opts.reboot
+        reboot = opts.drain_reboot_time
+        if reboot != opts.reboot:
+            ask(self.generators, op="reboot", seconds=reboot)
+        longest = jobs.JOBS_PER_REBOOT * reboot
         lengths = jobs.draw_jobs(ids[:nodes], opts.drain_jobs, longest, opts.job_seed)
         start = time.time()
         jobs.start_jobs(self.jobs, lengths, start)
-        bound = jobs.drain_bound(nodes, slots, opts.reboot, max(lengths.values(), default=0.0))
+        bound = jobs.drain_bound(nodes, slots, reboot, max(lengths.values(), default=0.0))
         ro, reboots = self.roll_out(ROLLOUT_ROLE, DRAIN_IMAGE, nodes, slots, bound)
         drained = jobs.hook_times(self.drain_state, "drain")
         result = drain_figures(ro, reboots, drained, lengths, start)
