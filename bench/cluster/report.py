@@ -72,14 +72,18 @@ def drain_targets(d: DrainRollout) -> list[str]:
     """A drain rollout's three targets: target | measured | met |."""
     r = d.rollout
     what = f"drain rollout of {r.nodes} nodes, {r.slots} at a time, {d.busy} with a job"
-    busy = f"{d.drained_busy} drained or rebooted with their job running"
+    busy = (
+        f"{d.drained_busy} drained or rebooted with their job running"
+        if d.drained_busy
+        else "no node drained or rebooted with its job running"
+    )
     return [
         f"{what}: ≤ {TARGET_DRAIN_ROLLOUT:g}{TIMES} max(ceil(N / S) {TIMES} reboot, longest job "
         f"+ reboot) = {r.bound:.1f} s | {r.wall:.1f} s = {r.ratio:.2f}{TIMES} "
         f"| {met(r.ratio <= TARGET_DRAIN_ROLLOUT and r.state == 'done')} |",
         f"{what}: zero jobs interrupted | {d.interrupted} | {met(d.interrupted == 0)} |",
         f"{what}: idle nodes all done before the first busy one | "
-        f"{_yes(d.idle_first)} ({busy}) | {met(d.idle_first)} |",
+        f"{_yes(d.idle_first)}: {busy} | {met(d.idle_first)} |",
     ]
 
 
@@ -337,15 +341,18 @@ connection)."""
 DRAIN_HOW = f"""The drain rollout (`--drain-jobs`): after the other rollouts, the site is published
 again with the rollout role's `rollout: {{drain: {{command, check, resume}}}}` (the generic
 form; its programs are three sh scripts the bench writes into a hooks directory, the servers'
-`--drain-hooks`), and the role is rolled out to {DRAIN_IMAGE}. Just before `POST
-/v1/rollouts`, the seeded pick of nodes gets a job each, all starting then, of a length
-uniform up to {JOBS_PER_REBOOT:g} {TIMES} the reboot time: its end time in a file of a jobs
-directory. The check hook prints 1 and exits 1 while its node's job has not ended, else exits
-0; the drain and resume hooks mark the node drained or not and log the time. An agent counts
-its job interrupted when its pre-reboot is answered before its job's end. The bound is
-max(ceil(N / S) {TIMES} reboot, the longest job drawn + reboot); wall time as for the other
-rollouts. A node is busy when drained if its job had not ended when the drain hook ran for it;
-"idle nodes all done before the first busy one" compares the steady-state times of the nodes
-drained idle with those drained busy (met when no node was drained busy: a job that ended
-makes its node idle), and the nodes with a job at the start done before the last node
-without one are counted beside it."""
+`--drain-hooks`), the agents' reboot set to `--drain-reboot`, and the role is rolled out to
+{DRAIN_IMAGE}. Just before `POST /v1/rollouts`, the seeded pick of nodes gets a job each, all
+starting then, of a length uniform up to {JOBS_PER_REBOOT:g} {TIMES} the reboot time: its end
+time in a file of a jobs directory. The check hook prints 1 and exits 1 while its node's job
+has not ended, else exits 0; the drain and resume hooks mark the node drained or not and log
+the time. An agent counts its job interrupted when its pre-reboot is answered before its
+job's end. The bound is max(ceil(N / S) {TIMES} reboot, the longest job drawn + reboot); wall
+time as for the other rollouts. The servers count every pending and draining node's jobs
+each `--drain-interval` (one check program per node), and a drained node is granted only
+after a count that started after its drain: the interval is that wait, and the checks' cost.
+A node is busy when taken if its job had not ended when the drain hook ran for it (or, never
+drained, when it rebooted); "idle nodes all done before the first busy one" compares the
+steady-state times of the nodes taken idle with those taken busy: a job that ended makes its
+node idle, so with no node taken busy it is met. The nodes with a job at the start done
+before the last node without one are counted beside it."""

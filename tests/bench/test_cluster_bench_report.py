@@ -123,8 +123,8 @@ def test_a_drain_rollout_has_three_targets_and_its_rows() -> None:
     assert rows[-4].endswith(f"longest job + reboot) = 1.0 s | 1.2 s = 1.20{TIMES} | **NO** |")
     assert rows[-3].endswith("with a job: zero jobs interrupted | 0 | yes |")
     assert rows[-2].endswith(
-        "idle nodes all done before the first busy one | yes (0 drained or rebooted with their job "
-        "running) | yes |"
+        "idle nodes all done before the first busy one | yes: no node drained or rebooted with "
+        "its job running | yes |"
     )
     labels = [row.split(" | ")[0] for row in figures([result], OPTS)]
     assert "| drain rollout N=4 S=2: wall / bound" in labels
@@ -137,4 +137,4 @@ def test_a_drain_rollout_not_done_is_an_error() -> None:
     rows = targets([result])
     assert rows[-1].endswith("| zero errors | 1 | **NO** |")
     assert rows[-3].endswith("| 1 | **NO** |")
-    assert rows[-2].endswith("| no (1 drained or rebooted with their job running) | **NO** |")
+    assert rows[-2].endswith("| no: 1 drained or rebooted with their job running | **NO** |")
