@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from fake_fleet import wait_for
@@ -71,10 +71,14 @@ def slurm_conf(
     nodes: Mapping[str, str],
     state: Path,
     run: Path,
+    *,
     return_to_service: int = 2,
     slurmd_timeout: int = SLURMD_TIMEOUT,
+    cpus: Mapping[str, int] | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
-    """slurm.conf for nodes (name → NodeAddr), one CPU each, controller on address:port."""
+    """slurm.conf for nodes (name → NodeAddr), one CPU each unless cpus says otherwise, the
+    controller on address:port, one partition `all` of every node, and the extra lines."""
     lines = [
         f"ClusterName={cluster}",
         f"SlurmctldHost={socket.gethostname()}({controller})",
@@ -99,9 +103,12 @@ def slurm_conf(
         "KillWait=2",
         "InactiveLimit=0",
     ]
-    lines += [f"NodeName={n} NodeAddr={a} CPUs=1 State=UNKNOWN" for n, a in nodes.items()]
+    lines += [
+        f"NodeName={n} NodeAddr={a} CPUs={(cpus or {}).get(n, 1)} State=UNKNOWN"
+        for n, a in nodes.items()
+    ]
     lines.append(f"PartitionName=all Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE State=UP")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *extra]) + "\n"
 
 
 def boot_command(node: str, wait: float) -> list[str]:
@@ -124,16 +131,25 @@ class SlurmLab:
         tmp: Path,
         return_to_service: int = 2,
         slurmd_timeout: int = SLURMD_TIMEOUT,
+        cpus: Mapping[str, int] | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
-        """return_to_service: slurm.conf's ReturnToService.  With 2, a node back from a
-        reboot is used again unless drained, and slurmctld (22.05) takes no notice of the
-        reboot: a job killed by it shows RUNNING until the node's next periodic registration
-        (every 20th ping: 20 * SlurmdTimeout/3 s), then NODE_FAIL (or requeued).  With 1, the
-        rebooted node is `down` ("Node unexpectedly rebooted") as it registers, its jobs end
-        NODE_FAIL at once (or are requeued), and it stays down until resumed."""
+        """cpus: the CPUs of nodes with more than one (at most the machine's); extra: more
+        slurm.conf lines (a partition, say); return_to_service: slurm.conf's ReturnToService.
+
+        With ReturnToService=2 a node back from a reboot is used again unless drained, and
+        slurmctld (22.05) takes no notice of the reboot: a job it killed shows RUNNING until
+        the node's next periodic registration (every 20th ping: 20 * SlurmdTimeout/3 s),
+        then NODE_FAIL (or is requeued).  With 1 the rebooted node is `down` ("Node
+        unexpectedly rebooted") as it registers, its jobs end NODE_FAIL at once (or are
+        requeued), and it stays down until resumed."""
         self.lab = lab
-        self.return_to_service = return_to_service
-        self.slurmd_timeout = slurmd_timeout
+        self.settings: dict[str, Any] = {
+            "return_to_service": return_to_service,
+            "slurmd_timeout": slurmd_timeout,
+            "cpus": cpus,
+            "extra": extra,
+        }
         self.dir = tmp / "slurm"  # config, controller state, logs
         self.dir.mkdir()
         self.conf = self.dir / "slurm.conf"
@@ -171,8 +187,7 @@ class SlurmLab:
                 addresses,
                 self.dir / "state",
                 self.run_dir,
-                self.return_to_service,
-                self.slurmd_timeout,
+                **self.settings,
             )
         )
         self._start_munged()
