@@ -101,6 +101,7 @@ def slurm_conf(
         "MinJobAge=3600",  # finished jobs stay visible to `scontrol show job`
         f"SlurmdTimeout={slurmd_timeout}",
         "KillWait=2",
+        "SchedulerParameters=batch_sched_delay=0",  # a job starts at once, not ~3 s later
         "InactiveLimit=0",
     ]
     lines += [
@@ -276,9 +277,10 @@ class SlurmLab:
     def close(self) -> None:
         for node in list(self.slurmd):
             self.halt(node)
-        for process in (self.slurmctld, self.munged):
-            if process is not None:
-                terminate(process, 10)
+        if self.slurmctld is not None:  # its state dies with the lab; a shutdown with
+            terminate(self.slurmctld, 0)  # nodes gone would wait seconds for their answers
+        if self.munged is not None:
+            terminate(self.munged, 10)
         for out in self._logs:
             out.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)

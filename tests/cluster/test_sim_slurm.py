@@ -116,7 +116,7 @@ def test_the_drain_cycle_by_hand(lab: Lab, slurm: SlurmLab, server: Server, tmp_
         slurm.wait_states({"n1": "drained"})
         # every other node is busy: a new job waits rather than going to the drained node
         waiting = slurm.sbatch(wrap="sleep 1")
-        time.sleep(2)
+        time.sleep(4)  # twice the time a job takes here from submission (or resume) to start
         assert slurm.job(waiting)["JobState"] == "PENDING"
         slurm.command("scontrol", "update", "nodename=n1", "state=resume")
         assert slurm.wait_job(waiting, *ENDED)["NodeList"] == "n1"
