@@ -343,6 +343,22 @@ class SlurmLab:
         except AssertionError:
             raise AssertionError(f"not {dict(wanted)} within {timeout} s: {self.sinfo()}") from None
 
+    def wait_rebooted(self, node: str, before: str, timeout: float = 20.0) -> None:
+        """Until node's slurmd registered after a reboot: a BootTime (`node`) other than
+        before, and not `None` (what scontrol shows for a node resumed while its slurmd was
+        away), and a state without `*` (not responding)."""
+
+        def registered() -> bool:
+            now = self.node(node)
+            return now.get("BootTime") not in (before, "None", None) and "NOT_RESPONDING" not in (
+                now.get("State") or ""
+            )
+
+        try:
+            wait_for(registered, timeout, every=0.2)
+        except AssertionError:
+            raise AssertionError(f"{node} not back within {timeout} s: {self.node(node)}") from None
+
     def wait_job(self, job_id: str, *states: str, timeout: float = 20.0) -> dict[str, str]:
         """The job (as `job` gives it) once its JobState is one of states."""
         found: dict[str, str] = {}

@@ -49,11 +49,6 @@ def booted(
         yield sim
 
 
-def back_from_reboot(slurm: SlurmLab, node: str, before: str) -> None:
-    """Until node's slurmd registered again, with a boot time other than before."""
-    wait_for(lambda: slurm.node(node)["BootTime"] != before, 20)
-
-
 def reboot_under_a_job(sim: SimCluster, slurm: SlurmLab, node: str, seconds: int) -> str:
     """Reboot node while a job of seconds (not to be requeued) runs on it; the job's id,
     once node's slurmd registered again."""
@@ -61,7 +56,7 @@ def reboot_under_a_job(sim: SimCluster, slurm: SlurmLab, node: str, seconds: int
     job = slurm.sbatch("-w", node, "--no-requeue", wrap=f"sleep {seconds}")
     slurm.wait_job(job, "RUNNING")
     sim.reboot(node)
-    back_from_reboot(slurm, node, before)
+    slurm.wait_rebooted(node, before)
     return job
 
 
@@ -126,6 +121,6 @@ def test_the_drain_cycle_by_hand(lab: Lab, slurm: SlurmLab, server: Server, tmp_
         before = slurm.node("n1")["BootTime"]
         slurm.command("scontrol", "update", "nodename=n1", "state=drain", "reason=admin: bad dimm")
         sim.reboot("n1")
-        back_from_reboot(slurm, "n1", before)
+        slurm.wait_rebooted("n1", before)
         assert slurm.sinfo()["n1"] == ("drained", "admin: bad dimm")
         slurm.command("scancel", *busy)
