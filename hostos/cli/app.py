@@ -1,19 +1,27 @@
 """The typer app as a newcomer reads its help: commands in the order they are used, flags
-without a type beside them.
+without a type beside them; and commands made only when they are asked for.
 
 typer lists a group's sub-apps after its commands and shows `<bool>` after every flag
 (--dry-run, --help); `App` makes every command and group with the classes below, which
 list commands in the group's `order` and show a flag as just its name.
+
+typer makes the click command of every command and sub-app of a group before it runs the
+one asked for, and importing their modules and reading their signatures costs start-up
+time on every run: a group's `later` commands are made the first time they are asked for
+(by their name on the command line, in a help listing, by shell completion).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
+
+if TYPE_CHECKING:
+    from typer._click import Command as ClickCommand  # what a group's commands are
 
 
 def _bare_flags(params: list[Any]) -> None:
@@ -42,15 +50,59 @@ class Command(_BareFlags, TyperCommand):
     pass
 
 
+Register = Callable[["App"], None]  # adds one command or sub-app to the App it is given
+
+
 class Group(_BareFlags, TyperGroup):
-    """Commands in `order`, those not named there after them in the order they were made."""
+    """Commands in `order`, those not named there after them in the order they were made;
+    those in `later` are made when first asked for (see Later)."""
 
     order: ClassVar[tuple[str, ...]] = ()
+    later: ClassVar[Mapping[str, Register]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = Later(self.commands, self.later)
 
     def list_commands(self, ctx: Any) -> list[str]:
         made = list(self.commands)
         rank = {name: index for index, name in enumerate(self.order)}
         return sorted(made, key=lambda name: (rank.get(name, len(rank)), made.index(name)))
+
+
+class Later(MutableMapping[str, "ClickCommand"]):
+    """A group's commands by name: those typer made, then those made when first asked for.
+
+    A later command is registered on an App of its own, as it would be on the group's,
+    and typer makes it from there: the same command, help and behaviour either way."""
+
+    def __init__(self, made: Mapping[str, ClickCommand], later: Mapping[str, Register]) -> None:
+        self._later = dict(later)
+        self._commands: dict[str, ClickCommand | None] = {**made, **dict.fromkeys(later)}
+
+    def __getitem__(self, name: str) -> ClickCommand:
+        command = self._commands[name]
+        if command is None:
+            command = self._commands[name] = _made(name, self._later[name])
+        return command
+
+    def __setitem__(self, name: str, command: ClickCommand) -> None:
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+
+def _made(name: str, register: Register) -> ClickCommand:
+    alone = App(help="")
+    register(alone)
+    return typer.main.get_group(alone).commands[name]
 
 
 class App(typer.Typer):
