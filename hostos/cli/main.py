@@ -31,7 +31,7 @@ from hostos.cli.params import (
     SocketOpt,
 )
 from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 
 if TYPE_CHECKING:
     from hostos.engine.connect import EarlyEngine

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from hostos.backoff import Backoff
-from hostos.engine.base import Engine, EngineError, EngineKind, Observed, container_name
+from hostos.engine.base import Engine, EngineError, Observed, container_name
 from hostos.engine.connect import StartingService
+from hostos.engine.kind import EngineKind
 from hostos.errors import SiteError
 from hostos.logfmt import kv
 from hostos.mounts import state as mount_state
