@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hostos import __version__
-from hostos.cli.app import App, Group, Register
+from hostos.cli.app import App, Command, Group
 from hostos.cli.exits import EXIT_INPUT, EXIT_RUNTIME, fail, guarded
 from hostos.cli.output import Format, emit, emit_yaml, print_table
 from hostos.cli.params import (
@@ -34,44 +34,16 @@ from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
 from hostos.engine.kind import EngineKind
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hostos.engine.connect import EarlyEngine
     from hostos.node.holds import Holds
     from hostos.node.status import NodeStatus, UnitStatus
 
 
-def _supervise_command(app: App) -> None:
-    """`hostos supervise` made from its option table (hostos.cli.supervise)."""
-    from hostos.cli.params import table_command
-    from hostos.cli.supervise import DESCRIPTION, OPTIONS
-
-    app.command("supervise")(table_command("supervise", DESCRIPTION, OPTIONS, _supervise))
-
-
-def _tokens_commands(app: App) -> None:
-    """`hostos tokens …`."""
-    app.add_typer(tokens_app, name="tokens")
-
-
-def _rollout_commands(app: App) -> None:
-    """`hostos rollout …` (its module imports only typer; the client is imported lazily)."""
-    from hostos.cli.cluster import rollout_app
-
-    app.add_typer(rollout_app, name="rollout")
-
-
-def _image_commands(app: App) -> None:
-    """`hostos image …` (its module imports only typer; the work is imported lazily)."""
-    from hostos.cli.image import image_app
-
-    app.add_typer(image_app, name="image")
-
-
 class Commands(Group):
     """`hostos --help` lists the commands in the order a newcomer uses them: check and
-    look at a site, converge this machine and watch it, then the cluster, then the image.
-
-    supervise (made from its option table) and the groups are made only when asked for
-    (see hostos.cli.app.Later): `hostos apply` neither imports nor makes them."""
+    look at a site, converge this machine and watch it, then the cluster, then the image."""
 
     order = (
         "validate",
@@ -91,12 +63,6 @@ class Commands(Group):
         "image",
         "schema",
     )
-    later: ClassVar[Mapping[str, Register]] = {
-        "supervise": _supervise_command,
-        "tokens": _tokens_commands,
-        "rollout": _rollout_commands,
-        "image": _image_commands,
-    }
 
 
 app = App(
@@ -519,6 +485,19 @@ def _supervise(**given: Any) -> None:
     raise typer.Exit(supervise(Args.of(**given)))
 
 
+def _supervise_command(app: typer.Typer) -> None:
+    """`hostos supervise` made from its option table (hostos.cli.supervise)."""
+    from hostos.cli.params import table_command
+    from hostos.cli.supervise import DESCRIPTION, OPTIONS
+
+    app.command("supervise", cls=Command)(
+        table_command("supervise", DESCRIPTION, OPTIONS, _supervise)
+    )
+
+
+app.add_later("supervise", _supervise_command)
+
+
 @app.command()
 def down(engine: EngineOpt = EngineKind.auto, namespace: NamespaceOpt = "") -> None:
     """Stop and remove every container hostos owns here, dependents first."""
@@ -615,6 +594,7 @@ def serve(
 
 
 tokens_app = App(help="Node tokens (admin).")
+app.add_typer(tokens_app, name="tokens")
 
 
 @tokens_app.command("issue")
@@ -630,6 +610,26 @@ def tokens_issue(
 
     client = admin_client(server, admin_token_file)
     typer.echo(guarded(lambda: client.node_token(node)))
+
+
+def _image_commands(app: typer.Typer) -> None:
+    """`hostos image …` (its module is imported when the group is asked for)."""
+    from hostos.cli.image import image_app
+
+    app.add_typer(image_app, name="image")
+
+
+app.add_later("image", _image_commands)
+
+
+def _rollout_commands(app: typer.Typer) -> None:
+    """`hostos rollout …` (its module is imported when the group is asked for)."""
+    from hostos.cli.cluster import rollout_app
+
+    app.add_typer(rollout_app, name="rollout")
+
+
+app.add_later("rollout", _rollout_commands)
 
 
 def main() -> None:

@@ -104,8 +104,8 @@ def test_console_script_help_starts_fast() -> None:
 
 
 def test_a_command_imports_not_the_modules_of_the_others() -> None:
-    """supervise, rollout and image are made only when asked for (Commands.later): their
-    modules and option tables cost every other command start-up time."""
+    """A command is made only when asked for (hostos.cli.app.App): the modules and option
+    tables of supervise, rollout and image would cost every other command start-up time."""
     code = (
         f"import json, sys; sys.argv=['hostos', 'validate', {SITE!r}]\n"
         "from hostos.cli.main import main\n"
