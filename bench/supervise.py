@@ -56,7 +56,8 @@ from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect
 from hostos.engine.kind import EngineKind
 from hostos.engine.probe import ping
 from hostos.labels import NAMESPACE_LABEL, UNIT_LABEL
-from hostos.node.status import NodeStatus, read_status, socket_path
+from hostos.node.status import NodeStatus, read_status
+from hostos.node.status_socket import socket_path
 
 MODULE = "bench.supervise"
 log = logging.getLogger(MODULE)  # run as __main__, so not __name__

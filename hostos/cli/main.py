@@ -6,6 +6,7 @@ stays fast.  Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -256,9 +257,14 @@ def supervised(namespace: str) -> tuple[Mapping[str, str] | None, Holds]:
     """The mount sources and holds of the supervisor running for namespace (when its
     status API answers), for prepare(): plan and apply then show, and do, what it will."""
     from hostos.node.holds import NO_HOLDS
-    from hostos.node.status import read_status, socket_path
+    from hostos.node.status_socket import socket_path
 
-    live = read_status(socket_path(namespace))
+    path = socket_path(namespace)
+    if not os.path.exists(path):  # no supervisor here: the status types are not needed
+        return None, NO_HOLDS
+    from hostos.node.status import read_status
+
+    live = read_status(path)
     return (None, NO_HOLDS) if live is None else (live.sources(), live.holds())
 
 
@@ -444,7 +450,8 @@ def status(
     When a supervisor runs, its status API answers (with restarts, next retry, mounts);
     otherwise the engine is asked directly."""
     from hostos.cli.report import status_table
-    from hostos.node.status import read_status, socket_path
+    from hostos.node.status import read_status
+    from hostos.node.status_socket import socket_path
 
     live = read_status(socket or socket_path(namespace))
     rows = list(live.units) if live is not None else _engine_status(engine, namespace)
