@@ -100,7 +100,7 @@ class Later(MutableMapping[str, "ClickCommand"]):
 
 
 def _made(name: str, register: Register) -> ClickCommand:
-    alone = typer.Typer(add_completion=False)  # an App's settings that typer makes with
+    alone = typer.Typer(add_completion=False)  # what typer makes commands with: as an App's
     register(alone)
     return typer.main.get_group(alone).commands[name]
 
@@ -119,7 +119,7 @@ class App(typer.Typer):
     def __init__(self, *, help: str, group: type[Group] = Group) -> None:
         self.later: dict[str, Register] = {}
         super().__init__(
-            cls=type(group.__name__, (group,), {"later": self.later}),
+            cls=type(group.__name__, (group,), {"later": self.later}),  # this App's own
             help=help,
             no_args_is_help=True,
             add_completion=False,
@@ -142,6 +142,9 @@ class App(typer.Typer):
         return keep
 
     def add_typer(self, typer_instance: typer.Typer, **kwargs: Any) -> None:
+        """Mount typer_instance as the group `name` (required: without one, typer would make
+        its commands this app's own, all at once)."""
+
         def register(app: typer.Typer) -> None:
             app.add_typer(typer_instance, **kwargs)
 
