@@ -51,11 +51,13 @@ from bench.cli import BenchError
 from bench.processes import HOSTOS, PYTHON, Proc, child_env, start
 from bench.procfs import cpu_seconds, status_field, status_mib
 from bench.report import command, commit_line, git, machine, met, now, percentile, seconds
-from hostos.engine.base import Engine, EngineError, EngineKind
+from hostos.engine.base import Engine, EngineError
 from hostos.engine.connect import DOCKER_SOCKET, PODMAN_SOCKET, connect
+from hostos.engine.kind import EngineKind
 from hostos.engine.probe import ping
 from hostos.labels import NAMESPACE_LABEL, UNIT_LABEL
-from hostos.node.status import NodeStatus, read_status, socket_path
+from hostos.node.status import NodeStatus, read_status
+from hostos.node.status_socket import socket_path
 
 MODULE = "bench.supervise"
 log = logging.getLogger(MODULE)  # run as __main__, so not __name__

@@ -3,15 +3,17 @@
 0 ok, 1 a runtime failure (an engine or server away, a unit that did not start), 2 bad
 input (the site, an option, a request the server refuses).  Nothing here imports typer:
 `hostos supervise` parses its options with argparse on the node and ends the same way.
+hostos.errors is imported when a command reads input, not at every command's start-up.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from hostos.errors import Problem, RuntimeFailure, SiteError
+if TYPE_CHECKING:
+    from hostos.errors import Problem
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -39,6 +41,8 @@ def show_problems(problems: Sequence[Problem]) -> None:
 
 def guarded(action: Callable[[], T]) -> T:
     """Run action; bad input → its problems and exit 2; a runtime failure → exit 1."""
+    from hostos.errors import RuntimeFailure, SiteError
+
     try:
         return action()
     except SiteError as exc:

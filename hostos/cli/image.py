@@ -15,7 +15,7 @@ import typer
 from hostos.cli.app import App
 from hostos.cli.exits import fail
 from hostos.cli.image_boot import boot
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 
 image_app = App(help="The host image: a Debian base offline, the RAM-boot image, a qemu boot.")
 

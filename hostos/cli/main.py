@@ -6,6 +6,7 @@ stays fast.  Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from hostos import __version__
-from hostos.cli.app import App, Group
+from hostos.cli.app import App, Command, Group
 from hostos.cli.exits import EXIT_INPUT, EXIT_RUNTIME, fail, guarded
 from hostos.cli.output import Format, emit, emit_yaml, print_table
 from hostos.cli.params import (
@@ -29,12 +30,9 @@ from hostos.cli.params import (
     ServerOpt,
     SiteArg,
     SocketOpt,
-    table_command,
 )
-from hostos.cli.supervise import DESCRIPTION as SUPERVISE_DESCRIPTION
-from hostos.cli.supervise import OPTIONS as SUPERVISE_OPTIONS
 from hostos.cluster.pacing import RATE as HEARTBEAT_RATE
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -259,9 +257,14 @@ def supervised(namespace: str) -> tuple[Mapping[str, str] | None, Holds]:
     """The mount sources and holds of the supervisor running for namespace (when its
     status API answers), for prepare(): plan and apply then show, and do, what it will."""
     from hostos.node.holds import NO_HOLDS
-    from hostos.node.status import read_status, socket_path
+    from hostos.node.status_socket import socket_path
 
-    live = read_status(socket_path(namespace))
+    path = socket_path(namespace)
+    if not os.path.exists(path):  # no supervisor here: the status types are not needed
+        return None, NO_HOLDS
+    from hostos.node.status import read_status
+
+    live = read_status(path)
     return (None, NO_HOLDS) if live is None else (live.sources(), live.holds())
 
 
@@ -447,7 +450,8 @@ def status(
     When a supervisor runs, its status API answers (with restarts, next retry, mounts);
     otherwise the engine is asked directly."""
     from hostos.cli.report import status_table
-    from hostos.node.status import read_status, socket_path
+    from hostos.node.status import read_status
+    from hostos.node.status_socket import socket_path
 
     live = read_status(socket or socket_path(namespace))
     rows = list(live.units) if live is not None else _engine_status(engine, namespace)
@@ -488,9 +492,17 @@ def _supervise(**given: Any) -> None:
     raise typer.Exit(supervise(Args.of(**given)))
 
 
-app.command("supervise")(
-    table_command("supervise", SUPERVISE_DESCRIPTION, SUPERVISE_OPTIONS, _supervise)
-)
+def _supervise_command(app: typer.Typer) -> None:
+    """`hostos supervise` made from its option table (hostos.cli.supervise)."""
+    from hostos.cli.params import table_command
+    from hostos.cli.supervise import DESCRIPTION, OPTIONS
+
+    app.command("supervise", cls=Command)(
+        table_command("supervise", DESCRIPTION, OPTIONS, _supervise)
+    )
+
+
+app.add_later("supervise", _supervise_command)
 
 
 @app.command()
@@ -627,24 +639,24 @@ def tokens_issue(
     typer.echo(guarded(lambda: client.node_token(node)))
 
 
-def _image_commands() -> None:
-    """`hostos image …` (its module imports only typer; the work is imported lazily)."""
+def _image_commands(app: typer.Typer) -> None:
+    """`hostos image …` (its module is imported when the group is asked for)."""
     from hostos.cli.image import image_app
 
     app.add_typer(image_app, name="image")
 
 
-_image_commands()
+app.add_later("image", _image_commands)
 
 
-def _rollout_commands() -> None:
-    """`hostos rollout …` (its module imports only typer; the client is imported lazily)."""
+def _rollout_commands(app: typer.Typer) -> None:
+    """`hostos rollout …` (its module is imported when the group is asked for)."""
     from hostos.cli.cluster import rollout_app
 
     app.add_typer(rollout_app, name="rollout")
 
 
-_rollout_commands()
+app.add_later("rollout", _rollout_commands)
 
 
 def main() -> None:

@@ -3,19 +3,22 @@
 One row per option, read by both parsers: argparse here (the node's boot path,
 hostos.cli.supervise, which must not import typer) and typer in hostos.cli.params.  The
 rows that several commands share (the site, --node, --engine …) are written once, here.
-This module imports neither typer nor click.
+This module imports neither typer nor click, and argparse only when a parser is made
+(every typer command reads the shared rows).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
+
+if TYPE_CHECKING:
+    import argparse
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ SOCKET = Option(
 
 def parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
     """An argparse parser for options; every value it leaves out is None (see values)."""
+    import argparse
+
     p = argparse.ArgumentParser(prog=prog, description=description)
     for option in options:
         if option.positional:

@@ -16,7 +16,7 @@ import typer
 
 from hostos.cli.options import ENGINE, NAMESPACE, NODE, ROLE, SITE, SOCKET, Option
 from hostos.cli.output import OUTPUT_HELP, Format
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 
 
 def info(option: Option) -> Any:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostos.engine.base import Observed
 from hostos.node.execute import Outcome
 from hostos.node.plan import Action, Kind
 from hostos.node.render import image_ref_of
-from hostos.node.status import UnitStatus
+
+if TYPE_CHECKING:
+    from hostos.node.status import UnitStatus
 
 
 def plan_lines(actions: Sequence[Action]) -> list[str]:
@@ -56,6 +58,8 @@ def outcomes_json(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
 
 def status_rows(containers: Sequence[Observed]) -> list[UnitStatus]:
     """The status of the units the engine runs here, without a supervisor to ask."""
+    from hostos.node.status import UnitStatus  # only `hostos status` needs the status types
+
     rows = [UnitStatus.of(c, image_ref_of(c.labels)) for c in containers]
     return sorted(rows, key=lambda r: (str(r.role), r.unit, str(r.name)))
 

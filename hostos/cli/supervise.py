@@ -27,7 +27,7 @@ from hostos.cli.options import (
     parser,
     values,
 )
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 
 if TYPE_CHECKING:
     from hostos.cluster.agent import Settings as AgentSettings

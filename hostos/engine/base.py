@@ -9,20 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from hostos.labels import NAMESPACE_LABEL, OWNER, OWNER_LABEL, UNIT_LABEL
 
 NAME_PREFIX = "hostos-"
-
-
-class EngineKind(StrEnum):
-    """Which engine to use: auto takes a reachable Docker socket, else Podman."""
-
-    auto = "auto"
-    docker = "docker"
-    podman = "podman"
 
 
 def owner_labels(namespace: str = "") -> list[str]:

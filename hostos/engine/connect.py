@@ -24,7 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from hostos.engine.base import Engine, EngineError, EngineKind, Observed
+from hostos.engine.base import Engine, EngineError, Observed
+from hostos.engine.kind import EngineKind
 from hostos.engine.probe import Pong, ping
 from hostos.process import CommandFailed, spawn, terminate
 

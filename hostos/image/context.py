@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 from hostos.image import cpio, prune
 from hostos.image.manifest import Package
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 from hostos.errors import RuntimeFailure
 from hostos.process import run
 

@@ -21,13 +21,7 @@ from hostos.labels import ROLE_LABEL
 from hostos.node.holds import Holds
 from hostos.transport import UnixHTTPConnection
 
-SOCKET_DIR = "/run/hostos"
-STATUS_PATH = "/v1/status"
-
-
-def socket_path(namespace: str = "") -> str:
-    name = f"supervisor-{namespace}.sock" if namespace else "supervisor.sock"
-    return os.path.join(SOCKET_DIR, name)
+STATUS_PATH = "/v1/status"  # served on hostos.node.status_socket.socket_path
 
 
 T = TypeVar("T")

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from hostos.backoff import Backoff
-from hostos.engine.base import Engine, EngineError, EngineKind, Observed, container_name
+from hostos.engine.base import Engine, EngineError, Observed, container_name
 from hostos.engine.connect import StartingService
+from hostos.engine.kind import EngineKind
 from hostos.errors import SiteError
 from hostos.logfmt import kv
 from hostos.mounts import state as mount_state
@@ -50,8 +51,9 @@ from hostos.node.execute import Options, Outcome, execute, stop_timeout
 from hostos.node.holds import Holds
 from hostos.node.plan import Action, Kind
 from hostos.node.render import image_ref, image_ref_of
-from hostos.node.status import MountStatus, NodeStatus, UnitStatus, socket_path
+from hostos.node.status import MountStatus, NodeStatus, UnitStatus
 from hostos.node.status_server import StatusServer
+from hostos.node.status_socket import socket_path
 from hostos.site.load import load_site
 from hostos.site.resolve import ResolvedUnit, RoleSpec, resolve_node, resolve_role
 

@@ -103,6 +103,23 @@ def test_console_script_help_starts_fast() -> None:
     assert "LOADED False False" in out  # the heavy libraries stay unimported for --help
 
 
+def test_a_command_imports_not_the_modules_of_the_others() -> None:
+    """A command is made only when asked for (hostos.cli.app.App): the modules and option
+    tables of supervise, rollout and image would cost every other command start-up time."""
+    code = (
+        f"import json, sys; sys.argv=['hostos', 'validate', {SITE!r}]\n"
+        "from hostos.cli.main import main\n"
+        "try: main()\nexcept SystemExit: pass\n"
+        "print(json.dumps([m for m in sys.modules if m.startswith('hostos.cli.')]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out.splitlines()[-1]))
+    assert "hostos.cli.main" in loaded
+    assert not loaded & {"hostos.cli.cluster", "hostos.cli.image", "hostos.cli.supervise"}
+
+
 def test_render_shows_the_spec_as_written() -> None:
     result = runner.invoke(app, ["render", SITE, "--role", "demo"])
     assert result.exit_code == 0, result.output

@@ -16,7 +16,7 @@ from hostos.cli import supervise
 from hostos.cli.main import app
 from hostos.cli.options import Option, parser, values
 from hostos.cli.supervise import OPTIONS, Args, parse
-from hostos.engine.base import EngineKind
+from hostos.engine.kind import EngineKind
 
 EVERY_OPTION = [
     "/run/hostos/site",

@@ -15,10 +15,13 @@ the address (`socket.getfqdn`), which waits 10 s there with no resolver; bind a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from typing import IO, Any
 import pytest
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 
 
 def ip(*args: str) -> None:
@@ -88,16 +92,54 @@ class Lab:
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         out: IO[Any] | int | None = None,
+        sysfs: bool = True,
         **kwargs: Any,
     ) -> subprocess.Popen[bytes]:
-        """argv started inside node's namespace; its output (both streams) to out."""
+        """argv started inside node's namespace; its output (both streams) to out.
+
+        `ip netns exec` mounts a /sys of the namespace (its own network devices), which hides
+        the machine's cgroup mounts under /sys/fs/cgroup; with sysfs=False argv only enters
+        the network namespace (nsenter) and sees the machine's /sys, as slurmd needs."""
+        name = self.nodes[node].name
+        enter = [IP, "netns", "exec", name] if sysfs else [NSENTER, f"--net=/run/netns/{name}"]
         return subprocess.Popen(
-            [IP, "netns", "exec", self.nodes[node].name, *argv],
+            [*enter, *argv],
             env=dict(env) if env is not None else None,
             stdout=out,
             stderr=subprocess.STDOUT,
             **kwargs,
         )
+
+    def pids(self, node: str) -> list[int]:
+        """The live processes whose network namespace is node's (what `ip netns pids` lists,
+        without the zombies, which no signal can end)."""
+        want = os.stat(f"/run/netns/{self.nodes[node].name}").st_ino
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino != want:
+                    continue
+                with open(f"/proc/{entry}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                        continue
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+            found.append(int(entry))
+        return found
+
+    def kill_all(self, node: str, timeout: float = 10.0) -> None:
+        """SIGKILL every process in node's namespace, as a machine's power-off ends them,
+        until none is left (a process may fork while its siblings die)."""
+        deadline = time.monotonic() + timeout
+        while pids := self.pids(node):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{node}: processes {pids} outlive SIGKILL")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
 
     def close(self) -> None:
         for namespace in self.nodes.values():  # the veth pair goes with its namespace

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +80,11 @@ def start_server(
     host: str = "127.0.0.1",
     port: int | None = None,
     options: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Server:
     """A `hostos serve` on host:port (a free port by default) with images img-1 and img-2
-    under tmp/images (made unless there: a restart on the same tmp finds them)."""
+    under tmp/images (made unless there: a restart on the same tmp finds them), in env
+    (default: the test's own environment, e.g. a Slurm lab's for a server that runs scontrol)."""
     images, token_file, log = tmp / "images", tmp / "admin-token", tmp / "server.log"
     if not images.exists():
         images.mkdir()
@@ -108,6 +110,7 @@ def start_server(
                 *options,
             ],
             cwd=ROOT,
+            env=dict(env) if env is not None else None,
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -6,27 +6,34 @@ process that exits 75 ran its reboot command, and is started again `delay` secon
 happened is read back from the nodes' event files: the order of reboots, the image each
 booted, and how many nodes were out at once (from a reboot until the steady-state of the
 boot that follows it).
+
+With a Slurm lab (`slurm=`, see slurm_lab.py) each boot starts the node's slurmd too, and
+each reboot first kills everything in the node's namespace (slurmd, slurmstepd, the jobs),
+as a real reboot does; `cluster(..., slurm=slurm)` writes and starts it for the nodes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from netns import Lab
-from server_fixtures import ROOT
+from server_fixtures import ROOT, Server
+from slurm_lab import SlurmLab
 
 RUNNER = Path(__file__).with_name("sim_node.py")
 REBOOTED = 75
+IDS = [f"n{i}" for i in range(1, 9)]
 
 
 @dataclass
@@ -48,10 +55,13 @@ class SimCluster:
     server: str
     tmp: Path
     nodes: dict[str, SimNode]
+    slurm: SlurmLab | None = None  # started: each boot starts the node's slurmd
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def _start(self, node: SimNode) -> None:
+        if self.slurm is not None:
+            self.slurm.boot(node.id)
         if node.log is None:
             node.log = (self.tmp / f"{node.id}.log").open("ab")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
@@ -88,12 +98,27 @@ class SimCluster:
                     continue
                 node.process = None
                 if process.returncode == REBOOTED:
+                    self._power_off(node)
                     if not node.gone:
                         node.up_at = now + node.delay
                 else:
                     self.errors.append(
                         f"{node.id} exited {process.returncode}: {self.log_text(node.id)[-2000:]}"
                     )
+
+    def _power_off(self, node: SimNode) -> None:
+        """Everything left in node's namespace dies, as on a real machine's reboot."""
+        if self.slurm is not None:
+            self.slurm.halt(node.id)  # its slurmd reaped too
+        else:
+            self.lab.kill_all(node.id)
+
+    def reboot(self, node: str) -> None:
+        """Reboot node now, as its reboot command does (SIGUSR1 to its process; no reboot
+        event, which records the agent's reboots only).  The node must be up."""
+        process = self.nodes[node].process
+        assert process is not None and process.poll() is None, f"{node} is not up"
+        process.send_signal(signal.SIGUSR1)
 
     @contextmanager
     def running(self) -> Iterator[SimCluster]:
@@ -116,6 +141,7 @@ class SimCluster:
                     except subprocess.TimeoutExpired:
                         node.process.kill()
                         node.process.wait()
+                self._power_off(node)
                 if node.log is not None:
                     node.log.close()
         assert not self.errors, self.errors
@@ -164,3 +190,59 @@ class SimCluster:
     def log_text(self, node: str) -> str:
         path = self.tmp / f"{node}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def mac(index: int) -> str:
+    return f"52:54:00:5e:00:{index:02x}"
+
+
+def cluster(
+    lab: Lab,
+    server: Server,
+    tmp: Path,
+    count: int,
+    slurm: SlurmLab | None = None,
+    role: Mapping[str, Any] | None = None,
+    **special: dict[str, Any],
+) -> SimCluster:
+    """Publish a site of count nodes n1… of role compute on img-1 (each with its MAC; role
+    adds to the role's entry), register both images, give each node a namespace and a token
+    file, and start slurm (if given) for these nodes; special: SimNode fields per node."""
+    ids = IDS[:count] if count <= len(IDS) else [f"n{i}" for i in range(1, count + 1)]
+    site = {
+        "roles": {
+            "compute": {
+                "role": "compute",
+                "image": "img-1",
+                "mounts": [],
+                "units": [{"name": "app", "image": "busybox"}],
+                **(role or {}),
+            }
+        },
+        "nodes": {n: {"role": "compute", "mac": mac(i)} for i, n in enumerate(ids, 1)},
+    }
+    nodes_dir = tmp / "nodes"
+    nodes_dir.mkdir()
+    with server.client() as admin:
+        reply = admin.post("/v1/site", json=site)
+        assert reply.status_code == 200, reply.text
+        for image in ("img-1", "img-2"):
+            assert admin.post(f"/v1/images/{image}").status_code == 200
+        nodes = {}
+        for i, node in enumerate(ids, 1):
+            token = nodes_dir / f"{node}.token"
+            token.write_text(admin.post(f"/v1/tokens/nodes/{node}").json()["token"] + "\n")
+            lab.add(node, mac(i))
+            nodes[node] = SimNode(node, mac(i).replace(":", "-"), token, **special.get(node, {}))
+    if slurm is not None:
+        slurm.start(ids)
+    return SimCluster(lab, server.url, nodes_dir, nodes, slurm)
+
+
+def all_steady(sim: SimCluster, server: Server) -> bool:
+    """Every node steady in its boot, as the server's records say."""
+    with server.client() as admin:
+        records = admin.get("/v1/nodes").json()
+    return len(records) == len(sim.nodes) and all(
+        r["boot_id"] and r["steady_boot_id"] == r["boot_id"] for r in records
+    )

@@ -47,6 +47,7 @@ class FakeSlurm:
     jobs: dict[str, list[str]] = field(default_factory=dict)  # job id → its nodes
     calls: list[list[str]] = field(default_factory=list)
     broken: dict[str, Result | Exception] = field(default_factory=dict)  # program → answer
+    away: set[str] = field(default_factory=set)  # nodes whose slurmd does not answer (`*`)
 
     def __call__(self, cmd: Sequence[str], *, limit: int) -> Result:
         self.calls.append(list(cmd))
@@ -73,9 +74,10 @@ class FakeSlurm:
 
     def state(self, node: str) -> str:
         busy = any(node in ns for ns in self.jobs.values())
+        star = "*" if node in self.away else ""
         if self.reasons[node]:
-            return "draining" if busy else "drained"
-        return "allocated" if busy else "idle"
+            return ("draining" if busy else "drained") + star
+        return ("allocated" if busy else "idle") + star
 
     def ran(self, program: str, *more: str) -> list[list[str]]:
         return [c for c in self.calls if c[0] == program and all(m in c for m in more)]
@@ -246,6 +248,19 @@ def test_resume_gives_back_only_our_own_drain() -> None:
     assert slurm.reasons == {"n1": "", "n2": "admin again", "n3": "", "n4": OURS}
     step(drainer, resuming)
     assert len(slurm.ran("scontrol", "state=resume")) == 1  # once per phase
+
+
+def test_a_resume_waits_until_the_rebooted_nodes_slurmd_answers() -> None:
+    slurm = FakeSlurm({"n1": OURS})
+    slurm.away = {"n1"}
+    drainer, _ = drainer_for(slurm)
+    resuming = make({"n1": at(RESUMING, 50.0)})
+    work = step(drainer, resuming)["n1"]
+    assert not work.resumed and work.error == "resume: waiting for slurmd on n1 to answer"
+    assert not slurm.ran("scontrol")
+    slurm.away = set()
+    assert step(drainer, resuming)["n1"] == Workload(jobs=0, resumed=True)
+    assert slurm.reasons == {"n1": ""}
 
 
 def test_a_failed_listing_leaves_the_jobs_unknown_and_resumes_nothing() -> None:

@@ -22,16 +22,10 @@ import pytest
 from fake_fleet import wait_for
 from netns import Lab
 from server_fixtures import ROOT, Server, hostos, serving, start_server, stop_server
-from sim_cluster import SimCluster, SimNode
+from sim_cluster import IDS, all_steady, cluster
 
 pytestmark = pytest.mark.integration
 lab = netns.lab  # the fixture, by the name the tests ask for
-
-IDS = [f"n{i}" for i in range(1, 9)]
-
-
-def mac(index: int) -> str:
-    return f"52:54:00:5e:00:{index:02x}"
 
 
 @pytest.fixture
@@ -39,47 +33,6 @@ def server(lab: Lab, tmp_path: Path) -> Iterator[Server]:
     (tmp_path / "server").mkdir()
     with serving(tmp_path / "server", host=lab.address) as running:
         yield running
-
-
-def cluster(
-    lab: Lab, server: Server, tmp: Path, count: int, **special: dict[str, Any]
-) -> SimCluster:
-    """Publish a site of count nodes n1… of role compute on img-1 (each with its MAC),
-    register both images, give each node a namespace and a token file."""
-    ids = IDS[:count] if count <= len(IDS) else [f"n{i}" for i in range(1, count + 1)]
-    site = {
-        "roles": {
-            "compute": {
-                "role": "compute",
-                "image": "img-1",
-                "mounts": [],
-                "units": [{"name": "app", "image": "busybox"}],
-            }
-        },
-        "nodes": {n: {"role": "compute", "mac": mac(i)} for i, n in enumerate(ids, 1)},
-    }
-    nodes_dir = tmp / "nodes"
-    nodes_dir.mkdir()
-    with server.client() as admin:
-        assert admin.post("/v1/site", json=site).status_code == 200
-        for image in ("img-1", "img-2"):
-            assert admin.post(f"/v1/images/{image}").status_code == 200
-        nodes = {}
-        for i, node in enumerate(ids, 1):
-            token = nodes_dir / f"{node}.token"
-            token.write_text(admin.post(f"/v1/tokens/nodes/{node}").json()["token"] + "\n")
-            lab.add(node, mac(i))
-            nodes[node] = SimNode(node, mac(i).replace(":", "-"), token, **special.get(node, {}))
-    return SimCluster(lab, server.url, nodes_dir, nodes)
-
-
-def all_steady(sim: SimCluster, server: Server) -> bool:
-    """Every node steady in its boot, as the server's records say."""
-    with server.client() as admin:
-        records = admin.get("/v1/nodes").json()
-    return len(records) == len(sim.nodes) and all(
-        r["boot_id"] and r["steady_boot_id"] == r["boot_id"] for r in records
-    )
 
 
 def start(server: Server, **spec: Any) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Importing an SDK costs about 0.15 s, a large share of the no-op budget; docker's
 adapter imports docker-py only for calls that change or stream something, podman's
-only to build.  The subprocess runs with
-`-X importtime`, which names every module the process imported, whenever it did.
+only to build.  Nor does it import what only other commands need: their modules, the
+argparse parser of supervise's boot path, the status types when no supervisor runs here.
+The subprocess runs with `-X importtime`, which names every module the process imported,
+whenever it did.
 """
 
 from __future__ import annotations
@@ -24,17 +26,29 @@ from hostos.site.resolve import resolve_role
 from conftest import ROOT, converge, write
 
 SDK_MODULES = ("docker", "podman", "requests", "urllib3")
+OTHER_COMMANDS = (
+    "argparse",
+    "hostos.cli.cluster",
+    "hostos.cli.image",
+    "hostos.cli.supervise",
+    "hostos.node.status",
+)
 SLEEPER = "image: hostos/busybox:latest\ncommand: [sleep, '3600']\nstop_timeout: 1s\n"
 
 
 def imported(stderr: str) -> set[str]:
     """Top-level names of the modules that `-X importtime` reported."""
+    return {name.split(".")[0] for name in modules(stderr)}
+
+
+def modules(stderr: str) -> set[str]:
+    """The full names of the modules that `-X importtime` reported."""
     names = set()
     for line in stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
             name = line.rsplit("|", 1)[1].strip()
             if name and name != "imported package":
-                names.add(name.split(".")[0])
+                names.add(name)
     return names
 
 
@@ -84,9 +98,12 @@ def test_noop_apply_imports_no_sdk(engine: Engine, site: tuple[Path, str]) -> No
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "0 changes"
-    modules = imported(result.stderr)
-    assert "hostos" in modules and "json" in modules  # the parse works
-    assert not modules & set(SDK_MODULES), sorted(modules & set(SDK_MODULES))
+    top = imported(result.stderr)
+    assert "hostos" in top and "json" in top  # the parse works
+    assert not top & set(SDK_MODULES), sorted(top & set(SDK_MODULES))
+    every = modules(result.stderr)
+    assert "hostos.cli.main" in every and "hostos.node.converge" in every
+    assert not every & set(OTHER_COMMANDS), sorted(every & set(OTHER_COMMANDS))
 
 
 @pytest.mark.integration
@@ -102,8 +119,8 @@ def test_a_change_goes_through_the_sdk_only_on_docker(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 changes, 0 failed" in result.stdout
-    modules = imported(result.stderr)
+    top = imported(result.stderr)
     if engine.name == "docker":
-        assert {"docker", "requests"} <= modules
+        assert {"docker", "requests"} <= top
     else:
-        assert not modules & set(SDK_MODULES), sorted(modules & set(SDK_MODULES))
+        assert not top & set(SDK_MODULES), sorted(top & set(SDK_MODULES))

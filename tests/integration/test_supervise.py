@@ -16,7 +16,8 @@ import pytest
 
 from hostos.engine.base import Engine, EngineError
 from hostos.node.converge import down, owned
-from hostos.node.status import read_status, socket_path
+from hostos.node.status import read_status
+from hostos.node.status_socket import socket_path
 
 from conftest import write
 

@@ -68,6 +68,11 @@ class NodeSlurmState:
         return any(part in DRAIN_STATES for part in self.parts)
 
     @property
+    def responding(self) -> bool:
+        """slurmctld hears from the node's slurmd (no `*`): after a reboot, it registered."""
+        return "*" not in self.state
+
+    @property
     def busy(self) -> bool:
         """A job is (or was until just now) on it: allocated, mixed, completing, draining."""
         return any(part in BUSY_STATES for part in self.parts)

@@ -392,6 +392,9 @@ class Drainer:
         phase = _phase("resume", rollout, node)
         other = slurm.is_drained_by_other(seen.slurm, rollout.id)
         if seen.slurm is not None and seen.slurm.drained and not other:
+            if not seen.slurm.responding:  # a resume now: ReturnToService=1 downs it later
+                seen.errors["resume"] = f"resume: waiting for slurmd on {node} to answer"
+                return False
             return True
         self._resumed.add(phase)
         why = f"drained again by someone else: {other}" if other else "not drained"
