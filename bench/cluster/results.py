@@ -30,10 +30,10 @@ class Options:
     publishes: int
     phase_timeout: float
     heartbeat_rate: float
-    drain_jobs: float = 0.0  # the drain rollout's nodes with a job (0: no drain rollout)
-    drain_interval: float = 0.25  # the servers' --drain-interval
-    drain_reboot: float = 0.0  # a simulated reboot in the drain rollout (0: reboot's)
-    job_seed: int = 1  # which nodes run jobs, and how long
+    drain_jobs: float  # the drain rollout's nodes with a job (0: no drain rollout)
+    drain_interval: float  # the servers' --drain-interval
+    drain_reboot: float  # a simulated reboot in the drain rollout (0: reboot's)
+    job_seed: int  # which nodes run jobs, and how long
 
     @property
     def drain_reboot_time(self) -> float:

@@ -48,7 +48,7 @@ class Serve:
     images: Path
     heartbeat_rate: float
     drain_hooks: Path | None = None  # the drain rollout's hooks (jobs.py), if any
-    drain_interval: float = 0.25
+    drain_interval: float = 0.0  # with drain_hooks: the servers' --drain-interval
 
     def args(self) -> list[str]:
         drain = (

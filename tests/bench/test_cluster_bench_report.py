@@ -31,6 +31,10 @@ OPTS = Options(
     publishes=2,
     phase_timeout=30.0,
     heartbeat_rate=200.0,
+    drain_jobs=0.3,
+    drain_interval=0.25,
+    drain_reboot=0.0,
+    job_seed=1,
 )
 
 
