@@ -32,6 +32,22 @@ def test_a_bad_option_exits_2_with_the_reason() -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--drain-jobs", "1.5"],
+        ["--drain-jobs", "nan"],
+        ["--drain-jobs", "0.3", "--drain-interval", "0"],
+        ["--drain-jobs", "0.3", "--drain-reboot", "-1"],
+    ],
+)
+def test_a_bad_drain_option_exits_2(args: list[str]) -> None:
+    done = bench("bench.cluster", *args)
+    assert done.returncode == 2, done.stderr
+    assert "--drain-" in done.stderr.splitlines()[-1]
+    assert "Traceback" not in done.stderr
+
+
 def test_the_load_generator_ends_with_its_input() -> None:
     """`python -m bench.cluster.load` is what the cluster bench starts per generator: it
     reads its agents from stdin and answers commands until stop."""
