@@ -281,8 +281,9 @@ class Runner:
 
     def measure_fanout(self, ids: Sequence[str]) -> None:
         for publish in range(1, self.opts.publishes + 1):
+            body = site(ids, self.opts.rollout_nodes, publish)
             published = time.time()
-            generation = self.publish(site(ids, self.opts.rollout_nodes, publish))
+            generation = self.publish(body)
             times = [
                 t - published
                 for reply in ask(self.generators, op="seen", generation=generation)
