@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -265,6 +266,18 @@ def test_a_drain_round_takes_a_slot_and_assigns_only_once_drained(state: FleetSt
     found = controller.read(state.kv, "compute")
     assert found is not None and found[0].rollout.nodes["n2"].state is NodeState.GRANTED
     assert [e["kind"] for e in found[0].log][-2:] == ["drain", "grant"]
+
+
+def test_the_drainers_news_wakes_a_round_at_once(state: FleetStore) -> None:
+    controller.start_rollout(state, spec(drain=Drain("slurm")))
+    leader = Controller(state, holder="a", drainer=Drained())
+    assert leader.campaign()
+    leader.round()
+    leader.follow(5)  # the round's own writes
+    threading.Timer(0.2, leader.wake).start()
+    started = time.monotonic()
+    leader.follow(5)
+    assert 0.15 < time.monotonic() - started < 1
 
 
 def test_a_replica_that_does_not_lead_runs_no_drain(state: FleetStore) -> None:

@@ -339,15 +339,18 @@ def test_the_generic_check_answers(hooks: Path) -> None:
     work = step(drainer, pending)
     assert {n: w.jobs for n, w in work.items()} == {"n1": 0, "n2": 3, "n3": 1, "n4": None}
     assert work["n4"].error == "sched-jobs: exit 2: broken"
-    # each node at most once per interval, even when follow brings something new
+    # each node at most once per interval, even when follow brings something new, but a
+    # node just drained is counted at once: its grant waits on that count
     work = step(drainer, make({**pending.nodes, "n1": at(DRAINING, 3.0)}, drain=GENERIC))
-    assert [c[0] for c in fake.calls].count("sched-jobs") == 4
-    assert work["n1"] == Workload(jobs=0)  # counted before its drain: not drained yet
-    assert fake.calls[-1] == ["sched-drain", "n1", "img-2"]
+    assert [c[0] for c in fake.calls].count("sched-jobs") == 5
+    assert fake.calls[-2:] == [["sched-drain", "n1", "img-2"], ["sched-jobs", "n1"]]
+    assert work["n1"] == Workload(jobs=0, drained=True)
+    work = step(drainer, make({**pending.nodes, "n1": at(DRAINING, 3.0)}, drain=GENERIC))
+    assert [c[0] for c in fake.calls].count("sched-jobs") == 5
     clock.now += 5.0
     work = step(drainer, make({**pending.nodes, "n1": at(DRAINING, 3.0)}, drain=GENERIC))
     assert work["n1"] == Workload(jobs=0, drained=True)
-    assert [c[0] for c in fake.calls].count("sched-jobs") == 8
+    assert [c[0] for c in fake.calls].count("sched-jobs") == 9
 
 
 def test_check_jobs_and_failure() -> None:

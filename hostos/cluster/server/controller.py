@@ -63,6 +63,7 @@ TTL = 10.0  # seconds a dead leader's claim outlives it
 TICK = 1.0  # seconds between rounds when nothing is written
 SETTLE = 0.005  # seconds a round waits after a wake-up, so a burst of writes is one round
 GATHER = 0.02  # seconds between watch calls while only the rest of the fleet writes
+WAKE_SLICE = 0.05  # seconds a watch call lasts while the drainer may wake a round
 GRANTS_PER_TXN = 50  # etcd refuses more than 128 operations in one transaction
 LOG_KEPT = 50  # actions kept with the rollout, for `hostos rollout status`
 ATTEMPTS = 20
@@ -475,6 +476,8 @@ class Controller:
         self._cache = StoreCache()
         self._after = 0  # the store revision the watch has seen
         self._watched: frozenset[str] = frozenset()  # the nodes of active rollouts
+        self._draining = False  # an active rollout drains: the drainer's news wakes rounds
+        self._woken = threading.Event()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="rollout-controller", daemon=True)
@@ -484,6 +487,10 @@ class Controller:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.tick + 15)
+
+    def wake(self) -> None:
+        """Plan again soon: the drainer saw a node's work change (its `wake`)."""
+        self._woken.set()
 
     @property
     def leading(self) -> bool:
@@ -555,8 +562,11 @@ class Controller:
         deadline = time.monotonic() + timeout
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._woken.is_set():
+                self._woken.clear()
                 return
+            if self._draining:
+                remaining = min(remaining, WAKE_SLICE)
             try:
                 entries = self.kv.watch("", self._after, remaining)
             except Compacted:
@@ -585,6 +595,7 @@ class Controller:
         self._watched = frozenset(n for _, s in active for n in s.rollout.nodes)
         if self.drainer is not None:
             self.drainer.follow([s.rollout for _, s in active])
+        self._draining = any(s.rollout.spec.drain is not None for _, s in active)
         busy = False
         for entry, stored in active:
             busy |= self._role_round(entry, stored)

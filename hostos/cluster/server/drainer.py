@@ -346,8 +346,10 @@ class Drainer:
         with self._lock:
             for node in self._counted(rollout):
                 seen = self._node(rollout.id, node)
-                if now - seen.checked_at < self.interval:
-                    continue
+                asked = self._asked.get(_phase("drain", rollout, node))
+                just_drained = asked is not None and seen.counted < asked
+                if now - seen.checked_at < self.interval and not just_drained:
+                    continue  # a node drained since its last count is counted at once
                 seen.checked_at = now
                 starts[node] = self._next()
                 tasks[node] = self._task(rollout, node, "check", drain, quiet=True)

@@ -196,7 +196,12 @@ def serve(opts: ServeOptions) -> None:
 
     kv = open_kv(opts.store)
     controller = None
-    drainer = Drainer(opts.drain_hooks, interval=opts.drain_interval)
+
+    def wake() -> None:  # the drainer's news: the controller plans again at once
+        if controller is not None:
+            controller.wake()
+
+    drainer = Drainer(opts.drain_hooks, interval=opts.drain_interval, wake=wake)
     try:
         settings = Settings(
             opts.admin_token,
