@@ -239,26 +239,36 @@ class Drainer:
         node's Workload changed."""
         with self._lock:
             rollouts = list(self._followed.values())
-            before = [self._workloads(r) for r in rollouts]
-        for rollout in rollouts:
-            if self._stopping.is_set():
-                return
-            self._pass(rollout)
-        with self._lock:
-            after = [self._workloads(r) for r in rollouts]
-        if after != before:
-            self.wake()
+        for step in (self._pass, self._count_pending):  # what a rollout waits on first
+            with self._lock:
+                before = [self._workloads(r) for r in rollouts]
+            for rollout in rollouts:
+                if self._stopping.is_set():
+                    return
+                step(rollout)
+            with self._lock:
+                after = [self._workloads(r) for r in rollouts]
+            if after != before:
+                self.wake()
 
     def _pass(self, rollout: Rollout) -> None:
+        """What nodes in the rollout's slots wait on: drains, their counts, resumes."""
         drain = rollout.spec.drain
         assert drain is not None
         self._drain(rollout, drain)
-        if drain.kind == SLURM:
-            if rollout.state in GRANTING or rollout.count(NodeState.DRAINING, NodeState.RESUMING):
-                self._observe_slurm(rollout)  # (paused or aborted, none: nothing to see)
-        else:
-            self._check(rollout, drain)
+        busy = rollout.state in GRANTING or rollout.count(NodeState.DRAINING, NodeState.RESUMING)
+        if drain.kind == SLURM and busy:  # (paused or aborted, none: nothing to see)
+            self._observe_slurm(rollout)
         self._resume(rollout, drain)
+        if drain.kind != SLURM:
+            self._check(rollout, drain, NodeState.DRAINING)
+
+    def _count_pending(self, rollout: Rollout) -> None:
+        """The generic form's counts of the nodes next in line (Slurm's came with the
+        listing): after the rest, since dozens of checks may run."""
+        drain = rollout.spec.drain
+        if drain is not None and drain.kind != SLURM and rollout.state in GRANTING:
+            self._check(rollout, drain, NodeState.PENDING)
 
     # -- step 1: drain ---------------------------------------------------------------------
 
@@ -284,13 +294,10 @@ class Drainer:
 
     # -- step 2: count ---------------------------------------------------------------------
 
-    def _counted(self, rollout: Rollout) -> list[str]:
+    def _counted(self, rollout: Rollout, state: NodeState) -> list[str]:
         """The nodes the generic form counts: draining ones, and pending ones while the
         rollout grants (the planner takes idle nodes first)."""
-        states = {NodeState.DRAINING}
-        if rollout.state in GRANTING:
-            states.add(NodeState.PENDING)
-        return [node for node, p in sorted(rollout.nodes.items()) if p.state in states]
+        return [node for node, p in sorted(rollout.nodes.items()) if p.state is state]
 
     def _observe_slurm(self, rollout: Rollout) -> None:
         with self._lock:
@@ -339,12 +346,12 @@ class Drainer:
             return ""
         return f"drain: Slurm shows {node} {seen.slurm.state}, no longer drained"
 
-    def _check(self, rollout: Rollout, drain: Drain) -> None:
+    def _check(self, rollout: Rollout, drain: Drain, state: NodeState) -> None:
         tasks: dict[str, Callable[[], _Outcome]] = {}
         starts: dict[str, int] = {}
         now = self.clock()
         with self._lock:
-            for node in self._counted(rollout):
+            for node in self._counted(rollout, state):
                 seen = self._node(rollout.id, node)
                 asked = self._asked.get(_phase("drain", rollout, node))
                 just_drained = asked is not None and seen.counted < asked
