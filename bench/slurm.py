@@ -10,9 +10,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from hostos.engine.base import EngineKind
+import yaml
+
 from hostos.engine.connect import connect
+from hostos.engine.kind import EngineKind
 from hostos.node.render import image_ref
 from hostos.site.load import load_site
 
@@ -68,3 +71,22 @@ def admin_share(admin: Path, slurm_conf: str) -> Path:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     return admin
+
+
+def bind_shares(site: Path, admin: Path, apps: Path) -> None:
+    """The site's base role with the admin and apps shares as directories of this machine,
+    which `hostos apply` binds where they are (a role mount's target is a path of the host)."""
+    (site / "roles" / "base.yaml").write_text(
+        "role: base\nmounts:\n"
+        f"  - {{name: admin, type: bind, source: {admin}, target: {admin}}}\n"
+        f"  - {{name: apps, type: bind, source: {apps}, target: {apps}}}\n"
+    )
+
+
+def override(site: Path, role: str, unit: str, **fields: Any) -> None:
+    """Lay fields on the role's override of unit, as a site's admin would edit the role
+    (None writes null, which removes the unit's key)."""
+    path = site / "roles" / f"{role}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("overrides", {}).setdefault(unit, {}).update(fields)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -38,8 +38,9 @@ import pytest
 from bench import slurm
 from bench.nfs import NfsServer
 from bench.processes import HOSTOS, free_port
-from hostos.engine.base import EngineKind, container_name, volume_name
+from hostos.engine.base import container_name, volume_name
 from hostos.engine.connect import connect
+from hostos.engine.kind import EngineKind
 from hostos.image.boot import Image
 from hostos.node.converge import down
 from hostos.process import run
@@ -73,48 +74,24 @@ def host_address() -> str:
     return addresses[0]
 
 
-def _example(site: Path, base: str) -> Path:
-    shutil.copytree(slurm.EXAMPLE_SITE, site)
-    (site / "roles" / "base.yaml").write_text(base)
-    return site
-
-
 def node_site(site: Path, nfs: NfsServer, archive: Path) -> Path:
     """The example site as the node reads it over NFS: the shares of this NFS server, and
     the slurm image from a docker-archive on the site."""
     options = f"vers=4.1, port={nfs.port}"
-    _example(
-        site,
+    shutil.copytree(slurm.EXAMPLE_SITE, site)
+    (site / "roles" / "base.yaml").write_text(
         "role: base\nmounts:\n"
         f'  - {{name: admin, type: nfs4, source: "10.0.2.2:/export/admin", target: /mnt/admin,'
         f" options: [{options}, ro, soft, timeo=50]}}\n"
         f'  - {{name: apps, type: nfs4, source: "10.0.2.2:/export/apps", target: /apps,'
-        f" options: [{options}, ro]}}\n",
+        f" options: [{options}, ro]}}\n"
     )
     (site / "images").mkdir()
     os.link(archive, site / ARCHIVE)  # same filesystem: no 170 MB copy
     image = f"docker-archive:/run/hostos/site/{ARCHIVE}"
-    compute = site / "roles" / "compute.yaml"
-    assert compute.read_text().endswith(
-        "overrides:\n  slurmd:\n    labels: {org.hpc.partition: compute}\n"
-    )
-    compute.write_text(
-        compute.read_text()
-        + f"    image: {image}\n    build: null\n  munge:\n    image: {image}\n    build: null\n"
-    )
+    for unit in ("munge", "slurmd"):
+        slurm.override(site, "compute", unit, image=image, build=None)
     return site
-
-
-def head_site(site: Path, export: Path) -> Path:
-    """The example site as the head on this machine reads it: the exported shares, which
-    `hostos apply` binds where they are (a role mount's target is a path of the host)."""
-    admin, apps = export / "admin", export / "apps"
-    return _example(
-        site,
-        "role: base\nmounts:\n"
-        f"  - {{name: admin, type: bind, source: {admin}, target: {admin}}}\n"
-        f"  - {{name: apps, type: bind, source: {apps}, target: {apps}}}\n",
-    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +121,9 @@ class Head:
 @contextlib.contextmanager
 def head_role(export: Path, tmp_path: Path) -> Iterator[Head]:
     """munge and slurmctld of the example's head role, on this machine with Docker."""
-    site = head_site(tmp_path / "head-site", export)
+    site = tmp_path / "head-site"
+    shutil.copytree(slurm.EXAMPLE_SITE, site)
+    slurm.bind_shares(site, export / "admin", export / "apps")
     made = Head("e2e" + os.urandom(3).hex())
     try:
         applied = subprocess.run(

@@ -30,7 +30,7 @@ from hostos.engine.base import Engine, container_name, volume_name
 from hostos.node.converge import down
 from hostos.process import run
 
-from conftest import wait_for, write
+from conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,17 +64,8 @@ def lab_site(site: Path, top: Path) -> Path:
     admin, apps = top / "admin", top / "apps"
     slurm.admin_share(admin, slurm.conf("localhost", free_port(), NODE, "127.0.0.1", free_port()))
     apps.mkdir()
-    write(
-        site / "roles" / "base.yaml",
-        "role: base\nmounts:\n"
-        f"  - {{name: admin, type: bind, source: {admin}, target: {admin}}}\n"
-        f"  - {{name: apps, type: bind, source: {apps}, target: {apps}}}\n",
-    )
-    compute = site / "roles" / "compute.yaml"
-    assert compute.read_text().endswith(
-        "overrides:\n  slurmd:\n    labels: {org.hpc.partition: compute}\n"
-    )
-    write(compute, compute.read_text() + "    ulimits: null\n")
+    slurm.bind_shares(site, admin, apps)
+    slurm.override(site, "compute", "slurmd", ulimits=None)
     return site
 
 
