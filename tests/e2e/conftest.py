@@ -12,9 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import devimage
 import pytest
@@ -52,6 +54,19 @@ class Console(console.Console):
         return found
 
 
+def poll(what: str, probe: Any, console: Console, guest: Guest, timeout: float) -> Any:
+    """probe's first truthy answer, asked every second while the guest runs; fails the
+    test with the console's tail if the guest stops or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        assert guest.running(), f"qemu ended while waiting for {what}:\n{console.text()[-4000:]}"
+        time.sleep(1)
+    raise AssertionError(f"no {what} within {timeout:g}s:\n{console.text()[-6000:]}")
+
+
 @dataclass
 class Booted:
     guest: Guest
@@ -59,6 +74,9 @@ class Booted:
 
     def wait_for(self, pattern: str, timeout: float = 120, count: int = 1) -> tuple[float, str]:
         return self.console.wait_for(pattern, timeout, self.guest, count)
+
+    def poll(self, what: str, probe: Any, timeout: float) -> Any:
+        return poll(what, probe, self.console, self.guest, timeout)
 
     def power_off(self, timeout: float = 180) -> int:
         """Press the power button; qemu's exit code once the guest is off."""
@@ -68,8 +86,9 @@ class Booted:
 
 @pytest.fixture
 def boot(tmp_path: Path) -> Iterator[object]:
-    """boot(image, append, site=None, mem="256M", stdin=None) → a running Booted guest;
-    every guest still running at the end of the test is killed."""
+    """boot(image, append, site=None, mem="256M", stdin=None, forwards=()) → a running
+    Booted guest (forwards: host ports into it, as `hostos image boot --forward`); every
+    guest still running at the end of the test is killed."""
     guests: list[Guest] = []
 
     @contextlib.contextmanager
@@ -79,9 +98,10 @@ def boot(tmp_path: Path) -> Iterator[object]:
         site: Path | None = None,
         mem: str = "256M",
         stdin: int | None = subprocess.DEVNULL,
+        forwards: tuple[str, ...] = (),
     ) -> Iterator[Booted]:
         qmp = str(tmp_path / f"qmp{len(guests)}.sock")
-        options = Options(mem=mem, append=append, qmp=qmp)
+        options = Options(mem=mem, append=append, qmp=qmp, forwards=forwards)
         with initrd_with_site(image, site) as initrd:
             console = Console()
             guest = Guest(

@@ -26,7 +26,7 @@ import pytest
 from bench.processes import free_port
 from hostos.image.boot import Guest, Image
 
-from conftest import Console
+from conftest import Console, poll
 
 pytestmark = pytest.mark.e2e
 
@@ -138,14 +138,7 @@ def _rollout_state(client: httpx.Client) -> str:
 
 
 def _wait(what: str, check: Any, console: Console, guest: Guest) -> Any:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        assert guest.running(), f"qemu ended while waiting for {what}:\n{console.text()[-4000:]}"
-        time.sleep(1)
-    raise AssertionError(f"no {what} within {TIMEOUT:g}s:\n{console.text()[-4000:]}")
+    return poll(what, check, console, guest, TIMEOUT)
 
 
 def test_a_node_netboots_from_the_server_and_rolls_to_a_second_image(

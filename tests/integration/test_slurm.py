@@ -14,10 +14,7 @@ node is a namespace of its own, volumes included, so nothing touches another ins
 from __future__ import annotations
 
 import os
-import re
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,20 +23,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bench import slurm
+from bench.processes import free_port
 from hostos.cli.main import app
 from hostos.engine.base import Engine, container_name, volume_name
-from hostos.engine.connect import connect
 from hostos.node.converge import down
-from hostos.node.render import image_ref
 from hostos.process import run
-from hostos.site.load import load_site
 
-from conftest import EXAMPLE_SITE, ROOT, wait_for, write
+from conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
-IMAGE_CLI = [sys.executable, "-c", "from hostos.cli.image import image_app; image_app()"]
-EXAMPLE_CONF = ROOT / "containers" / "slurm" / "slurm.conf"
 HEAD, NODE = "head01", "cn001"
 VOLUMES = ("munge-socket", "slurmctld-state")  # what the head and compute units create
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
@@ -50,19 +44,8 @@ def slurm_image() -> str:
     """The units' image, built from its context with Docker and loaded into Podman."""
     if os.geteuid() != 0:
         pytest.skip("`hostos image base` needs root")
-    slurmd = load_site(str(EXAMPLE_SITE)).units["slurmd"]
-    assert slurmd.build is not None
-    ref, context = image_ref(slurmd), str(EXAMPLE_SITE / slurmd.build.context)
     started = time.monotonic()
-    base = subprocess.run(
-        [*IMAGE_CLI, "base", "--engine", "docker"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert base.returncode == 0, base.stdout + base.stderr
-    docker = connect("docker")
-    try:
-        image = docker.build(context, ref, None, {})
-    finally:
-        docker.close()
+    ref, image = slurm.build_image()
     built = time.monotonic()
     loaded = run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], check=False)
     if loaded.returncode != 0 or f"sha256:{loaded.stdout.strip()}" != image:
@@ -76,46 +59,13 @@ def slurm_image() -> str:
     return ref
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def lab_conf(ctld_port: int, slurmd_port: int) -> str:
-    """The example slurm.conf, for a controller and one node on this machine."""
-    conf = EXAMPLE_CONF.read_text()
-    for key, value in (
-        ("SlurmctldHost", "localhost"),
-        ("SlurmctldPort", str(ctld_port)),
-        ("SlurmdPort", str(slurmd_port)),
-    ):
-        conf, found = re.subn(rf"(?m)^{key}=.*$", f"{key}={value}", conf)
-        assert found == 1, key
-    conf = conf.replace("NodeName=cn[001-128] ", f"NodeName={NODE} NodeAddr=127.0.0.1 ")
-    return conf.replace("Nodes=cn[001-128]", f"Nodes={NODE}")
-
-
 def lab_site(site: Path, top: Path) -> Path:
     """The example site with this machine's admin share and the sandbox's ulimits."""
     admin, apps = top / "admin", top / "apps"
-    write(admin / "slurm" / "slurm.conf", lab_conf(free_port(), free_port()))
-    key = write(admin / "munge" / "munge.key", "")
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
+    slurm.admin_share(admin, slurm.conf("localhost", free_port(), NODE, "127.0.0.1", free_port()))
     apps.mkdir()
-    write(
-        site / "roles" / "base.yaml",
-        "role: base\nmounts:\n"
-        f"  - {{name: admin, type: bind, source: {admin}, target: {admin}}}\n"
-        f"  - {{name: apps, type: bind, source: {apps}, target: {apps}}}\n",
-    )
-    compute = site / "roles" / "compute.yaml"
-    assert compute.read_text().endswith(
-        "overrides:\n  slurmd:\n    labels: {org.hpc.partition: compute}\n"
-    )
-    write(compute, compute.read_text() + "    ulimits: null\n")
+    slurm.bind_shares(site, admin, apps)
+    slurm.override(site, "compute", "slurmd", ulimits=None)
     return site
 
 
