@@ -114,9 +114,10 @@ def test_a_rolling_reboot_waits_for_the_job_and_kills_none(
         slurm.command("scontrol", "update", "nodename=n3", "state=drain", "reason=bad DIMM")
         job = slurm.sbatch("-w", "n1", "--no-requeue", wrap="sleep 30")
         slurm.wait_job(job, "RUNNING")
+        assert start(server)["spec"]["drain"]["kind"] == "slurm"
+        draining = wait_for(lambda: _draining_under_the_job(server), 60)
+        # from here on, while n1 drains, reboots and comes back, more work keeps coming
         with Stream(slurm) as stream:
-            assert start(server)["spec"]["drain"]["kind"] == "slurm"
-            draining = wait_for(lambda: _draining_under_the_job(server), 60)
             done = wait_for(lambda: ended(server), 120)
         assert isinstance(done, dict) and done["state"] == "done", done
         finished = slurm.wait_job(job, *ENDED)
@@ -134,6 +135,7 @@ def test_a_rolling_reboot_waits_for_the_job_and_kills_none(
     reboot_n1 = next(e["t"] for e in sim.events("reboot") if e["node"] == "n1")
     assert reboot_n1 >= slurm_time(finished["EndTime"])
     # the jobs submitted meanwhile all completed, none started on a node hostos had drained
+    # (n1, from its drain until it was back)
     assert len(streamed) >= 5 and {j["JobState"] for j in streamed.values()} == {"COMPLETED"}
     windows = drained_windows(done)
     for job_id, found in streamed.items():
