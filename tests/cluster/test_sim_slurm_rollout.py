@@ -53,6 +53,16 @@ def drained_cluster(
     return cluster(lab, server, tmp, count, slurm=slurm, role={"rollout": policy.to_json()})
 
 
+def job_on_n1(sim: SimCluster, server: Server, slurm: SlurmLab, seconds: int) -> str:
+    """Once every node is steady and idle: a job of seconds on n1 (never requeued), running;
+    its id."""
+    wait_for(lambda: all_steady(sim, server), 30)
+    slurm.wait_states({node: "idle" for node in sim.nodes})
+    job = slurm.sbatch("-w", "n1", "--no-requeue", wrap=f"sleep {seconds}")
+    slurm.wait_job(job, "RUNNING")
+    return job
+
+
 def start(server: Server) -> dict[str, Any]:
     with server.client() as admin:
         reply = admin.post("/v1/rollouts", json={"role": "compute", "image": "img-2"})
@@ -109,11 +119,8 @@ def test_a_rolling_reboot_waits_for_the_job_and_kills_none(
 ) -> None:
     sim = drained_cluster(lab, server, slurm, tmp_path, 4, drain_timeout=300.0)
     with sim.running():
-        wait_for(lambda: all_steady(sim, server), 30)
-        slurm.wait_states({node: "idle" for node in sim.nodes})
+        job = job_on_n1(sim, server, slurm, seconds=30)
         slurm.command("scontrol", "update", "nodename=n3", "state=drain", "reason=bad DIMM")
-        job = slurm.sbatch("-w", "n1", "--no-requeue", wrap="sleep 30")
-        slurm.wait_job(job, "RUNNING")
         assert start(server)["spec"]["drain"]["kind"] == "slurm"
         draining = wait_for(lambda: _draining_under_the_job(server), 60)
         # from here on, while n1 drains, reboots and comes back, more work keeps coming
@@ -160,10 +167,7 @@ def test_a_drain_that_times_out_pauses_and_leaves_the_job_running(
 ) -> None:
     sim = drained_cluster(lab, server, slurm, tmp_path, 2, drain_timeout=4.0)
     with sim.running():
-        wait_for(lambda: all_steady(sim, server), 30)
-        slurm.wait_states({node: "idle" for node in sim.nodes})
-        job = slurm.sbatch("-w", "n1", "--no-requeue", wrap="sleep 120")
-        slurm.wait_job(job, "RUNNING")
+        job = job_on_n1(sim, server, slurm, seconds=120)
         start(server)
         paused = wait_for(lambda: ended(server), 60)
         running = slurm.job(job)

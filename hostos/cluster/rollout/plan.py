@@ -714,7 +714,9 @@ def _candidates(rollout: Rollout, view: Mapping[str, NodeView], reverting: bool)
 
 
 def _drain_reason(work: Workload, reason: str) -> str:
-    jobs = "no job running" if work.jobs == 0 else f"{work.jobs} job(s) running"
+    jobs = {0: "no job running", None: "jobs not counted yet"}.get(
+        work.jobs, f"{work.jobs} job(s) running"
+    )
     held = f"; drained already ({work.held}): left drained after" if work.held else ""
     return f"draining ({jobs}{held}); {reason}"
 
