@@ -129,6 +129,8 @@ def test_a_rolling_reboot_waits_for_the_job_and_kills_none(
         assert isinstance(done, dict) and done["state"] == "done", done
         finished = slurm.wait_job(job, *ENDED)
         streamed = {j: slurm.wait_job(j, *ENDED) for j in stream.jobs}
+        # a node just resumed shows `*` until it answers slurmctld's next ping
+        wait_for(lambda: all("*" not in state for state, _ in slurm.sinfo().values()), 30)
         sinfo = slurm.sinfo()
     assert isinstance(draining, dict) and draining["nodes"]["n1"]["jobs"] == 1
     order = sim.order()
